@@ -1,0 +1,52 @@
+//! The list of commands, in one place. Each command lives in its own file with an `Opts` struct
+//! (whose doc comment is its `--help`) and a `run(self)`.
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Status;
+
+pub mod diff;
+pub mod inspect;
+pub mod keygen;
+pub mod verify;
+use crate::output::GlobalOpts;
+
+/// Registry and supply-chain verifier for WebAssembly components.
+///
+/// Audit what a component can reach, publish it signed into a transparency-logged registry,
+/// and pull it back with every claim re-checked on your own machine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gridreg",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit status: 0 ok, 1 a policy or verification check failed, 2 usage or input error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Inspect(inspect::Opts),
+    Verify(verify::Opts),
+    Diff(diff::Opts),
+    Keygen(keygen::Opts),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<Status> {
+        match self {
+            Command::Inspect(o) => o.run(),
+            Command::Verify(o) => o.run(),
+            Command::Diff(o) => o.run(),
+            Command::Keygen(o) => o.run(),
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Exit statuses and how errors become them: a [`Failure`] (the input was fine but did not pass a
+//! policy or verification check) exits 1; every other error is a usage or input problem and exits 2.
+
+use std::process::ExitCode;
+
+/// What a command that ran to completion reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything passed.
+    Ok,
+    /// A policy or verification check failed; the command already printed why.
+    Failed,
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Ok => ExitCode::SUCCESS,
+            Status::Failed => ExitCode::from(1),
+        }
+    }
+}
+
+/// An error that means "checked, and it did not pass" rather than "could not check".
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+/// Prints an error chain the way rustc and cargo do and picks the exit status.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let mut msg = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        msg.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{msg}");
+    if err.downcast_ref::<Failure>().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}

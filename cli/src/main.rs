@@ -1,0 +1,19 @@
+//! `gridreg`: the command-line entry point. Parses arguments, runs one command, maps the outcome
+//! onto the exit statuses CI relies on (0 ok, 1 policy or verification failure, 2 usage or input).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod commands;
+mod exit;
+mod output;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    output::init(&cli.global);
+    match cli.command.run() {
+        Ok(status) => status.into(),
+        Err(err) => exit::report(&err),
+    }
+}
