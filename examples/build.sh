@@ -17,7 +17,7 @@ out="$here/wasm"
 mkdir -p "$out"
 
 # Command components (`wasi:cli/run`) and library components (exports only).
-components=(hello)
+components=(hello env-reader file-reader tcp-client http-client authenticator converter processor spin hog)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "build.sh: the wasm32-wasip2 target is missing; run: rustup target add wasm32-wasip2" >&2

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [input, output] = args.as_slice() else {
-        eprintln!("usage: wat2wasm INPUT.wat OUTPUT.wasm (expected 2 arguments, found {})", args.len());
+        eprintln!(
+            "usage: wat2wasm INPUT.wat OUTPUT.wasm (expected 2 arguments, found {})",
+            args.len()
+        );
         return ExitCode::from(2);
     };
     // `wat::parse_file` resolves and reports errors with line and column, which is all we need.
