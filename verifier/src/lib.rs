@@ -2,3 +2,16 @@
 //! classes, WIT, producers, and the policy that judges them.
 //!
 //! Invariant: this crate does no I/O and never panics on input; callers hand it bytes and text.
+//! (It does use threads: function bodies are validated in parallel.)
+
+pub mod audit;
+pub mod drift;
+pub mod error;
+pub mod taxonomy;
+pub mod wit;
+
+pub use audit::{Audit, Import, Kind, Producer, audit, digest};
+pub use drift::Drift;
+pub use error::AuditError;
+pub use taxonomy::Class;
+pub use wit::wit_text;
