@@ -1,0 +1,319 @@
+//! Ed25519 signer and verifier keys in the C2SP signed-note text forms (the Go `note` package):
+//! verifier key `NAME+KEYID+BASE64(0x01||pub)`, signer key `PRIVATE+KEY+NAME+KEYID+BASE64(0x01||seed)`,
+//! key id = first 4 bytes of SHA-256(NAME || 0x0A || 0x01 || pub).
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use rand_core::CryptoRngCore;
+use sha2::{Digest as _, Sha256};
+
+/// The signed-note algorithm byte for Ed25519.
+pub const ALG_ED25519: u8 = 0x01;
+
+/// Longest key name we accept, in bytes. The spec sets no limit; names appear on every
+/// signature line, so a bound keeps notes small.
+pub const MAX_KEY_NAME_LEN: usize = 256;
+
+/// Why a key was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("expected a key name, found an empty string")]
+    EmptyName,
+    #[error("key name is {0} bytes, longer than {MAX_KEY_NAME_LEN}")]
+    NameTooLong(usize),
+    #[error("expected a key name without `+` or whitespace, found `{0}`")]
+    BadName(String),
+    #[error("expected a verifier key `NAME+KEYID+BASE64`, found {0} `+`-separated parts")]
+    VerifierShape(usize),
+    #[error("expected a signer key `PRIVATE+KEY+NAME+KEYID+BASE64`, found something else")]
+    SignerShape,
+    #[error("expected a key id of 8 lowercase hex digits, found `{0}`")]
+    BadKeyId(String),
+    #[error("expected standard padded base64 key material, found `{0}`")]
+    BadBase64(String),
+    #[error("expected 33 bytes of key material (algorithm byte and 32-byte key), found {0}")]
+    BadLength(usize),
+    #[error("expected algorithm 0x01 (Ed25519), found 0x{0:02x}")]
+    UnknownAlgorithm(u8),
+    #[error("the public key is not a valid Ed25519 point")]
+    BadPoint,
+    #[error(
+        "key id {found:08x} does not match the id {computed:08x} computed from the name and key"
+    )]
+    IdMismatch { found: u32, computed: u32 },
+}
+
+/// Computes the C2SP key id of an Ed25519 public key under `name`.
+pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([b'\n', ALG_ED25519]);
+    h.update(public);
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Checks a key name as the signed-note spec requires: non-empty, no `+`, no Unicode whitespace.
+pub fn check_key_name(name: &str) -> Result<(), KeyError> {
+    if name.is_empty() {
+        return Err(KeyError::EmptyName);
+    }
+    if name.len() > MAX_KEY_NAME_LEN {
+        return Err(KeyError::NameTooLong(name.len()));
+    }
+    if name.contains('+') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(KeyError::BadName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn parse_id(s: &str) -> Result<u32, KeyError> {
+    if s.len() != 8
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(KeyError::BadKeyId(s.to_string()));
+    }
+    u32::from_str_radix(s, 16).map_err(|_| KeyError::BadKeyId(s.to_string()))
+}
+
+fn parse_material(s: &str) -> Result<[u8; 32], KeyError> {
+    let raw = B64
+        .decode(s)
+        .map_err(|_| KeyError::BadBase64(s.to_string()))?;
+    if raw.len() != 33 {
+        return Err(KeyError::BadLength(raw.len()));
+    }
+    if raw[0] != ALG_ED25519 {
+        return Err(KeyError::UnknownAlgorithm(raw[0]));
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&raw[1..]);
+    Ok(out)
+}
+
+fn material_b64(bytes: &[u8; 32]) -> String {
+    let mut raw = Vec::with_capacity(33);
+    raw.push(ALG_ED25519);
+    raw.extend_from_slice(bytes);
+    B64.encode(raw)
+}
+
+/// A public key that checks signatures, with the name and id that signature lines carry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifierKey {
+    name: String,
+    id: u32,
+    key: VerifyingKey,
+}
+
+impl VerifierKey {
+    /// Parses `NAME+KEYID+BASE64(0x01||pub)`, checking the id against the name and key.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        // The base64 part may itself contain `+`; names and ids never do.
+        let parts: Vec<&str> = s.splitn(3, '+').collect();
+        if parts.len() != 3 {
+            return Err(KeyError::VerifierShape(parts.len()));
+        }
+        check_key_name(parts[0])?;
+        let id = parse_id(parts[1])?;
+        let public = parse_material(parts[2])?;
+        let computed = key_id(parts[0], &public);
+        if computed != id {
+            return Err(KeyError::IdMismatch {
+                found: id,
+                computed,
+            });
+        }
+        let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::BadPoint)?;
+        Ok(Self {
+            name: parts[0].to_string(),
+            id,
+            key,
+        })
+    }
+
+    /// Builds a verifier key from a raw Ed25519 public key.
+    pub fn from_public(name: &str, public: &[u8; 32]) -> Result<Self, KeyError> {
+        check_key_name(name)?;
+        let key = VerifyingKey::from_bytes(public).map_err(|_| KeyError::BadPoint)?;
+        Ok(Self {
+            name: name.to_string(),
+            id: key_id(name, public),
+            key,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// Checks an Ed25519 signature over `msg`. Strict verification rejects malleable signatures
+    /// and small-order keys, so one message has one valid signature per key.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+            return false;
+        };
+        self.key.verify_strict(msg, &sig).is_ok()
+    }
+}
+
+impl fmt::Display for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}+{:08x}+{}",
+            self.name,
+            self.id,
+            material_b64(&self.key.to_bytes())
+        )
+    }
+}
+
+impl fmt::Debug for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifierKey({self})")
+    }
+}
+
+impl FromStr for VerifierKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A private key that signs notes. Its `Debug` output never shows the seed.
+#[derive(Clone)]
+pub struct SignerKey {
+    name: String,
+    id: u32,
+    key: SigningKey,
+}
+
+impl SignerKey {
+    /// Makes a new key from the operating system's random source.
+    pub fn generate(name: &str) -> Result<Self, KeyError> {
+        Self::generate_with(name, &mut rand_core::OsRng)
+    }
+
+    /// Makes a new key from the given random source.
+    pub fn generate_with(name: &str, rng: &mut impl CryptoRngCore) -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        Self::from_seed(name, &seed)
+    }
+
+    /// Builds a signer key from a 32-byte Ed25519 seed.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, KeyError> {
+        check_key_name(name)?;
+        let key = SigningKey::from_bytes(seed);
+        Ok(Self {
+            name: name.to_string(),
+            id: key_id(name, &key.verifying_key().to_bytes()),
+            key,
+        })
+    }
+
+    /// Parses `PRIVATE+KEY+NAME+KEYID+BASE64(0x01||seed)`, checking the id against the derived
+    /// public key.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        let parts: Vec<&str> = s.splitn(5, '+').collect();
+        if parts.len() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+            return Err(KeyError::SignerShape);
+        }
+        check_key_name(parts[2])?;
+        let id = parse_id(parts[3])?;
+        let seed = parse_material(parts[4])?;
+        let key = Self::from_seed(parts[2], &seed)?;
+        if key.id != id {
+            return Err(KeyError::IdMismatch {
+                found: id,
+                computed: key.id,
+            });
+        }
+        Ok(key)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The matching verifier key.
+    pub fn verifier(&self) -> VerifierKey {
+        VerifierKey {
+            name: self.name.clone(),
+            id: self.id,
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// Signs `msg` (Ed25519 is deterministic: same key and message, same signature).
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
+    /// The secret text form, for writing to a key file. Kept apart from `Display` so a secret
+    /// is never printed by accident through `{}`.
+    pub fn to_secret_string(&self) -> String {
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.id,
+            material_b64(&self.key.to_bytes())
+        )
+    }
+}
+
+impl fmt::Debug for SignerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignerKey({}+{:08x}, seed hidden)", self.name, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn generate_roundtrip() {
+        let s = SignerKey::generate("alice").unwrap();
+        let text = s.to_secret_string();
+        let back = SignerKey::parse(&text).unwrap();
+        assert_eq!(back.to_secret_string(), text);
+        let v = s.verifier();
+        let parsed = VerifierKey::parse(&v.to_string()).unwrap();
+        assert_eq!(parsed, v);
+        let sig = s.sign(b"hi");
+        assert!(v.verify(b"hi", &sig));
+        assert!(!v.verify(b"ho", &sig));
+        assert!(!format!("{s:?}").contains(&text[20..]));
+    }
+
+    #[test]
+    fn bad_names() {
+        for bad in ["", "a+b", "a b", "a\tb", "a\u{2003}b"] {
+            assert!(check_key_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_key_name(&"x".repeat(MAX_KEY_NAME_LEN + 1)).is_err());
+        assert!(check_key_name("example.com/log42").is_ok());
+    }
+}
