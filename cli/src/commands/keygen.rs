@@ -20,7 +20,8 @@ use crate::exit::Status;
   gridreg keygen --name acme-release                 writes acme-release.key
   gridreg keygen --name ci -o ~/.config/gridreg/ci.key
   VK=$(gridreg keygen --name alice)                  keep the verifier key in a variable
-  gridreg keygen --name alice --json                 {\"name\", \"key_id\", \"verifier_key\", \"signer_key_file\"}
+  gridreg keygen --name alice --json                 machine output (name, key_id,
+                                                     verifier_key, signer_key_file)
 
 Exit status: 0 the key was written; 2 bad name, or FILE exists or cannot be written.")]
 pub struct Opts {
