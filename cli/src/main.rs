@@ -7,6 +7,7 @@ use clap::Parser;
 
 mod commands;
 mod exit;
+mod input;
 mod output;
 
 fn main() -> ExitCode {

@@ -78,7 +78,7 @@ fn features() -> WasmFeatures {
 pub fn audit(bytes: &[u8]) -> Result<Audit, AuditError> {
     check_header(bytes)?;
     let (surface, digest) = rayon::join(|| parse_and_validate(bytes), || digest(bytes));
-    let surface = surface?;
+    let surface = surface.map_err(|e| explain_eof(e, bytes.len()))?;
     let capabilities: BTreeSet<Class> = surface.imports.iter().map(|i| i.class.clone()).collect();
     Ok(Audit {
         kind: surface.kind,
@@ -112,6 +112,18 @@ fn check_header(bytes: &[u8]) -> Result<(), AuditError> {
         });
     }
     Ok(())
+}
+
+/// wasmparser says only "unexpected end-of-file" when a length field promises more bytes than the
+/// input holds (a truncated file, or a lying section length); say how long the input really is.
+fn explain_eof(e: AuditError, len: usize) -> AuditError {
+    match e {
+        AuditError::Invalid { offset, message } if message.starts_with("unexpected end-of-file") => AuditError::Invalid {
+            offset,
+            message: format!("{message}: expected more bytes than the input has (it ends at byte {len})"),
+        },
+        other => other,
+    }
 }
 
 fn describe_magic(head: &[u8]) -> String {

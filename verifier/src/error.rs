@@ -12,7 +12,7 @@ pub enum AuditError {
     NotWasm { found: String },
     #[error("invalid WebAssembly at byte offset {offset} ({offset:#x}): {message}")]
     Invalid { offset: usize, message: String },
-    #[error("cannot extract WIT: {0}")]
+    #[error("{0}")]
     Wit(String),
 }
 
