@@ -10,13 +10,58 @@
 //! - [`record`]: release, namespace and yank record bodies, strict and canonical;
 //! - [`namespace`]: the namespace state machine (who may publish where, at which log index);
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
-//! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks.
+//! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
+//! - [`api`]: the JSON bodies of the log's HTTP API.
 //!
 //! Who signs what: a namespace `claim` is signed by the key it claims (proof of possession) and
 //! is valid only while the namespace is unclaimed; `grant` and `revoke` are signed by a current
 //! owner; releases and yanks by a key with role owner or publish at that log index; checkpoints
-//! by the log's key. Readers ignore signatures by keys they do not know.
+//! by the log's key. Readers ignore signatures by keys they do not know, and reject a note whose
+//! signature by a key they do know fails.
+//!
+//! The whole path, from a new key to a client that has checked a release is in the log:
+//!
+//! ```
+//! use gridreg_protocol::checkpoint::{self, Advance, Checkpoint, SignedCheckpoint};
+//! use gridreg_protocol::merkle::{self, Hash};
+//! use gridreg_protocol::{NamespaceState, Record, SignerKey};
+//!
+//! let alice = SignerKey::generate("alice").unwrap();
+//! let log_key = SignerKey::generate("log.example").unwrap();
+//! let claim = format!(
+//!     "gridreg/namespace/v1\nnamespace acme\nop claim\nkey {}\nrole owner\ntime 2026-11-21T19:56:57Z\n",
+//!     alice.verifier()
+//! );
+//! let release = format!(
+//!     "gridreg/release/v1\npackage acme:auth\nversion 1.2.0\ndigest sha256:{}\nsize 5\ntime 2026-11-21T19:57:00Z\nimport wasi:cli/stdout@0.2.6\n",
+//!     "ab".repeat(32)
+//! );
+//!
+//! // The registry: check each record against the namespace state, then append it to the log.
+//! let mut state = NamespaceState::new();
+//! let mut stored: Vec<Hash> = Vec::new();
+//! for (index, body) in [&claim, &release].into_iter().enumerate() {
+//!     let leaf = Record::parse(body).unwrap().sign(&[&alice]).unwrap();
+//!     state.apply_entry(index as u64, leaf.as_bytes()).unwrap();
+//!     let new = merkle::append_leaves(index as u64, &[merkle::leaf_hash(leaf.as_bytes())], &stored).unwrap();
+//!     stored.extend(new);
+//! }
+//! let root = merkle::tree_hash(2, &stored).unwrap();
+//! let signed = Checkpoint::new("log.example", 2, root).sign(&[&log_key]).unwrap();
+//! let proof = merkle::prove_inclusion(2, 1, &stored).unwrap();
+//!
+//! // The client: verify the checkpoint, the inclusion proof, and consistency with what it trusted.
+//! let cp = SignedCheckpoint::verify(signed.note.as_bytes(), "log.example", &log_key.verifier()).unwrap();
+//! let leaf = merkle::leaf_hash(Record::parse(&release).unwrap().sign(&[&alice]).unwrap().as_bytes());
+//! merkle::verify_inclusion(&proof, cp.size(), cp.root(), 1, &leaf).unwrap();
+//! let trusted = Checkpoint::new("log.example", 1, merkle::tree_hash(1, &stored).unwrap())
+//!     .sign(&[&log_key])
+//!     .unwrap();
+//! let consistency = merkle::prove_consistency(2, 1, &stored).unwrap();
+//! assert_eq!(checkpoint::check_against_trusted(&trusted, &cp, &consistency).unwrap(), Advance::Newer);
+//! ```
 
+pub mod api;
 pub mod checkpoint;
 pub mod key;
 pub mod merkle;
@@ -29,7 +74,7 @@ pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint
 pub use key::{KeyError, SignerKey, VerifierKey};
 pub use merkle::{Hash, HashReader, MerkleError};
 pub use name::{NameError, Namespace, PackageName, Reference, Requirement};
-pub use namespace::{NamespaceError, NamespaceState};
+pub use namespace::{EntryError, NamespaceError, NamespaceState};
 pub use note::{KeySet, Note, NoteError, VerifiedNote};
 pub use record::{
     Digest, NamespaceOp, NamespaceRecord, Record, RecordError, Release, Role, Timestamp, Yank,

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::key::VerifierKey;
 use crate::name::Namespace;
-use crate::record::{NamespaceOp, NamespaceRecord, Record, Role};
+use crate::note::{self, KeySet, Note, NoteError};
+use crate::record::{NamespaceOp, NamespaceRecord, Record, RecordError, Role};
 
 /// Why a record was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +62,17 @@ pub enum NamespaceError {
         index: u64,
         signers: String,
     },
+}
+
+/// Why a log entry (a signed record) was refused while replaying the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("log entry {index}: {source}")]
+    Note { index: u64, source: NoteError },
+    #[error("log entry {index}: {source}")]
+    Record { index: u64, source: RecordError },
+    #[error("log entry {index}: {source}")]
+    Namespace { index: u64, source: NamespaceError },
 }
 
 /// One key's role over a span of log indexes.
@@ -227,6 +239,47 @@ impl NamespaceState {
         Ok(())
     }
 
+    /// The keys whose signatures can matter for `record`: every key that ever held a role in
+    /// its namespace, and for a claim the claimed key. Roles and indexes are checked by
+    /// [`NamespaceState::apply`]; this only decides which signature lines to verify.
+    pub fn keys_for(&self, record: &Record) -> Result<KeySet, NoteError> {
+        let mut keys = KeySet::new();
+        for m in self.history(record.namespace()) {
+            keys.insert(m.key.clone())?;
+        }
+        if let Record::Namespace(n) = record
+            && n.op == NamespaceOp::Claim
+        {
+            keys.insert(n.key.clone())?;
+        }
+        Ok(keys)
+    }
+
+    /// Replays one log entry: parses the signed record in `leaf`, verifies its signatures
+    /// against the keys of its namespace, and applies it at `index`. Returns the record and the
+    /// keys that signed it. This is what the registry runs before accepting a record and what
+    /// a monitor runs over the whole log.
+    pub fn apply_entry(
+        &mut self,
+        index: u64,
+        leaf: &[u8],
+    ) -> Result<(Record, Vec<VerifierKey>), EntryError> {
+        let note_err = |source| EntryError::Note { index, source };
+        let parsed = Note::parse(leaf).map_err(note_err)?;
+        let record =
+            Record::from_note(&parsed).map_err(|source| EntryError::Record { index, source })?;
+        let keys = self.keys_for(&record).map_err(note_err)?;
+        let verified = match note::verify(leaf, &keys) {
+            Ok(v) => v.verified_by,
+            // No known signer at all is an authorisation failure, reported as such below.
+            Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
+            Err(e) => return Err(note_err(e)),
+        };
+        self.apply(index, &record, &verified)
+            .map_err(|source| EntryError::Namespace { index, source })?;
+        Ok((record, verified))
+    }
+
     /// Whether `key` may publish (or yank) in `namespace` for a record at log `index`.
     pub fn may_publish(&self, namespace: &Namespace, key: &VerifierKey, index: u64) -> bool {
         self.namespaces
@@ -318,26 +371,26 @@ mod tests {
             .apply(
                 0,
                 &ns_rec(NamespaceOp::Claim, &owner, Role::Owner),
-                &[stranger.clone()],
+                std::slice::from_ref(&stranger),
             )
             .unwrap_err();
         assert!(matches!(e, NamespaceError::ClaimNotSelfSigned { .. }));
         // A release before any claim is refused.
         assert!(matches!(
-            s.apply(0, &release(), &[owner.clone()]),
+            s.apply(0, &release(), std::slice::from_ref(&owner)),
             Err(NamespaceError::NotAuthorised { .. })
         ));
         s.apply(
             1,
             &ns_rec(NamespaceOp::Claim, &owner, Role::Owner),
-            &[owner.clone()],
+            std::slice::from_ref(&owner),
         )
         .unwrap();
         assert!(matches!(
             s.apply(
                 2,
                 &ns_rec(NamespaceOp::Claim, &stranger, Role::Owner),
-                &[stranger.clone()]
+                std::slice::from_ref(&stranger)
             ),
             Err(NamespaceError::AlreadyClaimed(_))
         ));
@@ -346,21 +399,21 @@ mod tests {
             s.apply(
                 2,
                 &ns_rec(NamespaceOp::Grant, &stranger, Role::Publish),
-                &[stranger.clone()]
+                std::slice::from_ref(&stranger)
             ),
             Err(NamespaceError::NotOwner { .. })
         ));
         s.apply(
             3,
             &ns_rec(NamespaceOp::Grant, &publisher, Role::Publish),
-            &[owner.clone()],
+            std::slice::from_ref(&owner),
         )
         .unwrap();
         assert!(matches!(
             s.apply(
                 4,
                 &ns_rec(NamespaceOp::Grant, &publisher, Role::Publish),
-                &[owner.clone()]
+                std::slice::from_ref(&owner)
             ),
             Err(NamespaceError::AlreadyGranted { .. })
         ));
@@ -369,20 +422,21 @@ mod tests {
             s.apply(
                 4,
                 &ns_rec(NamespaceOp::Grant, &stranger, Role::Publish),
-                &[publisher.clone()]
+                std::slice::from_ref(&publisher)
             ),
             Err(NamespaceError::NotOwner { .. })
         ));
-        s.apply(5, &release(), &[publisher.clone()]).unwrap();
+        s.apply(5, &release(), std::slice::from_ref(&publisher))
+            .unwrap();
         s.apply(
             6,
             &ns_rec(NamespaceOp::Revoke, &publisher, Role::Publish),
-            &[owner.clone()],
+            std::slice::from_ref(&owner),
         )
         .unwrap();
         // After the revoke, the publisher's signatures no longer count; earlier ones still do.
         assert!(matches!(
-            s.apply(7, &release(), &[publisher.clone()]),
+            s.apply(7, &release(), std::slice::from_ref(&publisher)),
             Err(NamespaceError::NotAuthorised { index: 7, .. })
         ));
         assert!(s.may_publish(&acme, &publisher, 5));
@@ -394,7 +448,7 @@ mod tests {
             s.apply(
                 7,
                 &ns_rec(NamespaceOp::Revoke, &owner, Role::Owner),
-                &[owner.clone()]
+                std::slice::from_ref(&owner)
             ),
             Err(NamespaceError::LastOwner { .. })
         ));
@@ -403,37 +457,96 @@ mod tests {
             s.apply(
                 7,
                 &ns_rec(NamespaceOp::Revoke, &stranger, Role::Publish),
-                &[owner.clone()]
+                std::slice::from_ref(&owner)
             ),
             Err(NamespaceError::NotGranted { .. })
         ));
         // Out of order indexes are refused.
         assert!(matches!(
-            s.apply(6, &release(), &[owner.clone()]),
+            s.apply(6, &release(), std::slice::from_ref(&owner)),
             Err(NamespaceError::OutOfOrder { .. })
         ));
         // Hand over ownership: grant a second owner, who then revokes the first.
         s.apply(
             8,
             &ns_rec(NamespaceOp::Grant, &stranger, Role::Owner),
-            &[owner.clone()],
+            std::slice::from_ref(&owner),
         )
         .unwrap();
         s.apply(
             9,
             &ns_rec(NamespaceOp::Revoke, &owner, Role::Owner),
-            &[stranger.clone()],
+            std::slice::from_ref(&stranger),
         )
         .unwrap();
         assert!(matches!(
             s.apply(
                 10,
                 &ns_rec(NamespaceOp::Grant, &owner, Role::Owner),
-                &[owner.clone()]
+                std::slice::from_ref(&owner)
             ),
             Err(NamespaceError::NotOwner { .. })
         ));
         assert_eq!(s.current(&acme), vec![(&stranger, Role::Owner)]);
         assert_eq!(s.history(&acme).len(), 3);
+    }
+
+    #[test]
+    fn replay_signed_entries() {
+        let owner = SignerKey::from_seed("owner", &[1; 32]).unwrap();
+        let publisher = SignerKey::from_seed("publisher", &[2; 32]).unwrap();
+        let mut s = NamespaceState::new();
+        let claim = ns_rec(NamespaceOp::Claim, &owner.verifier(), Role::Owner);
+        let grant = ns_rec(NamespaceOp::Grant, &publisher.verifier(), Role::Publish);
+        let revoke = ns_rec(NamespaceOp::Revoke, &publisher.verifier(), Role::Publish);
+
+        // Granting before the namespace exists, even when well signed, is refused.
+        let early = grant.sign(&[&owner]).unwrap();
+        assert!(matches!(
+            s.apply_entry(0, early.as_bytes()),
+            Err(EntryError::Namespace {
+                index: 0,
+                source: NamespaceError::Unclaimed(_)
+            })
+        ));
+        let (rec, by) = s
+            .apply_entry(1, claim.sign(&[&owner]).unwrap().as_bytes())
+            .unwrap();
+        assert_eq!(rec, claim);
+        assert_eq!(by, vec![owner.verifier()]);
+        // A grant signed by the would-be publisher itself carries no owner signature.
+        assert!(matches!(
+            s.apply_entry(2, grant.sign(&[&publisher]).unwrap().as_bytes()),
+            Err(EntryError::Namespace {
+                source: NamespaceError::NotOwner { .. },
+                ..
+            })
+        ));
+        s.apply_entry(3, grant.sign(&[&owner]).unwrap().as_bytes())
+            .unwrap();
+        let rel = release().sign(&[&publisher]).unwrap();
+        s.apply_entry(4, rel.as_bytes()).unwrap();
+        s.apply_entry(5, revoke.sign(&[&owner]).unwrap().as_bytes())
+            .unwrap();
+        assert!(matches!(
+            s.apply_entry(6, rel.as_bytes()),
+            Err(EntryError::Namespace {
+                source: NamespaceError::NotAuthorised { index: 6, .. },
+                ..
+            })
+        ));
+        // A tampered body under a known key is a signature error, not silently ignored.
+        let forged = rel.replace("size 1\n", "size 2\n");
+        assert!(matches!(
+            s.apply_entry(7, forged.as_bytes()),
+            Err(EntryError::Note {
+                source: NoteError::InvalidSignature { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.apply_entry(8, b"not a note"),
+            Err(EntryError::Note { index: 8, .. })
+        ));
     }
 }

@@ -406,7 +406,8 @@ mod tests {
         let (a, _) = keys();
         let good = Note::sign("hello\n", &[&a]).unwrap().to_text();
         let sig_line = good.split_once("\n\n").unwrap().1.to_string();
-        let cases: Vec<(Vec<u8>, fn(&NoteError) -> bool)> = vec![
+        type Check = fn(&NoteError) -> bool;
+        let cases: Vec<(Vec<u8>, Check)> = vec![
             (b"hello\n".to_vec(), |e| {
                 matches!(e, NoteError::MissingBlankLine)
             }),
@@ -423,17 +424,15 @@ mod tests {
                 [b"hel\xfflo\n\n".as_slice(), sig_line.as_bytes()].concat(),
                 |e| matches!(e, NoteError::NotUtf8 { offset: 3 }),
             ),
-            (
-                format!("hello\n\n\u{2014} alice !!!!\n").into_bytes(),
-                |e| matches!(e, NoteError::BadBase64 { line: 3, .. }),
-            ),
-            (format!("hello\n\n- alice AAAAAAAA\n").into_bytes(), |e| {
+            ("hello\n\n\u{2014} alice !!!!\n".as_bytes().to_vec(), |e| {
+                matches!(e, NoteError::BadBase64 { line: 3, .. })
+            }),
+            (b"hello\n\n- alice AAAAAAAA\n".to_vec(), |e| {
                 matches!(e, NoteError::BadSignatureLine { line: 3, .. })
             }),
-            (
-                format!("hello\n\n\u{2014} alice AAAA\n").into_bytes(),
-                |e| matches!(e, NoteError::ShortSignature { .. }),
-            ),
+            ("hello\n\n\u{2014} alice AAAA\n".as_bytes().to_vec(), |e| {
+                matches!(e, NoteError::ShortSignature { .. })
+            }),
             (
                 format!("hello\n\n{sig_line}unexpected\n").into_bytes(),
                 |e| matches!(e, NoteError::BadSignatureLine { line: 4, .. }),
