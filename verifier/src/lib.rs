@@ -7,11 +7,15 @@
 pub mod audit;
 pub mod drift;
 pub mod error;
+pub mod policy;
 pub mod taxonomy;
 pub mod wit;
 
 pub use audit::{Audit, Import, Kind, Producer, audit, digest};
 pub use drift::Drift;
 pub use error::AuditError;
+pub use policy::{
+    Date, Evaluation, Policy, PolicyError, Rule, Severity, Signers, Subject, Verdict, Violation,
+};
 pub use taxonomy::Class;
 pub use wit::wit_text;
