@@ -1,7 +1,7 @@
 //! Log benchmark: builds a 1M-leaf stored-hash array in memory, then times proof generation
 //! (inclusion + consistency, p50/p99) and client verification (checkpoint signature + inclusion
-//! + consistency), next to the physical floor (SHA-256 of 64 bytes and Ed25519 verify per second).
-//! Run with `cargo bench -p gridreg-protocol`; `LEAVES=N` changes the tree size.
+//! and consistency), next to the physical floor (SHA-256 of 64 bytes and Ed25519 verify per
+//! second). Run with `cargo bench -p gridreg-protocol`; `LEAVES=N` changes the tree size.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;

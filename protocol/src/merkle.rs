@@ -20,6 +20,10 @@ pub const EMPTY_ROOT: Hash = [
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
 
+/// Largest tree size the math accepts. Stored-hash indexes are about twice the leaf count, so
+/// this keeps every index computation inside `u64` (no log comes near 2^62 entries).
+pub const MAX_TREE_SIZE: u64 = 1 << 62;
+
 /// A proof longer than this cannot belong to any tree with at most 2^64 leaves.
 pub const MAX_PROOF_LEN: usize = 64;
 
@@ -30,6 +34,8 @@ pub enum MerkleError {
     Storage(String),
     #[error("hash storage returned {found} hashes for {expected} indexes")]
     ShortRead { expected: usize, found: usize },
+    #[error("tree size {0} is larger than the supported maximum of 2^62")]
+    TooLarge(u64),
     #[error("stored hash index {index} is out of range (only {len} hashes stored)")]
     OutOfRange { index: u64, len: u64 },
     #[error("leaf index {index} is not in a tree of size {size}")]
@@ -78,6 +84,13 @@ impl HashReader for Vec<Hash> {
     }
 }
 
+fn check_size(size: u64) -> Result<(), MerkleError> {
+    if size > MAX_TREE_SIZE {
+        return Err(MerkleError::TooLarge(size));
+    }
+    Ok(())
+}
+
 fn read<R: HashReader + ?Sized>(r: &R, indexes: &[u64]) -> Result<Vec<Hash>, MerkleError> {
     let out = r.read_hashes(indexes)?;
     if out.len() != indexes.len() {
@@ -121,8 +134,12 @@ pub fn stored_hash_index(level: u32, n: u64) -> u64 {
     before + u64::from(level)
 }
 
-/// How many hashes a tree of `size` leaves stores.
+/// How many hashes a tree of `size` leaves stores (`size` at most [`MAX_TREE_SIZE`]; larger
+/// sizes saturate).
 pub fn stored_hash_count(size: u64) -> u64 {
+    if size > MAX_TREE_SIZE {
+        return u64::MAX;
+    }
     if size == 0 {
         return 0;
     }
@@ -138,6 +155,7 @@ pub fn stored_hashes_for_leaf<R: HashReader + ?Sized>(
     leaf: Hash,
     r: &R,
 ) -> Result<Vec<Hash>, MerkleError> {
+    check_size(index.saturating_add(1))?;
     let closes = index.trailing_ones();
     // The left siblings, highest level first, which is increasing storage order.
     let indexes: Vec<u64> = (0..closes)
@@ -232,6 +250,7 @@ fn subtree_hash(mut lo: u64, hi: u64, hashes: &mut &[Hash]) -> Result<Hash, Merk
 
 /// The root hash of the tree made of the first `size` leaves.
 pub fn tree_hash<R: HashReader + ?Sized>(size: u64, r: &R) -> Result<Hash, MerkleError> {
+    check_size(size)?;
     if size == 0 {
         return Ok(EMPTY_ROOT);
     }
@@ -285,6 +304,7 @@ pub fn prove_inclusion<R: HashReader + ?Sized>(
     index: u64,
     r: &R,
 ) -> Result<Vec<Hash>, MerkleError> {
+    check_size(size)?;
     if index >= size {
         return Err(MerkleError::IndexNotInTree { index, size });
     }
@@ -322,7 +342,7 @@ pub fn verify_inclusion(
     leaf: &Hash,
 ) -> Result<(), MerkleError> {
     let fail = MerkleError::InclusionFailed { index, size };
-    if index >= size || proof.len() > MAX_PROOF_LEN {
+    if index >= size || size > MAX_TREE_SIZE || proof.len() > MAX_PROOF_LEN {
         return Err(fail);
     }
     match inclusion_root(proof, 0, size, index, leaf) {
@@ -382,6 +402,7 @@ pub fn prove_consistency<R: HashReader + ?Sized>(
     old: u64,
     r: &R,
 ) -> Result<Vec<Hash>, MerkleError> {
+    check_size(new)?;
     if old > new {
         return Err(MerkleError::BadSizes { old, new });
     }
@@ -435,7 +456,7 @@ pub fn verify_consistency(
     old_root: &Hash,
 ) -> Result<(), MerkleError> {
     let fail = MerkleError::ConsistencyFailed { old, new };
-    if old > new || proof.len() > MAX_PROOF_LEN {
+    if old > new || new > MAX_TREE_SIZE || proof.len() > MAX_PROOF_LEN {
         return Err(fail);
     }
     if old == 0 {
@@ -567,5 +588,20 @@ mod tests {
         assert!(verify_consistency(&[], 8, &root, 0, &root).is_err());
         verify_consistency(&[], 8, &root, 0, &EMPTY_ROOT).unwrap();
         assert!(verify_inclusion(&[root; 65], 8, &root, 0, &root).is_err());
+        // Absurd sizes from the network are errors, never arithmetic overflow.
+        for size in [MAX_TREE_SIZE + 1, u64::MAX] {
+            assert_eq!(tree_hash(size, &s), Err(MerkleError::TooLarge(size)));
+            assert!(prove_inclusion(size, 3, &s).is_err());
+            assert!(prove_consistency(size, 3, &s).is_err());
+            assert!(verify_inclusion(&[root], size, &root, 3, &root).is_err());
+            assert!(verify_consistency(&[root], size, &root, 3, &root).is_err());
+        }
+        assert_eq!(stored_hash_count(u64::MAX), u64::MAX);
+        assert!(stored_hashes_for_leaf(u64::MAX, root, &s).is_err());
+        // The largest accepted size still computes without overflow (and fails on storage).
+        assert!(matches!(
+            prove_inclusion(MAX_TREE_SIZE, MAX_TREE_SIZE - 1, &s),
+            Err(MerkleError::OutOfRange { .. })
+        ));
     }
 }
