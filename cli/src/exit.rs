@@ -26,8 +26,17 @@ impl From<Status> for ExitCode {
 #[error("{0}")]
 pub struct Failure(pub String);
 
+/// An input error whose details the command already printed (per file, in its own format):
+/// exit 2 without printing anything more.
+#[derive(Debug, thiserror::Error)]
+#[error("input error (already reported)")]
+pub struct Reported;
+
 /// Prints an error chain the way rustc and cargo do and picks the exit status.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<Reported>().is_some() {
+        return ExitCode::from(2);
+    }
     let mut msg = format!("error: {err}");
     for cause in err.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));

@@ -9,6 +9,7 @@ mod commands;
 mod exit;
 mod input;
 mod output;
+mod policy_file;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();

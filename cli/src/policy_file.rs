@@ -1,0 +1,31 @@
+//! Finding the policy a command should apply: a path to a TOML file, or the name of one of the
+//! ready policies in `policies/`, which are built into the binary so they work from anywhere.
+
+use anyhow::{Context, bail};
+use gridreg_verifier::Policy;
+
+/// The ready policies, by name.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("default", include_str!("../../policies/default.toml")),
+    ("strict", include_str!("../../policies/strict.toml")),
+    ("http-proxy", include_str!("../../policies/http-proxy.toml")),
+    ("ci", include_str!("../../policies/ci.toml")),
+];
+
+/// Loads `spec`: an existing file wins; otherwise a built-in name.
+pub fn load(spec: &str) -> anyhow::Result<Policy> {
+    let path = std::path::Path::new(spec);
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read policy `{spec}`"))?;
+        return Ok(Policy::parse(&text, spec)?);
+    }
+    if let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == spec) {
+        return Ok(Policy::parse(text, &format!("<built-in policy {name}>"))?);
+    }
+    let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+    bail!(
+        "no policy file `{spec}`, and no built-in policy of that name (built-in: {})",
+        names.join(", ")
+    )
+}
