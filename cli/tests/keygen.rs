@@ -44,7 +44,7 @@ fn writes_private_key_and_prints_verifier() {
 
     let secret = std::fs::read_to_string(&path).unwrap();
     assert!(secret.starts_with("PRIVATE+KEY+alice+"));
-    let signer = SignerKey::parse(secret.trim_end()).unwrap();
+    let signer = SignerKey::parse_key_file(&secret).unwrap();
     let signed = Note::sign("hello from alice\n", &[&signer])
         .unwrap()
         .to_text();
@@ -83,7 +83,7 @@ fn default_path_and_json() {
     assert_eq!(v["key_id"], format!("{:08x}", verifier.id()));
     let secret = std::fs::read_to_string(dir.path().join("ci-bot.key")).unwrap();
     assert_eq!(
-        SignerKey::parse(secret.trim_end()).unwrap().verifier(),
+        SignerKey::parse_key_file(&secret).unwrap().verifier(),
         verifier
     );
 }

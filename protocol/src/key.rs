@@ -248,6 +248,16 @@ impl SignerKey {
         Ok(key)
     }
 
+    /// Parses the contents of a key file as `gridreg keygen` writes it: the key on one line,
+    /// optionally followed by one newline.
+    pub fn parse_key_file(text: &str) -> Result<Self, KeyError> {
+        let line = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(text);
+        Self::parse(line)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -298,6 +308,13 @@ mod tests {
         let s = SignerKey::generate("alice").unwrap();
         let text = s.to_secret_string();
         let back = SignerKey::parse(&text).unwrap();
+        assert_eq!(
+            SignerKey::parse_key_file(&format!("{text}\n"))
+                .unwrap()
+                .id(),
+            s.id()
+        );
+        assert!(SignerKey::parse_key_file(&format!("{text}\n\n")).is_err());
         assert_eq!(back.to_secret_string(), text);
         let v = s.verifier();
         let parsed = VerifierKey::parse(&v.to_string()).unwrap();

@@ -54,6 +54,8 @@ pub enum NoteError {
         "note has no valid signature from any of the {known} required keys (signed by: {signers})"
     )]
     NoVerifiedSignature { known: usize, signers: String },
+    #[error("note is signed by {have} of the required keys, expected at least {need}")]
+    BelowThreshold { have: usize, need: usize },
     #[error("two different keys share the name and id {name}+{id:08x}")]
     AmbiguousKey { name: String, id: u32 },
 }
@@ -372,6 +374,31 @@ pub fn verify(bytes: &[u8], known: &KeySet) -> Result<VerifiedNote, NoteError> {
     })
 }
 
+/// Like [`verify`], and also requires valid signatures by at least `threshold` distinct keys of
+/// `known` (a policy's `[signers] threshold`). A threshold of 0 is treated as 1: an unsigned note
+/// is never accepted.
+pub fn verify_threshold(
+    bytes: &[u8],
+    known: &KeySet,
+    threshold: usize,
+) -> Result<VerifiedNote, NoteError> {
+    let need = threshold.max(1);
+    let v = match verify(bytes, known) {
+        Ok(v) => v,
+        Err(NoteError::NoVerifiedSignature { .. }) => {
+            return Err(NoteError::BelowThreshold { have: 0, need });
+        }
+        Err(e) => return Err(e),
+    };
+    if v.verified_by.len() < need {
+        return Err(NoteError::BelowThreshold {
+            have: v.verified_by.len(),
+            need,
+        });
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -455,6 +482,33 @@ mod tests {
         }
         assert!(
             Note::parse(format!("hello\n\n{}", sig_line.repeat(MAX_SIGNATURES)).as_bytes()).is_ok()
+        );
+    }
+
+    #[test]
+    fn threshold() {
+        let (a, b) = keys();
+        let both = KeySet::from_keys([a.verifier(), b.verifier()]).unwrap();
+        let one = Note::sign("x\n", &[&a]).unwrap().to_text();
+        // The same signature twice still counts once.
+        let twice = format!("{one}{}", one.split_once("\n\n").unwrap().1);
+        let two = Note::sign("x\n", &[&a, &b]).unwrap().to_text();
+        assert!(verify_threshold(one.as_bytes(), &both, 1).is_ok());
+        assert!(verify_threshold(one.as_bytes(), &both, 0).is_ok());
+        assert_eq!(
+            verify_threshold(twice.as_bytes(), &both, 2).unwrap_err(),
+            NoteError::BelowThreshold { have: 1, need: 2 }
+        );
+        assert_eq!(
+            verify_threshold(two.as_bytes(), &both, 2)
+                .unwrap()
+                .verified_by
+                .len(),
+            2
+        );
+        assert_eq!(
+            verify_threshold(two.as_bytes(), &KeySet::new(), 0).unwrap_err(),
+            NoteError::BelowThreshold { have: 0, need: 1 }
         );
     }
 
