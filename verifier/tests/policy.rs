@@ -721,8 +721,12 @@ fn unknown_keys_and_tables_are_errors() {
 
 #[test]
 fn missing_or_empty_name_is_an_error() {
-    let (_, _, msg) = parse_error("[capabilities]\nallow = []\n");
-    assert!(msg.contains("policy"), "{msg}");
+    let (line, col, msg) = parse_error("[capabilities]\nallow = []\n");
+    assert_eq!((line, col), (1, 1));
+    assert_eq!(
+        msg,
+        "missing [policy] table: expected [policy] with at least name = \"...\""
+    );
     let (_, _, msg) = parse_error("[policy]\nmode = \"warn\"\n");
     assert!(msg.contains("name"), "{msg}");
     let (line, col, msg) = parse_error("[policy]\nname = \"  \"\n");

@@ -157,6 +157,13 @@ impl Policy {
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
+            if message == "missing field `policy`" {
+                return cx.err(
+                    0..0,
+                    "missing [policy] table: expected [policy] with at least name = \"...\""
+                        .to_string(),
+                );
+            }
             cx.err(offset..offset, format!("invalid policy: {message}"))
         })?;
         cx.validate(raw)

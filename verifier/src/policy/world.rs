@@ -49,6 +49,9 @@ pub struct VendoredWorld {
     /// Import names as a component would spell them: `wasi:io/poll@0.2.12`, or a plain name for
     /// functions and unnamed interfaces.
     pub imports: Vec<String>,
+    /// The interface imports split once into unversioned name and version, as every check of
+    /// every import compares against them.
+    offers: Vec<(String, Option<String>)>,
 }
 
 impl VendoredWorld {
@@ -66,12 +69,10 @@ impl VendoredWorld {
         let Some(wanted) = InterfaceName::parse(import) else {
             return self.imports.iter().any(|i| i == import);
         };
-        self.imports.iter().any(|offered| {
-            let Some(offered) = InterfaceName::parse(offered) else {
-                return false;
-            };
-            offered.unversioned() == wanted.unversioned()
-                && match (offered.version, wanted.version) {
+        let id = wanted.unversioned();
+        self.offers.iter().any(|(offered, version)| {
+            *offered == id
+                && match (version.as_deref(), wanted.version) {
                     (Some(a), Some(b)) => versions_compatible(a, b),
                     (None, None) => true,
                     _ => false,
@@ -131,11 +132,17 @@ fn load() -> Result<Vec<VendoredWorld>, String> {
                     .unwrap_or_else(|| resolve.name_world_key(key)),
                 WorldKey::Name(name) => name.clone(),
             })
+            .collect::<Vec<String>>();
+        let offers = imports
+            .iter()
+            .filter_map(|i| InterfaceName::parse(i))
+            .map(|i| (i.unversioned(), i.version.map(str::to_string)))
             .collect();
         worlds.push(VendoredWorld {
             id: format!("{}:{}/{}", pkg.namespace, pkg.name, world.name),
             version: pkg.version.as_ref().map(ToString::to_string),
             imports,
+            offers,
         });
     }
     worlds.sort_by(|a, b| a.id.cmp(&b.id));
