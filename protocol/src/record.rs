@@ -61,6 +61,8 @@ pub enum RecordError {
     },
     #[error("a release lists more than {MAX_SURFACE_LINES} {field} lines")]
     TooManyLines { field: &'static str },
+    #[error("expected a canonical record, found one that prints back differently")]
+    NonCanonical,
     #[error("a claim must give the role owner, found role {0}")]
     ClaimNotOwner(Role),
     #[error("the signed note: {0}")]
@@ -484,12 +486,7 @@ impl Record {
         // back to the same bytes, or the signed text and the record would disagree.
         let printed = rec.to_body();
         if printed != body {
-            return Err(RecordError::BadValue {
-                line: 0,
-                field: "record",
-                reason: "the record does not print back to the same text (non-canonical value)"
-                    .to_string(),
-            });
+            return Err(RecordError::NonCanonical);
         }
         Ok(rec)
     }
