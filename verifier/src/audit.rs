@@ -78,6 +78,23 @@ fn features() -> WasmFeatures {
 pub fn audit(bytes: &[u8]) -> Result<Audit, AuditError> {
     check_header(bytes)?;
     let (surface, digest) = rayon::join(|| parse_and_validate(bytes), || digest(bytes));
+    finish(bytes, surface, digest)
+}
+
+/// [`audit`] for a caller that already hashed `bytes` while reading or receiving them (the CLI
+/// hashes while it reads a file, the registry while it streams an upload), so the hash is not paid
+/// twice. `digest` must be [`digest`]`(bytes)`; a debug build checks it.
+pub fn audit_with_digest(bytes: &[u8], digest: String) -> Result<Audit, AuditError> {
+    debug_assert_eq!(digest, self::digest(bytes));
+    check_header(bytes)?;
+    finish(bytes, parse_and_validate(bytes), digest)
+}
+
+fn finish(
+    bytes: &[u8],
+    surface: Result<ParsedSurface, AuditError>,
+    digest: String,
+) -> Result<Audit, AuditError> {
     let surface = surface.map_err(|e| explain_eof(e, bytes.len()))?;
     let capabilities: BTreeSet<Class> = surface.imports.iter().map(|i| i.class.clone()).collect();
     Ok(Audit {
@@ -118,10 +135,16 @@ fn check_header(bytes: &[u8]) -> Result<(), AuditError> {
 /// input holds (a truncated file, or a lying section length); say how long the input really is.
 fn explain_eof(e: AuditError, len: usize) -> AuditError {
     match e {
-        AuditError::Invalid { offset, message } if message.starts_with("unexpected end-of-file") => AuditError::Invalid {
-            offset,
-            message: format!("{message}: expected more bytes than the input has (it ends at byte {len})"),
-        },
+        AuditError::Invalid { offset, message }
+            if message.starts_with("unexpected end-of-file") =>
+        {
+            AuditError::Invalid {
+                offset,
+                message: format!(
+                    "{message}: expected more bytes than the input has (it ends at byte {len})"
+                ),
+            }
+        }
         other => other,
     }
 }

@@ -8,10 +8,11 @@ pub mod audit;
 pub mod drift;
 pub mod error;
 pub mod policy;
+pub mod report;
 pub mod taxonomy;
 pub mod wit;
 
-pub use audit::{Audit, Import, Kind, Producer, audit, digest};
+pub use audit::{Audit, Import, Kind, Producer, audit, audit_with_digest, digest};
 pub use drift::Drift;
 pub use error::AuditError;
 pub use policy::{

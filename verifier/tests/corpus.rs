@@ -25,11 +25,26 @@ fn corpus_dir() -> PathBuf {
 
 /// (file, sha256 from shared/corpus/MANIFEST.tsv)
 const FILES: &[(&str, &str)] = &[
-    ("numcodecs-identity.wasm", "f506245d5712f354d43f13ec192dbe422951214cbe030f7ebe4e4f4a5b38c1c5"),
-    ("numcodecs-zfp.wasm", "a17c7f6812099443a3b538377b0519aef165fd279ca048d6e251020bbc7842e5"),
-    ("numcodecs-zstd.wasm", "e3a0771fd8b10c1eacd8157c8c630619e31e92255b1aeef1b88336d93d48013f"),
-    ("numcodecs-pco.wasm", "8fa802595d6e6e324c0e21e5bca66b3a6bcb14709ba7ee1ff4d354f63cfaa90d"),
-    ("numcodecs-jpeg2000.wasm", "b0c8c6cc0f34d7c013b227f596a678971ca37e4f46addf7d258f9bb7bd9f49ee"),
+    (
+        "numcodecs-identity.wasm",
+        "f506245d5712f354d43f13ec192dbe422951214cbe030f7ebe4e4f4a5b38c1c5",
+    ),
+    (
+        "numcodecs-zfp.wasm",
+        "a17c7f6812099443a3b538377b0519aef165fd279ca048d6e251020bbc7842e5",
+    ),
+    (
+        "numcodecs-zstd.wasm",
+        "e3a0771fd8b10c1eacd8157c8c630619e31e92255b1aeef1b88336d93d48013f",
+    ),
+    (
+        "numcodecs-pco.wasm",
+        "8fa802595d6e6e324c0e21e5bca66b3a6bcb14709ba7ee1ff4d354f63cfaa90d",
+    ),
+    (
+        "numcodecs-jpeg2000.wasm",
+        "b0c8c6cc0f34d7c013b227f596a678971ca37e4f46addf7d258f9bb7bd9f49ee",
+    ),
 ];
 
 const SMALL_SURFACE: &[(&str, &str)] = &[
@@ -68,19 +83,43 @@ fn every_corpus_component_shows_its_imports_exports_and_digest() {
         let a = audit(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(a.kind, Kind::Component, "{file}");
         assert_eq!(a.size, bytes.len() as u64);
-        assert_eq!(a.digest, format!("sha256:{sha}"), "{file}: digest differs from the manifest's sha256");
-        let expected = if *file == "numcodecs-jpeg2000.wasm" { JPEG2000_SURFACE } else { SMALL_SURFACE };
-        let got: Vec<(&str, &str)> = a.imports.iter().map(|i| (i.name.as_str(), i.class.as_str())).collect();
+        assert_eq!(
+            a.digest,
+            format!("sha256:{sha}"),
+            "{file}: digest differs from the manifest's sha256"
+        );
+        let expected = if *file == "numcodecs-jpeg2000.wasm" {
+            JPEG2000_SURFACE
+        } else {
+            SMALL_SURFACE
+        };
+        let got: Vec<(&str, &str)> = a
+            .imports
+            .iter()
+            .map(|i| (i.name.as_str(), i.class.as_str()))
+            .collect();
         assert_eq!(got, expected, "{file}: imports");
-        assert_eq!(a.exports, vec!["numcodecs:abc/codec@0.1.1".to_string()], "{file}: exports");
+        assert_eq!(
+            a.exports,
+            vec!["numcodecs:abc/codec@0.1.1".to_string()],
+            "{file}: exports"
+        );
         assert!(
-            a.producers.iter().any(|p| p.field == "language" && p.name == "Rust"),
+            a.producers
+                .iter()
+                .any(|p| p.field == "language" && p.name == "Rust"),
             "{file}: producers {:?}",
             a.producers
         );
         let wit = wit_text(&bytes).unwrap();
-        assert!(wit.contains("export numcodecs:abc/codec@0.1.1;"), "{file}: WIT lacks the export:\n{wit}");
-        assert!(wit.contains("import wasi:logging/logging;"), "{file}: WIT lacks the logging import");
+        assert!(
+            wit.contains("export numcodecs:abc/codec@0.1.1;"),
+            "{file}: WIT lacks the export:\n{wit}"
+        );
+        assert!(
+            wit.contains("import wasi:logging/logging;"),
+            "{file}: WIT lacks the logging import"
+        );
     }
 }
 
@@ -96,8 +135,13 @@ fn any_prefix_of_a_real_component_is_an_error_not_a_panic() {
         match audit(&bytes[..cut]) {
             // A prefix that ends on a section boundary can be a valid (smaller) component: then it
             // must not claim anything the whole does not have.
-            Ok(part) => assert!(part.imports.iter().all(|i| full.imports.contains(i)), "cut {cut}"),
-            Err(err) if cut >= 8 => assert!(err.offset().is_some_and(|o| o <= cut), "cut {cut}: {err}"),
+            Ok(part) => assert!(
+                part.imports.iter().all(|i| full.imports.contains(i)),
+                "cut {cut}"
+            ),
+            Err(err) if cut >= 8 => {
+                assert!(err.offset().is_some_and(|o| o <= cut), "cut {cut}: {err}")
+            }
             Err(_) => {}
         }
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use gridreg_verifier::{Drift, audit};
+use gridreg_verifier::{Drift, audit_with_digest};
 use serde::Serialize;
 
 use crate::exit::Status;
@@ -53,10 +53,10 @@ impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let old_in = input::read(&self.old)?;
         let new_in = input::read(&self.new)?;
-        let old =
-            audit(&old_in.bytes).with_context(|| format!("`{}` is not valid", old_in.name))?;
-        let new =
-            audit(&new_in.bytes).with_context(|| format!("`{}` is not valid", new_in.name))?;
+        let old = audit_with_digest(&old_in.bytes, old_in.digest.clone())
+            .with_context(|| format!("`{}` is not valid", old_in.name))?;
+        let new = audit_with_digest(&new_in.bytes, new_in.digest.clone())
+            .with_context(|| format!("`{}` is not valid", new_in.name))?;
         let drift = Drift::between(&old, &new);
         if self.json {
             let out = JsonOut {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use gridreg_verifier::{Audit, audit, wit_text};
+use gridreg_verifier::{Audit, audit_with_digest, wit_text};
 use serde::Serialize;
 
 use crate::exit::Status;
@@ -44,8 +44,8 @@ struct JsonOut<'a> {
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let input = input::read(&self.file)?;
-        let report =
-            audit(&input.bytes).with_context(|| format!("`{}` is not valid", input.name))?;
+        let report = audit_with_digest(&input.bytes, input.digest.clone())
+            .with_context(|| format!("`{}` is not valid", input.name))?;
         let wit = if self.wit {
             Some(
                 wit_text(&input.bytes)

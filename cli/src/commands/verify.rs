@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use gridreg_verifier::policy::{Date, Severity, Subject, Verdict};
 use gridreg_verifier::report::{FileReport, Outcome, sarif};
-use gridreg_verifier::{Audit, audit};
+use gridreg_verifier::{Audit, audit_with_digest};
 use rayon::prelude::*;
 
 use crate::exit::Status;
@@ -83,7 +83,7 @@ impl Opts {
             Some(path) => {
                 let input = input::read(path)?;
                 Some(
-                    audit(&input.bytes)
+                    audit_with_digest(&input.bytes, input.digest.clone())
                         .with_context(|| format!("baseline `{}` is not valid", input.name))?,
                 )
             }
@@ -98,7 +98,7 @@ impl Opts {
                     Ok(i) => i,
                     Err(e) => return FileReport::error(file.clone(), format!("{e:#}")),
                 };
-                let audit = match audit(&input.bytes) {
+                let audit = match audit_with_digest(&input.bytes, input.digest.clone()) {
                     Ok(a) => a,
                     Err(e) => return FileReport::error(input.name, e),
                 };
