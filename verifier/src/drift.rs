@@ -76,50 +76,54 @@ fn identity(name: &str) -> (String, Option<String>) {
 
 type Compared<T> = (Vec<T>, Vec<T>, Vec<VersionChange>);
 
+/// One side's items grouped by identity, each with its version.
+type Index<'a, T> = BTreeMap<String, Vec<(Option<String>, &'a T)>>;
+
+fn index<'a, T>(items: impl Iterator<Item = (&'a str, &'a T)>) -> Index<'a, T> {
+    let mut map: Index<'a, T> = BTreeMap::new();
+    for (name, item) in items {
+        let (id, version) = identity(name);
+        map.entry(id).or_default().push((version, item));
+    }
+    map
+}
+
+fn versions<T>(items: &[(Option<String>, &T)]) -> BTreeSet<Option<String>> {
+    items.iter().map(|(v, _)| v.clone()).collect()
+}
+
+fn show(versions: &BTreeSet<Option<String>>) -> String {
+    let shown: Vec<&str> = versions
+        .iter()
+        .map(|v| v.as_deref().unwrap_or("(none)"))
+        .collect();
+    shown.join(", ")
+}
+
 fn compare<'a, T: Clone + 'a>(
     old: impl Iterator<Item = (&'a str, &'a T)>,
     new: impl Iterator<Item = (&'a str, &'a T)>,
 ) -> Compared<T> {
-    let index = |it: &mut dyn Iterator<Item = (&'a str, &'a T)>| {
-        let mut map: BTreeMap<String, Vec<(Option<String>, &'a str, &'a T)>> = BTreeMap::new();
-        for (name, item) in it {
-            let (id, version) = identity(name);
-            map.entry(id).or_default().push((version, name, item));
-        }
-        map
-    };
-    let mut old = old;
-    let mut new = new;
-    let old_map = index(&mut old);
-    let new_map = index(&mut new);
+    let (old, new) = (index(old), index(new));
     let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, new_items) in &new_map {
-        match old_map.get(id) {
-            None => added.extend(new_items.iter().map(|(_, _, t)| (*t).clone())),
+    for (id, new_items) in &new {
+        match old.get(id) {
+            None => added.extend(new_items.iter().map(|(_, t)| (*t).clone())),
             Some(old_items) => {
-                let old_versions: BTreeSet<_> =
-                    old_items.iter().map(|(v, _, _)| v.clone()).collect();
-                let new_versions: BTreeSet<_> =
-                    new_items.iter().map(|(v, _, _)| v.clone()).collect();
-                if old_versions != new_versions {
-                    let show = |s: &BTreeSet<Option<String>>| {
-                        s.iter()
-                            .map(|v| v.clone().unwrap_or_else(|| "(none)".into()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
+                let (was, now) = (versions(old_items), versions(new_items));
+                if was != now {
                     changed.push(VersionChange {
                         interface: id.clone(),
-                        old: show(&old_versions),
-                        new: show(&new_versions),
+                        old: show(&was),
+                        new: show(&now),
                     });
                 }
             }
         }
     }
-    for (id, old_items) in &old_map {
-        if !new_map.contains_key(id) {
-            removed.extend(old_items.iter().map(|(_, _, t)| (*t).clone()));
+    for (id, old_items) in &old {
+        if !new.contains_key(id) {
+            removed.extend(old_items.iter().map(|(_, t)| (*t).clone()));
         }
     }
     (added, removed, changed)
