@@ -49,8 +49,8 @@ out=bench/results/verify.md
   echo
   echo "\`$("$wasm_tools" --version)\` vs \`gridreg $("$gridreg" --version | cut -d' ' -f2)\` (\`verify --policy policies/default.toml --json\`)"
   echo
-  echo "| file | size | wasm-tools validate (ms) | gridreg verify (ms) | ratio |"
-  echo "|---|---|---|---|---|"
+  echo "| file | size | wasm-tools validate: median / min (ms) | gridreg verify: median / min (ms) | ratio of medians | ratio of minima |"
+  echo "|---|---|---|---|---|---|"
 } > "$out"
 for f in "$corpus"/numcodecs-*.wasm "$big"; do
   json="$cache/hf-$(basename "$f").json"
@@ -63,10 +63,10 @@ import json, os, sys
 r = json.load(open(sys.argv[1]))["results"]
 wt, gr = r[0], r[1]
 size = os.path.getsize(sys.argv[2])
-fmt = lambda x: f"{x['median']*1000:.1f} (mean {x['mean']*1000:.1f} ± {x['stddev']*1000:.1f})"
-print(f"| {os.path.basename(sys.argv[2])} | {size/1e6:.2f} MB | {fmt(wt)} | {fmt(gr)} | {gr['median']/wt['median']:.2f} |")
+fmt = lambda x: f"{x['median']*1000:.1f} / {x['min']*1000:.1f}"
+print(f"| {os.path.basename(sys.argv[2])} | {size/1e6:.2f} MB | {fmt(wt)} | {fmt(gr)} | {gr['median']/wt['median']:.2f} | {gr['min']/wt['min']:.2f} |")
 PY
 done
 echo >> "$out"
-echo "Ratio = median gridreg / median wasm-tools; <= 1.0 meets the goal." >> "$out"
+echo "Ratio = gridreg / wasm-tools; <= 1.0 meets the goal. On a busy machine the minima are the steadier estimate." >> "$out"
 cat "$out"
