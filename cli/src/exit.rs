@@ -10,6 +10,8 @@ pub enum Status {
     Ok,
     /// A policy or verification check failed; the command already printed why.
     Failed,
+    /// An exit status chosen by the command (`gridreg run` passes the guest's own code through).
+    Code(u8),
 }
 
 impl From<Status> for ExitCode {
@@ -17,6 +19,7 @@ impl From<Status> for ExitCode {
         match s {
             Status::Ok => ExitCode::SUCCESS,
             Status::Failed => ExitCode::from(1),
+            Status::Code(c) => ExitCode::from(c),
         }
     }
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod commands;
+mod compose;
 mod exit;
 mod input;
 mod output;
 mod policy_file;
+mod runtime;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();

@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 
 use crate::exit::Status;
 
+pub mod compose;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
+pub mod run;
 pub mod verify;
 use crate::output::GlobalOpts;
 
@@ -38,6 +40,8 @@ pub enum Command {
     Verify(verify::Opts),
     Diff(diff::Opts),
     Keygen(keygen::Opts),
+    Run(run::Opts),
+    Compose(compose::Opts),
 }
 
 impl Command {
@@ -47,6 +51,8 @@ impl Command {
             Command::Verify(o) => o.run(),
             Command::Diff(o) => o.run(),
             Command::Keygen(o) => o.run(),
+            Command::Run(o) => o.run(),
+            Command::Compose(o) => o.run(),
         }
     }
 }

@@ -1,0 +1,225 @@
+//! The compiled-code cache: a component compiled once is stored, keyed by its content digest and
+//! the engine's compatibility hash, so later runs skip Cranelift. Entries carry a SHA-256 of their
+//! payload that is checked before wasmtime is handed the bytes; a corrupt entry is rebuilt.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// First bytes of every entry; the version changes whenever the layout below does.
+const MAGIC: &[u8; 16] = b"gridreg-cwasm-1\n";
+
+/// Where entries live: `$GRIDREG_CACHE_DIR`, else `$XDG_CACHE_HOME/gridreg/compiled`, else
+/// `$HOME/.cache/gridreg/compiled`. `None` when none of those is set.
+pub fn default_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("GRIDREG_CACHE_DIR") {
+        return Some(dir);
+    }
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("gridreg").join("compiled"))
+}
+
+/// Feeds `Hash` output into SHA-256, so the key is stable across runs and processes (std's
+/// hashers promise neither).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        // Unused: the key is the full SHA-256 from `finalize`.
+        0
+    }
+}
+
+/// The entry name for `digest` (`sha256:<hex>` of the component) under this engine's settings.
+pub fn key(engine: &Engine, digest: &str) -> String {
+    let mut h = ShaHasher(Sha256::new());
+    h.write(MAGIC);
+    h.write(digest.as_bytes());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex::encode(h.0.finalize())
+}
+
+/// What happened when a component was looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Loaded from a valid entry.
+    Hit,
+    /// No entry: compiled and stored.
+    Miss,
+    /// An entry existed but failed its check (named reason): compiled and replaced.
+    Rebuilt(String),
+    /// Compiled, but the entry could not be written (reason): the run goes on without caching.
+    NotStored(String),
+}
+
+/// Loads the component from the cache or compiles (and stores) it.
+pub fn load_or_compile(
+    engine: &Engine,
+    dir: Option<&Path>,
+    digest: &str,
+    wasm: &[u8],
+) -> wasmtime::Result<(Component, Lookup)> {
+    let Some(dir) = dir else {
+        return Ok((
+            Component::new(engine, wasm)?,
+            Lookup::NotStored("no cache directory ($HOME is not set)".to_string()),
+        ));
+    };
+    let path = dir.join(format!("{}.cwasm", key(engine, digest)));
+    let mut problem = None;
+    match std::fs::read(&path) {
+        Ok(entry) => match check(&entry) {
+            Ok(payload) => match deserialize(engine, payload) {
+                Ok(c) => return Ok((c, Lookup::Hit)),
+                Err(e) => problem = Some(format!("wasmtime refused it: {e}")),
+            },
+            Err(why) => problem = Some(why),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => problem = Some(format!("cannot read it: {e}")),
+    }
+    let serialized = engine.precompile_component(wasm)?;
+    // Load from the bytes just produced, not from the file, so what runs never depends on
+    // whether the write below succeeds.
+    let component = deserialize(engine, &serialized)?;
+    let lookup = match store(&path, &serialized) {
+        Ok(()) => match problem {
+            Some(p) => Lookup::Rebuilt(format!("{}: {p}", path.display())),
+            None => Lookup::Miss,
+        },
+        Err(e) => Lookup::NotStored(format!("cannot write {}: {e}", path.display())),
+    };
+    Ok((component, lookup))
+}
+
+/// Splits an entry into its payload after checking the magic and the payload's SHA-256.
+fn check(entry: &[u8]) -> Result<&[u8], String> {
+    let header = MAGIC.len() + 32;
+    if entry.len() < header || &entry[..MAGIC.len()] != MAGIC {
+        return Err(format!(
+            "expected a gridreg cache entry ({} header bytes), found {} bytes without one",
+            header,
+            entry.len()
+        ));
+    }
+    let (expected, payload) = entry[MAGIC.len()..].split_at(32);
+    let found = Sha256::digest(payload);
+    if found.as_slice() != expected {
+        return Err(format!(
+            "payload hash mismatch: expected sha256:{}, found sha256:{}",
+            hex::encode(expected),
+            hex::encode(found)
+        ));
+    }
+    Ok(payload)
+}
+
+/// Turns serialized code back into a component.
+///
+/// Sound because the bytes are either what `Engine::precompile_component` returned a moment ago
+/// in this process, or an entry whose SHA-256 matched the hash written beside it when this
+/// program stored exactly those bytes; the entry is keyed by the engine's compatibility hash, and
+/// wasmtime still checks its own header for version and settings. The cache directory belongs to
+/// the user, so only that user could have planted an entry, and they can already run anything.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: see the function's documentation: the payload is code this program produced and
+    // whose integrity was checked just before this call.
+    unsafe { Component::deserialize(engine, payload) }
+}
+
+/// Writes an entry atomically: a temporary file in the same directory, synced, then renamed over
+/// the final name, so a reader never sees half an entry and concurrent writers cannot interleave.
+fn store(path: &Path, payload: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(
+        ".{}.{}.{nonce}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&Sha256::digest(payload))?;
+        f.write_all(payload)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const WAT: &str = "(component (core module (func (export \"f\"))))";
+
+    #[test]
+    fn miss_then_hit_then_corrupt_is_rebuilt() {
+        let engine = Engine::default();
+        let wasm = wat::parse_str(WAT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let digest = gridreg_verifier::digest(&wasm);
+
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
+        assert_eq!(l, Lookup::Miss);
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
+        assert_eq!(l, Lookup::Hit);
+
+        let path = dir.path().join(format!("{}.cwasm", key(&engine, &digest)));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
+        match l {
+            Lookup::Rebuilt(why) => assert!(why.contains("hash mismatch"), "{why}"),
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
+        assert_eq!(l, Lookup::Hit);
+
+        std::fs::write(&path, b"short").unwrap();
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
+        assert!(
+            matches!(l, Lookup::Rebuilt(ref w) if w.contains("header")),
+            "{l:?}"
+        );
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn key_depends_on_digest_and_engine_settings() {
+        let a = Engine::default();
+        let mut cfg = wasmtime::Config::new();
+        cfg.consume_fuel(true);
+        let b = Engine::new(&cfg).unwrap();
+        assert_eq!(key(&a, "sha256:00"), key(&a, "sha256:00"));
+        assert_ne!(key(&a, "sha256:00"), key(&a, "sha256:01"));
+        assert_ne!(key(&a, "sha256:00"), key(&b, "sha256:00"));
+    }
+}
