@@ -1,3 +1,34 @@
-//! The registry server (`gridreg serve`): routes, store, blob store and the log sequencer.
+//! The registry server (`gridreg serve`): HTTP API, metadata store, blob store, and the
+//! sequencer that appends to the transparency log.
 //!
-//! Not built yet: see the registry issue. The crate exists so the workspace has its final shape.
+//! Entry points:
+//! - [`server::Registry::open`] opens a data directory (SQLite `registry.db`, `blobs/`,
+//!   `log.key`), checks the stored origin, rebuilds the namespace state and starts the
+//!   sequencer; [`server::Registry::serve`] serves it with graceful shutdown;
+//! - [`routes::app`] builds the axum router from an [`server::AppState`] (tests drive it with
+//!   `oneshot`);
+//! - [`auth::create_token`] and the [`store::Store`] token methods back
+//!   `gridreg serve token ...`.
+//!
+//! Invariants:
+//! - only this crate knows SQL and HTTP server types; the protocol and verifier crates stay pure;
+//! - only the sequencer ([`sequencer`]) writes the log, one transaction per batch holding the
+//!   leaves, stored hashes, checkpoint and derived rows; a checkpoint is served, and a publish
+//!   acknowledged, only after that transaction is durable, and a size never gets two roots;
+//! - a rejected record changes nothing: every check runs before the sequencer assigns an index;
+//! - storage paths come only from [`paths`], and the only input-derived part (a digest) is hex;
+//! - [`store::Store`] and [`blob::BlobStore`] are the seams for PostgreSQL and object storage.
+
+pub mod auth;
+pub mod blob;
+pub mod error;
+pub mod log;
+pub mod metrics;
+pub mod paths;
+pub mod routes;
+pub mod sequencer;
+pub mod server;
+pub mod sqlite;
+pub mod store;
+
+pub use server::{AppState, Config, Registry};

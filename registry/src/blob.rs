@@ -1,0 +1,222 @@
+//! Content-addressed blob storage: the [`BlobStore`] seam and its file implementation under
+//! `DATA/blobs/sha256/ab/<hex>`. Callers hash what they stream in and only commit a blob whose
+//! digest they checked; the store never trusts a name it did not verify.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gridreg_protocol::Digest;
+use tokio::fs;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::paths::DataDir;
+use crate::store::BoxFuture;
+
+/// Why a blob operation failed. Always an internal error: inputs are checked before they get here.
+#[derive(Debug, thiserror::Error)]
+#[error("blob store: {context}: {source}")]
+pub struct BlobError {
+    context: String,
+    #[source]
+    source: io::Error,
+}
+
+fn ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> BlobError {
+    let context = context.into();
+    move |source| BlobError { context, source }
+}
+
+/// Where the bytes of a stored blob can be read from.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    /// A local file, served with `Range` support straight from disk.
+    File { path: PathBuf, size: u64 },
+}
+
+/// An upload in progress. Dropping it without [`BlobWriter::commit`] discards the bytes.
+pub trait BlobWriter: Send {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>>;
+    /// Makes the bytes durable under `digest`, which the caller has checked against them.
+    fn commit(self: Box<Self>, digest: Digest) -> BoxFuture<'static, Result<(), BlobError>>;
+}
+
+/// Blob storage. The file implementation is the default; object storage can be a second one.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts an upload.
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn BlobWriter>, BlobError>>;
+    /// Where a blob is, or `None` if it was never stored.
+    fn get(&self, digest: Digest) -> BoxFuture<'_, Result<Option<BlobSource>, BlobError>>;
+    /// The whole blob in memory (for the audit at publish time).
+    fn read(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, BlobError>>;
+    /// How many blobs are stored (tests and metrics).
+    fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>>;
+}
+
+/// Blobs as files under the data directory.
+#[derive(Debug)]
+pub struct FileBlobStore {
+    dir: DataDir,
+    next_tmp: AtomicU64,
+}
+
+impl FileBlobStore {
+    /// Creates the blob directories and clears uploads a previous process left half-written.
+    pub async fn open(dir: DataDir) -> Result<Self, BlobError> {
+        let tmp = dir.blob_tmp();
+        if fs::try_exists(&tmp).await.unwrap_or(false) {
+            fs::remove_dir_all(&tmp)
+                .await
+                .map_err(ctx(format!("clearing {}", tmp.display())))?;
+        }
+        fs::create_dir_all(&tmp)
+            .await
+            .map_err(ctx(format!("creating {}", tmp.display())))?;
+        fs::create_dir_all(dir.blobs())
+            .await
+            .map_err(ctx(format!("creating {}", dir.blobs().display())))?;
+        Ok(Self {
+            dir,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+}
+
+struct FileWriter {
+    file: Option<fs::File>,
+    tmp: PathBuf,
+    dir: DataDir,
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            // An abandoned upload: best effort, the temp directory is also cleared at start-up.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+async fn sync_dir(path: PathBuf) -> Result<(), BlobError> {
+    let what = format!("syncing directory {}", path.display());
+    tokio::task::spawn_blocking(move || std::fs::File::open(&path)?.sync_all())
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(ctx(what))
+}
+
+impl BlobWriter for FileWriter {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            let Some(file) = self.file.as_mut() else {
+                return Err(BlobError {
+                    context: "writing".into(),
+                    source: io::Error::other("upload already finished"),
+                });
+            };
+            file.write_all(chunk).await.map_err(ctx("writing upload"))
+        })
+    }
+
+    fn commit(mut self: Box<Self>, digest: Digest) -> BoxFuture<'static, Result<(), BlobError>> {
+        Box::pin(async move {
+            let Some(mut file) = self.file.take() else {
+                return Err(BlobError {
+                    context: "committing".into(),
+                    source: io::Error::other("upload already finished"),
+                });
+            };
+            let tmp = self.tmp.clone();
+            let result = async {
+                file.flush().await.map_err(ctx("flushing upload"))?;
+                // Durability step 1: the bytes are on disk before the name points at them, so a
+                // crash never leaves a blob name over a short file.
+                file.sync_all().await.map_err(ctx("syncing upload"))?;
+                drop(file);
+                let dest = self.dir.blob(&digest);
+                let parent = dest.parent().map(PathBuf::from).unwrap_or_default();
+                fs::create_dir_all(&parent)
+                    .await
+                    .map_err(ctx(format!("creating {}", parent.display())))?;
+                // Step 2: the rename is atomic; a crash before it leaves only a temp file that
+                // start-up deletes, and the client retries the idempotent upload.
+                fs::rename(&tmp, &dest)
+                    .await
+                    .map_err(ctx(format!("renaming into {}", dest.display())))?;
+                // Step 3: the directory entry itself is made durable.
+                sync_dir(parent).await
+            }
+            .await;
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp).await;
+            }
+            result
+        })
+    }
+}
+
+impl BlobStore for FileBlobStore {
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn BlobWriter>, BlobError>> {
+        Box::pin(async move {
+            let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+            let tmp = self
+                .dir
+                .blob_tmp()
+                .join(format!("upload-{}-{n}", std::process::id()));
+            let file = fs::File::create(&tmp)
+                .await
+                .map_err(ctx(format!("creating {}", tmp.display())))?;
+            Ok(Box::new(FileWriter {
+                file: Some(file),
+                tmp,
+                dir: self.dir.clone(),
+            }) as Box<dyn BlobWriter>)
+        })
+    }
+
+    fn get(&self, digest: Digest) -> BoxFuture<'_, Result<Option<BlobSource>, BlobError>> {
+        Box::pin(async move {
+            let path = self.dir.blob(&digest);
+            match fs::metadata(&path).await {
+                Ok(m) => Ok(Some(BlobSource::File {
+                    path,
+                    size: m.len(),
+                })),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ctx(format!("reading {}", path.display()))(e)),
+            }
+        })
+    }
+
+    fn read(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, BlobError>> {
+        Box::pin(async move {
+            let path = self.dir.blob(&digest);
+            match fs::read(&path).await {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ctx(format!("reading {}", path.display()))(e)),
+            }
+        })
+    }
+
+    fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>> {
+        Box::pin(async move {
+            let root = self.dir.blobs();
+            tokio::task::spawn_blocking(move || -> io::Result<u64> {
+                let mut n = 0;
+                for shard in std::fs::read_dir(&root)? {
+                    let shard = shard?;
+                    if shard.file_type()?.is_dir() {
+                        n += std::fs::read_dir(shard.path())?.count() as u64;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(ctx("counting blobs"))
+        })
+    }
+}

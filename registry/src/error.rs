@@ -1,0 +1,166 @@
+//! The one error type of the HTTP boundary: each variant names its status and error code, and
+//! the response is always `{"error":{"code","message"}}`. Internal details are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gridreg_protocol::api::{ErrorBody, ErrorDetail};
+
+use crate::blob::BlobError;
+use crate::log::LogError;
+use crate::sequencer::{Rejection, namespace_code, rejection_code};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MalformedRecord(String),
+    #[error("{0}")]
+    DigestMismatch(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    ContentMissing(String),
+    #[error("{0}")]
+    SizeMismatch(String),
+    #[error("{0}")]
+    InvalidWasm(String),
+    #[error("{0}")]
+    SurfaceMismatch(String),
+    #[error("{0}")]
+    PolicyViolation(String),
+    /// A conflict with the log's current state; the code says which.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A signer (not a token) lacks the right; the code says which.
+    #[error("{message}")]
+    NotAuthorised { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged in full; the client sees only "internal error".
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_)
+            | ApiError::MalformedRecord(_)
+            | ApiError::DigestMismatch(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ContentMissing(_)
+            | ApiError::SizeMismatch(_)
+            | ApiError::InvalidWasm(_)
+            | ApiError::SurfaceMismatch(_)
+            | ApiError::PolicyViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotAuthorised { .. } | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MalformedRecord(_) => "malformed_record",
+            ApiError::DigestMismatch(_) => "digest_mismatch",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::ContentMissing(_) => "content_missing",
+            ApiError::SizeMismatch(_) => "size_mismatch",
+            ApiError::InvalidWasm(_) => "invalid_wasm",
+            ApiError::SurfaceMismatch(_) => "surface_mismatch",
+            ApiError::PolicyViolation(_) => "policy_violation",
+            ApiError::Conflict { code, .. } | ApiError::NotAuthorised { code, .. } => code,
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message,
+            },
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Merkle(m) => ApiError::BadRequest(m.to_string()),
+            LogError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let code = rejection_code(&r);
+        match r {
+            Rejection::VersionExists { .. } | Rejection::AlreadyYanked { .. } => {
+                ApiError::Conflict {
+                    code,
+                    message: r.to_string(),
+                }
+            }
+            Rejection::NoSuchRelease { .. } => ApiError::NotFound(r.to_string()),
+            Rejection::Namespace(e) => namespace_error(e),
+            Rejection::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+/// Maps a namespace state-machine refusal: authorisation failures are 403, state conflicts 409.
+pub fn namespace_error(e: gridreg_protocol::NamespaceError) -> ApiError {
+    let code = namespace_code(&e);
+    match code {
+        "not_owner" | "not_authorised" => ApiError::NotAuthorised {
+            code,
+            message: e.to_string(),
+        },
+        "internal" => ApiError::Internal(e.to_string()),
+        _ => ApiError::Conflict {
+            code,
+            message: e.to_string(),
+        },
+    }
+}

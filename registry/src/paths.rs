@@ -1,0 +1,93 @@
+//! Every on-disk location under the data directory, in one place, so no other module builds a
+//! path by hand and no path is ever derived from unvalidated input.
+
+use std::path::{Path, PathBuf};
+
+use gridreg_protocol::Digest;
+
+/// The layout of a data directory (`gridreg serve --data DIR`).
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite database holding metadata, the log entries and the stored hashes.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("registry.db")
+    }
+
+    /// The log's signer key (mode 0600), generated on first start.
+    pub fn log_key(&self) -> PathBuf {
+        self.root.join("log.key")
+    }
+
+    /// The root of the content-addressed blob tree.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// Where uploads are written before they are checked and renamed into place. It sits on the
+    /// same file system as the blobs so the rename is atomic.
+    pub fn blob_tmp(&self) -> PathBuf {
+        self.root.join("blobs").join("tmp")
+    }
+
+    /// `blobs/sha256/ab/<64 hex>` for a digest. A [`Digest`] is 32 bytes, so the hex is always
+    /// 64 lowercase hex characters and the path cannot escape the blob tree.
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        let hex = hex::encode(digest.0);
+        self.blobs().join(&hex[..2]).join(hex)
+    }
+}
+
+/// Parses the `sha256:<64 hex>` form used in URLs, accepting only lowercase hex so that one
+/// digest has exactly one spelling.
+pub fn parse_digest(s: &str) -> Result<Digest, String> {
+    let Some(hex_part) = s.strip_prefix("sha256:") else {
+        return Err(format!("expected `sha256:<64 hex>`, found `{s}`"));
+    };
+    if hex_part.len() != 64
+        || !hex_part
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "expected 64 lowercase hex digits after `sha256:`, found `{hex_part}`"
+        ));
+    }
+    Digest::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn digests_in_paths_are_hex_only() {
+        let d = parse_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let dir = DataDir::new("/data");
+        assert_eq!(
+            dir.blob(&d),
+            PathBuf::from(format!("/data/blobs/sha256/ab/{}", "ab".repeat(32)))
+        );
+        for bad in [
+            "sha256:../../etc/passwd".to_string(),
+            format!("sha256:{}", "AB".repeat(32)),
+            format!("sha512:{}", "ab".repeat(32)),
+            format!("sha256:{}/", "ab".repeat(32)),
+            format!("sha256:{}", "ab".repeat(31)),
+        ] {
+            assert!(parse_digest(&bad).is_err(), "{bad}");
+        }
+    }
+}

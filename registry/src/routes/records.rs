@@ -1,0 +1,319 @@
+//! `POST /v1/records`: one signed release, namespace or yank record. Everything that can be
+//! checked without the log's order is checked here, in parallel across requests (note syntax,
+//! signatures, content, audit, declared surface, policy); then the sequencer decides what
+//! depends on order (versions taken, who is authorised at the record's index) and answers once
+//! the record is durable.
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use gridreg_protocol::api::{PublishResponse, encode_hashes};
+use gridreg_protocol::note::{self, NoteError};
+use gridreg_protocol::record::MAX_VALUE_LEN;
+use gridreg_protocol::{NamespaceOp, Note, Record, Release};
+use gridreg_verifier::{Audit, Kind, Policy, Subject, Verdict};
+use http_body_util::BodyExt as _;
+use tokio::sync::oneshot;
+
+use crate::auth::Scope;
+use crate::blob::BlobSource;
+use crate::error::{ApiError, namespace_error};
+use crate::log::inclusion_proof;
+use crate::routes::Caller;
+use crate::sequencer::Submission;
+use crate::server::AppState;
+use crate::store::{Derived, NewRelease};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/records", post(submit))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let result = publish(&state, &caller, body).await;
+    if let Err(e) = &result {
+        state.metrics.rejection(e.code());
+    }
+    result.map(Json)
+}
+
+async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+    let limit = note::MAX_NOTE_LEN;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(format!(
+            "expected a signed record of at most {limit} bytes, found more"
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!("reading the record: {e}"))),
+    }
+}
+
+async fn publish(
+    state: &AppState,
+    caller: &Caller,
+    body: Body,
+) -> Result<PublishResponse, ApiError> {
+    let leaf = read_body(body).await?;
+    let parsed = Note::parse(&leaf).map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
+    let record =
+        Record::from_note(&parsed).map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
+    let namespace = record.namespace().to_string();
+    let is_claim = matches!(&record, Record::Namespace(n) if n.op == NamespaceOp::Claim);
+    // A private registry hands out namespaces through its admins; an open one first come.
+    let scope = if is_claim && state.require_token {
+        Scope::Admin
+    } else {
+        Scope::Publish
+    };
+    caller.require(state, scope, Some(&namespace))?;
+
+    // Which of the signatures verify, against every key the namespace ever had (plus the
+    // claimed key for a claim). Roles at the record's index are the sequencer's decision.
+    let keys = state
+        .view
+        .with_namespaces(|ns| ns.keys_for(&record))
+        .map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
+    let signers = match note::verify(&leaf, &keys) {
+        Ok(v) => v.verified_by,
+        Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
+        Err(e) => {
+            return Err(ApiError::NotAuthorised {
+                code: "bad_signature",
+                message: e.to_string(),
+            });
+        }
+    };
+
+    let derived = match &record {
+        Record::Release(r) => {
+            // Fail fast on what the sequencer would refuse anyway, before reading the content.
+            precheck_publisher(state, &record, &signers)?;
+            if state
+                .store
+                .release_state(&r.package.to_string(), &r.version.to_string())
+                .await?
+                .is_some()
+            {
+                return Err(ApiError::Conflict {
+                    code: "version_exists",
+                    message: format!(
+                        "{}@{} already exists; versions are immutable, even after a yank",
+                        r.package, r.version
+                    ),
+                });
+            }
+            Derived::Release(Box::new(check_release(state, r).await?))
+        }
+        Record::Yank(y) => {
+            precheck_publisher(state, &record, &signers)?;
+            match state
+                .store
+                .release_state(&y.package.to_string(), &y.version.to_string())
+                .await?
+            {
+                None => {
+                    return Err(ApiError::NotFound(format!(
+                        "{}@{} does not exist, so it cannot be yanked",
+                        y.package, y.version
+                    )));
+                }
+                Some(true) => {
+                    return Err(ApiError::Conflict {
+                        code: "already_yanked",
+                        message: format!("{}@{} is already yanked", y.package, y.version),
+                    });
+                }
+                Some(false) => {}
+            }
+            Derived::Yank {
+                package: y.package.to_string(),
+                version: y.version.to_string(),
+                reason: y.reason.chars().take(MAX_VALUE_LEN).collect(),
+            }
+        }
+        Record::Namespace(_) => Derived::Namespace,
+    };
+
+    let (reply, answer) = oneshot::channel();
+    state
+        .submit
+        .send(Submission {
+            leaf,
+            record,
+            signers,
+            derived,
+            reply,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("the registry is shutting down".into()))?;
+    let accepted = answer
+        .await
+        .map_err(|_| ApiError::Unavailable("the registry is shutting down".into()))??;
+    let proof = inclusion_proof(
+        state.store.as_ref(),
+        accepted.checkpoint.size,
+        accepted.index,
+    )
+    .await?;
+    Ok(PublishResponse {
+        index: accepted.index,
+        checkpoint: accepted.checkpoint.body.clone(),
+        proof: encode_hashes(&proof),
+    })
+}
+
+/// Refuses a release or yank that no signer could publish as things stand now. The sequencer
+/// checks again at the record's real index.
+fn precheck_publisher(
+    state: &AppState,
+    record: &Record,
+    signers: &[gridreg_protocol::VerifierKey],
+) -> Result<(), ApiError> {
+    state
+        .view
+        .with_namespaces(|ns| ns.check_publish(record.namespace(), u64::MAX, signers))
+        .map_err(namespace_error)
+}
+
+/// The content checks of a release: uploaded, same size, valid wasm, declared surface equal to
+/// the binary's, namespace policy passes. Returns the derived row to store with the entry.
+async fn check_release(state: &AppState, r: &Release) -> Result<NewRelease, ApiError> {
+    let Some(BlobSource::File { size, .. }) = state.blobs.get(r.digest).await? else {
+        return Err(ApiError::ContentMissing(format!(
+            "expected content {} to be uploaded first (PUT /v1/content/{}), found none",
+            r.digest, r.digest
+        )));
+    };
+    if size != r.size {
+        return Err(ApiError::SizeMismatch(format!(
+            "the record says size {}, the uploaded content {} has {size} bytes",
+            r.size, r.digest
+        )));
+    }
+    let bytes = state
+        .blobs
+        .read(r.digest)
+        .await?
+        .ok_or_else(|| ApiError::ContentMissing(format!("content {} vanished", r.digest)))?;
+    let (audit, wit) = tokio::task::spawn_blocking(move || {
+        let audit = gridreg_verifier::audit(&bytes);
+        let wit = match &audit {
+            Ok(a) if a.kind == Kind::Component => gridreg_verifier::wit_text(&bytes).ok(),
+            _ => None,
+        };
+        (audit, wit)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
+    let audit = audit.map_err(|e| ApiError::InvalidWasm(format!("content {}: {e}", r.digest)))?;
+    if audit.digest != r.digest.to_string() {
+        return Err(ApiError::Internal(format!(
+            "stored blob {} hashes to {}",
+            r.digest, audit.digest
+        )));
+    }
+    check_surface(
+        "import",
+        &r.imports,
+        audit.imports.iter().map(|i| i.name.as_str()),
+    )?;
+    check_surface(
+        "export",
+        &r.exports,
+        audit.exports.iter().map(String::as_str),
+    )?;
+    check_policy(state, r, &audit).await?;
+    Ok(NewRelease {
+        package: r.package.to_string(),
+        version: r.version.to_string(),
+        digest: r.digest.to_string(),
+        size: r.size,
+        kind: match audit.kind {
+            Kind::Component => "component",
+            Kind::Module => "module",
+        }
+        .to_string(),
+        capabilities: audit
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        audit_json: serde_json::to_string(&audit)
+            .map_err(|e| ApiError::Internal(format!("encoding the audit: {e}")))?,
+        wit,
+        imports: audit
+            .imports
+            .iter()
+            .map(|i| (i.name.clone(), i.class.as_str().to_string()))
+            .collect(),
+        exports: audit.exports.clone(),
+    })
+}
+
+/// Both lists are sorted and unique, so they are equal or have a first difference to name.
+fn check_surface<'a>(
+    what: &str,
+    declared: &[String],
+    actual: impl Iterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let actual: Vec<&str> = actual.collect();
+    let missing: Vec<&str> = actual
+        .iter()
+        .copied()
+        .filter(|a| !declared.iter().any(|d| d == a))
+        .collect();
+    let extra: Vec<&str> = declared
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !actual.contains(d))
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "the binary has {what} lines the record omits: {}",
+            missing.join(", ")
+        ));
+    }
+    if !extra.is_empty() {
+        parts.push(format!(
+            "the record lists {what} lines the binary lacks: {}",
+            extra.join(", ")
+        ));
+    }
+    Err(ApiError::SurfaceMismatch(format!(
+        "expected the record's {what} lines to equal the binary's; {}",
+        parts.join("; ")
+    )))
+}
+
+async fn check_policy(state: &AppState, r: &Release, audit: &Audit) -> Result<(), ApiError> {
+    let ns = r.package.namespace().to_string();
+    let Some(text) = state.store.policy(&ns).await? else {
+        return Ok(());
+    };
+    let policy = Policy::parse(&text, &format!("policy of namespace {ns}"))
+        .map_err(|e| ApiError::Internal(format!("stored policy of {ns} does not parse: {e}")))?;
+    let today =
+        gridreg_verifier::Date::from_unix_seconds(time::OffsetDateTime::now_utc().unix_timestamp());
+    let package = r.package.to_string();
+    let mut subject = Subject::new(audit, today);
+    subject.package = Some(&package);
+    let eval = policy.evaluate(&subject);
+    if eval.verdict == Verdict::Fail {
+        let reasons: Vec<String> = eval.errors().map(|v| v.message.clone()).collect();
+        return Err(ApiError::PolicyViolation(format!(
+            "namespace {ns} policy `{}` refuses {package}@{}: {}",
+            policy.name(),
+            r.version,
+            reasons.join("; ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! The sequencer: the one task that appends to the log. Publishers send validated records
+//! through a channel and wait on a oneshot reply; the sequencer takes everything pending (up to
+//! [`MAX_BATCH`]), re-checks it against the namespace state and the versions already taken,
+//! integrates the accepted leaves, signs one checkpoint, commits everything in one store
+//! transaction, and only then answers. One fsync covers the whole batch.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use gridreg_protocol::merkle;
+use gridreg_protocol::namespace::NamespaceError;
+use gridreg_protocol::{Checkpoint, NamespaceState, Record, SignerKey, VerifierKey};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log::{LogError, with_hashes};
+use crate::metrics::Metrics;
+use crate::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, StoreError};
+
+/// Most records integrated under one checkpoint.
+pub const MAX_BATCH: usize = 1024;
+
+/// A validated record waiting for a log index.
+#[derive(Debug)]
+pub struct Submission {
+    /// The exact signed-note bytes: the leaf.
+    pub leaf: Vec<u8>,
+    pub record: Record,
+    /// The keys whose signatures on `leaf` verified.
+    pub signers: Vec<VerifierKey>,
+    /// The release row (audit, WIT, surface) computed by the publisher's task.
+    pub derived: Derived,
+    pub reply: oneshot::Sender<Result<Accepted, Rejection>>,
+}
+
+/// The record is durable at `index` and covered by `checkpoint`.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub index: u64,
+    pub checkpoint: Arc<CheckpointRow>,
+}
+
+/// Why the sequencer refused a record. Nothing was written for it.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("{package}@{version} already exists; versions are immutable, even after a yank")]
+    VersionExists { package: String, version: String },
+    #[error("{package}@{version} does not exist, so it cannot be yanked")]
+    NoSuchRelease { package: String, version: String },
+    #[error("{package}@{version} is already yanked")]
+    AlreadyYanked { package: String, version: String },
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("the log could not be written: {0}")]
+    Internal(String),
+}
+
+/// What readers share with the sequencer: the newest durable checkpoint and the namespace state.
+#[derive(Debug)]
+pub struct LogView {
+    latest: RwLock<Arc<CheckpointRow>>,
+    namespaces: RwLock<NamespaceState>,
+}
+
+impl LogView {
+    /// The newest checkpoint that is durable (never one still being committed).
+    pub fn latest(&self) -> Arc<CheckpointRow> {
+        match self.latest.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Runs `f` on the namespace state (which may include records of a batch being committed;
+    /// readers use it only to pick which signatures to verify, never to authorise).
+    pub fn with_namespaces<T>(&self, f: impl FnOnce(&NamespaceState) -> T) -> T {
+        match self.namespaces.read() {
+            Ok(g) => f(&g),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_latest(&self, cp: Arc<CheckpointRow>) {
+        match self.latest.write() {
+            Ok(mut g) => *g = cp,
+            Err(poisoned) => *poisoned.into_inner() = cp,
+        }
+    }
+
+    fn namespaces_mut<T>(&self, f: impl FnOnce(&mut NamespaceState) -> T) -> T {
+        match self.namespaces.write() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("log entry {0}")]
+    Replay(String),
+    #[error(
+        "the store is inconsistent: the newest checkpoint has size {checkpoint} but {entries} entries are stored"
+    )]
+    Inconsistent { checkpoint: u64, entries: u64 },
+    #[error("signing a checkpoint: {0}")]
+    Sign(String),
+}
+
+/// The sequencer task's state.
+pub struct Sequencer {
+    store: Arc<dyn Store>,
+    key: SignerKey,
+    origin: String,
+    view: Arc<LogView>,
+    metrics: Arc<Metrics>,
+    size: u64,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("origin", &self.origin)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rebuilds the namespace state from the namespace records alone: releases and yanks never
+/// change it, so replaying only namespace records at their own indexes gives the same state.
+async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError> {
+    let mut state = NamespaceState::new();
+    for (index, body) in store.namespace_entries(None).await? {
+        state
+            .apply_entry(index, &body)
+            .map_err(|e| OpenError::Replay(e.to_string()))?;
+    }
+    Ok(state)
+}
+
+impl Sequencer {
+    /// Opens the log: checks the store is consistent, signs the empty checkpoint on first start,
+    /// rebuilds the namespace state. Returns the sequencer and the view readers share.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        key: SignerKey,
+        origin: String,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, Arc<LogView>), OpenError> {
+        let entries = store.log_size().await?;
+        let latest = match store.latest_checkpoint().await? {
+            Some(cp) => cp,
+            None if entries == 0 => {
+                // First start: the empty tree gets its checkpoint so readers always have one.
+                let signed = Checkpoint::new(&origin, 0, merkle::EMPTY_ROOT)
+                    .sign(&[&key])
+                    .map_err(|e| OpenError::Sign(e.to_string()))?;
+                let cp = CheckpointRow {
+                    size: 0,
+                    root: merkle::EMPTY_ROOT,
+                    body: signed.note,
+                };
+                store
+                    .commit(Batch {
+                        start: 0,
+                        entries: Vec::new(),
+                        hash_start: 0,
+                        hashes: Vec::new(),
+                        checkpoint: cp.clone(),
+                    })
+                    .await?;
+                cp
+            }
+            None => {
+                return Err(OpenError::Inconsistent {
+                    checkpoint: 0,
+                    entries,
+                });
+            }
+        };
+        if latest.size != entries {
+            return Err(OpenError::Inconsistent {
+                checkpoint: latest.size,
+                entries,
+            });
+        }
+        let namespaces = load_namespaces(store.as_ref()).await?;
+        metrics.set_log_size(latest.size);
+        let view = Arc::new(LogView {
+            latest: RwLock::new(Arc::new(latest.clone())),
+            namespaces: RwLock::new(namespaces),
+        });
+        Ok((
+            Self {
+                store,
+                key,
+                origin,
+                view: view.clone(),
+                metrics,
+                size: latest.size,
+            },
+            view,
+        ))
+    }
+
+    /// Runs until every sender is dropped (the server has shut down and every in-flight publish
+    /// has been answered).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
+        while let Some(first) = rx.recv().await {
+            let mut pending = vec![first];
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(s) => pending.push(s),
+                    Err(_) => break,
+                }
+            }
+            self.sequence(pending).await;
+        }
+        tracing::info!(size = self.size, "sequencer stopped");
+    }
+
+    /// The whole commit path for one batch, top to bottom.
+    async fn sequence(&mut self, pending: Vec<Submission>) {
+        let start = self.size;
+
+        // 1. Stage. Look up, outside any lock, which versions the store already holds, then
+        // decide record by record in arrival order: a version taken earlier (in the store or in
+        // this batch) loses, and the namespace state decides authorisation at the exact index
+        // the record would get, so two conflicting records in one batch cannot both win.
+        let mut existing = Vec::with_capacity(pending.len());
+        for s in &pending {
+            let state = match &s.record {
+                Record::Release(r) => self
+                    .store
+                    .release_state(&r.package.to_string(), &r.version.to_string())
+                    .await
+                    .map(Some),
+                Record::Yank(y) => self
+                    .store
+                    .release_state(&y.package.to_string(), &y.version.to_string())
+                    .await
+                    .map(Some),
+                Record::Namespace(_) => Ok(None),
+            };
+            existing.push(state);
+        }
+        let mut accepted: Vec<(u64, Submission)> = Vec::with_capacity(pending.len());
+        let mut released: HashSet<(String, String)> = HashSet::new();
+        let mut yanked: HashSet<(String, String)> = HashSet::new();
+        let mut rejected = Vec::new();
+        self.view.namespaces_mut(|ns| {
+            for (s, stored) in pending.into_iter().zip(existing) {
+                let stored = match stored {
+                    Ok(v) => v.flatten(),
+                    Err(e) => {
+                        rejected.push((s, Rejection::Internal(e.to_string())));
+                        continue;
+                    }
+                };
+                let index = start + accepted.len() as u64;
+                let check = match &s.record {
+                    Record::Release(r) => {
+                        let key = (r.package.to_string(), r.version.to_string());
+                        if stored.is_some() || released.contains(&key) {
+                            Err(Rejection::VersionExists {
+                                package: key.0,
+                                version: key.1,
+                            })
+                        } else {
+                            Ok(Some((true, key)))
+                        }
+                    }
+                    Record::Yank(y) => {
+                        let key = (y.package.to_string(), y.version.to_string());
+                        if stored == Some(true) || yanked.contains(&key) {
+                            Err(Rejection::AlreadyYanked {
+                                package: key.0,
+                                version: key.1,
+                            })
+                        } else if stored.is_none() && !released.contains(&key) {
+                            Err(Rejection::NoSuchRelease {
+                                package: key.0,
+                                version: key.1,
+                            })
+                        } else {
+                            Ok(Some((false, key)))
+                        }
+                    }
+                    Record::Namespace(_) => Ok(None),
+                };
+                let result = check.and_then(|mark| {
+                    ns.apply(index, &s.record, &s.signers)?;
+                    Ok(mark)
+                });
+                match result {
+                    Ok(Some((true, key))) => {
+                        released.insert(key);
+                        accepted.push((index, s));
+                    }
+                    Ok(Some((false, key))) => {
+                        yanked.insert(key);
+                        accepted.push((index, s));
+                    }
+                    Ok(None) => accepted.push((index, s)),
+                    Err(e) => rejected.push((s, e)),
+                }
+            }
+        });
+        for (s, why) in rejected {
+            self.metrics.rejection(rejection_code(&why));
+            let _ = s.reply.send(Err(why));
+        }
+        if accepted.is_empty() {
+            return;
+        }
+
+        // 2. Integrate: the new stored hashes and the new root, computed from the stored tree.
+        let new_size = start + accepted.len() as u64;
+        let leaves: Vec<_> = accepted
+            .iter()
+            .map(|(_, s)| merkle::leaf_hash(&s.leaf))
+            .collect();
+        let base_len = merkle::stored_hash_count(start);
+        let integrated = async {
+            let hashes = with_hashes(self.store.as_ref(), base_len, &[], |r| {
+                merkle::append_leaves(start, &leaves, r)
+            })
+            .await?;
+            let root = with_hashes(self.store.as_ref(), base_len, &hashes, |r| {
+                merkle::tree_hash(new_size, r)
+            })
+            .await?;
+            Ok::<_, LogError>((hashes, root))
+        }
+        .await;
+        let (hashes, root) = match integrated {
+            Ok(v) => v,
+            Err(e) => return self.fail(accepted, e.to_string()).await,
+        };
+
+        // 3. Sign one checkpoint for the new size. Nothing has been served or stored yet: a crash
+        // here loses only this unsent signature, and restart signs again for whatever it stores.
+        let signed = match Checkpoint::new(&self.origin, new_size, root).sign(&[&self.key]) {
+            Ok(s) => s,
+            Err(e) => return self.fail(accepted, e.to_string()).await,
+        };
+        let checkpoint = CheckpointRow {
+            size: new_size,
+            root,
+            body: signed.note,
+        };
+
+        // 4. Commit leaves, hashes, checkpoint and derived rows in ONE transaction. A crash before
+        // the commit returns leaves the store at `start` with no trace of the batch (WAL rollback)
+        // and no publisher was answered; a crash after it leaves the batch durable, and restart
+        // serves this checkpoint, which no client has seen yet, so no served checkpoint is lost.
+        let entries = accepted
+            .iter()
+            .map(|(index, s)| NewEntry {
+                index: *index,
+                body: s.leaf.clone(),
+                kind: match s.record {
+                    Record::Release(_) => EntryKind::Release,
+                    Record::Namespace(_) => EntryKind::Namespace,
+                    Record::Yank(_) => EntryKind::Yank,
+                },
+                namespace: s.record.namespace().to_string(),
+                derived: s.derived.clone(),
+            })
+            .collect();
+        let batch = Batch {
+            start,
+            entries,
+            hash_start: base_len,
+            hashes,
+            checkpoint: checkpoint.clone(),
+        };
+        if let Err(e) = self.store.commit(batch).await {
+            return self.fail(accepted, e.to_string()).await;
+        }
+
+        // 5. Publish: the checkpoint becomes visible to readers, then each publisher gets its
+        // index. Only now is a publish acknowledged, so every acknowledged record is durable.
+        self.size = new_size;
+        let checkpoint = Arc::new(checkpoint);
+        self.view.set_latest(checkpoint.clone());
+        self.metrics.set_log_size(new_size);
+        for (index, s) in accepted {
+            self.metrics.published();
+            let _ = s.reply.send(Ok(Accepted {
+                index,
+                checkpoint: checkpoint.clone(),
+            }));
+        }
+    }
+
+    /// A batch could not be made durable: answer everyone with an internal error and reload the
+    /// namespace state and size from the store, which holds exactly what was committed before.
+    async fn fail(&mut self, accepted: Vec<(u64, Submission)>, why: String) {
+        tracing::error!(error = %why, "sequencer batch failed");
+        for (_, s) in accepted {
+            self.metrics.rejection("internal");
+            let _ = s.reply.send(Err(Rejection::Internal(why.clone())));
+        }
+        match (
+            load_namespaces(self.store.as_ref()).await,
+            self.store.log_size().await,
+        ) {
+            (Ok(state), Ok(size)) => {
+                self.view.namespaces_mut(|ns| *ns = state);
+                self.size = size;
+            }
+            (Err(e), _) => tracing::error!(error = %e, "reloading namespace state failed"),
+            (_, Err(e)) => tracing::error!(error = %e, "reloading log size failed"),
+        }
+    }
+}
+
+/// The error code a rejection is reported under (also its metrics label).
+pub fn rejection_code(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::VersionExists { .. } => "version_exists",
+        Rejection::NoSuchRelease { .. } => "not_found",
+        Rejection::AlreadyYanked { .. } => "already_yanked",
+        Rejection::Namespace(e) => namespace_code(e),
+        Rejection::Internal(_) => "internal",
+    }
+}
+
+/// The error code for a namespace state-machine refusal.
+pub fn namespace_code(e: &NamespaceError) -> &'static str {
+    match e {
+        NamespaceError::AlreadyClaimed(_) => "namespace_claimed",
+        NamespaceError::NotOwner { .. } => "not_owner",
+        NamespaceError::NotAuthorised { .. } | NamespaceError::ClaimNotSelfSigned { .. } => {
+            "not_authorised"
+        }
+        NamespaceError::Unclaimed(_) => "namespace_unclaimed",
+        NamespaceError::AlreadyGranted { .. }
+        | NamespaceError::NotGranted { .. }
+        | NamespaceError::LastOwner { .. } => "namespace_conflict",
+        NamespaceError::OutOfOrder { .. } => "internal",
+    }
+}

@@ -1,0 +1,257 @@
+//! Opening a registry over a data directory (store, blobs, log key, sequencer) and serving it
+//! with graceful shutdown. [`crate::routes::app`] builds the router from the shared [`AppState`].
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gridreg_protocol::SignerKey;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::blob::{BlobError, BlobStore, FileBlobStore};
+use crate::metrics::Metrics;
+use crate::paths::DataDir;
+use crate::sequencer::{LogView, OpenError, Sequencer, Submission};
+use crate::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// The origin a bare `gridreg serve` uses.
+pub const DEFAULT_ORIGIN: &str = "gridreg.local/log";
+/// Default upload limit: 100 MiB.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 100 * 1024 * 1024;
+
+/// How to run a registry.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: PathBuf,
+    pub origin: String,
+    pub max_blob_size: u64,
+    /// Require a bearer token for reads and writes (a private registry).
+    pub require_token: bool,
+}
+
+impl Config {
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            origin: DEFAULT_ORIGIN.to_string(),
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            require_token: false,
+        }
+    }
+}
+
+/// Why a registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("log key {path}: {message}")]
+    LogKey { path: PathBuf, message: String },
+    #[error(
+        "this data directory belongs to the log `{stored}`, refusing to serve it as `{requested}`"
+    )]
+    OriginMismatch { stored: String, requested: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub view: Arc<LogView>,
+    pub metrics: Arc<Metrics>,
+    pub submit: mpsc::Sender<Submission>,
+    pub origin: Arc<str>,
+    pub log_key: Arc<str>,
+    pub max_blob_size: u64,
+    pub require_token: bool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("origin", &self.origin)
+            .field("max_blob_size", &self.max_blob_size)
+            .field("require_token", &self.require_token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running registry: the shared state plus the sequencer task.
+#[derive(Debug)]
+pub struct Registry {
+    pub state: AppState,
+    sequencer: JoinHandle<()>,
+}
+
+/// Opens just the metadata store of a data directory (for `gridreg serve token ...`).
+pub async fn open_store(data: &std::path::Path) -> Result<SqliteStore, StartError> {
+    let dir = DataDir::new(data);
+    std::fs::create_dir_all(dir.root()).map_err(|source| StartError::DataDir {
+        path: dir.root().to_path_buf(),
+        source,
+    })?;
+    Ok(SqliteStore::open(&dir.database()).await?)
+}
+
+/// Reads the log key, or makes one on first start (mode 0600, never overwriting).
+fn load_or_create_key(dir: &DataDir, origin: &str) -> Result<SignerKey, StartError> {
+    let path = dir.log_key();
+    let err = |message: String| StartError::LogKey {
+        path: path.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SignerKey::parse_key_file(&text).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SignerKey::generate(origin).map_err(|e| err(e.to_string()))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&path).map_err(|e| err(e.to_string()))?;
+            file.write_all(format!("{}\n", key.to_secret_string()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+impl Registry {
+    /// Opens (or initialises) the registry in `config.data` and starts the sequencer.
+    pub async fn open(config: &Config) -> Result<Registry, StartError> {
+        let dir = DataDir::new(&config.data);
+        let store = Arc::new(open_store(&config.data).await?);
+        match store.meta("origin").await? {
+            Some(stored) if stored != config.origin => {
+                return Err(StartError::OriginMismatch {
+                    stored,
+                    requested: config.origin.clone(),
+                });
+            }
+            Some(_) => {}
+            None => store.set_meta("origin", &config.origin).await?,
+        }
+        let key = load_or_create_key(&dir, &config.origin)?;
+        let blobs = Arc::new(FileBlobStore::open(dir.clone()).await?);
+        let metrics = Arc::new(Metrics::new());
+        let log_key: Arc<str> = key.verifier().to_string().into();
+        let store_dyn: Arc<dyn Store> = store;
+        let (sequencer, view) = Sequencer::open(
+            store_dyn.clone(),
+            key,
+            config.origin.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        let (submit, rx) = mpsc::channel(4 * crate::sequencer::MAX_BATCH);
+        let task = tokio::spawn(sequencer.run(rx));
+        Ok(Registry {
+            state: AppState {
+                store: store_dyn,
+                blobs,
+                view,
+                metrics,
+                submit,
+                origin: config.origin.clone().into(),
+                log_key,
+                max_blob_size: config.max_blob_size,
+                require_token: config.require_token,
+            },
+            sequencer: task,
+        })
+    }
+
+    /// The router over this registry's state.
+    pub fn router(&self) -> axum::Router {
+        crate::routes::app(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests (publishes waiting on
+    /// the log included) and stops the sequencer once every publisher has had its answer.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartError::Serve)?;
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Drops this handle's state and waits for the sequencer to answer what is pending and stop.
+    /// Routers built from the state must be dropped first, or this waits for them.
+    pub async fn stop(self) {
+        let Registry { state, sequencer } = self;
+        drop(state);
+        if let Err(e) = sequencer.await {
+            tracing::error!(error = %e, "sequencer task failed");
+        }
+    }
+}
+
+/// Parses a size such as `100MiB`, `64KiB`, `1GiB`, `10MB` or `1048576` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a size like 100MiB, found `{s}`"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "expected a unit of B, KB, KiB, MB, MiB, GB or GiB, found `{other}`"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100MiB").unwrap(), 100 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+}

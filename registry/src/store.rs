@@ -1,0 +1,221 @@
+//! The metadata store seam: log entries, stored hashes, checkpoints, derived package rows,
+//! namespace policies and tokens. [`crate::sqlite::SqliteStore`] is the default implementation;
+//! PostgreSQL is meant to be a second implementation of the same trait.
+//!
+//! The trait returns boxed futures so it can be used as `Arc<dyn Store>`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use gridreg_protocol::Hash;
+use serde::Serialize;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Log entries as (index, exact leaf bytes).
+pub type Entries = Vec<(u64, Vec<u8>)>;
+
+/// A store failure. `Conflict` means the log moved under the caller (another sequencer wrote):
+/// nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("log conflict: expected the log to hold {expected} entries, found {found}")]
+    Conflict { expected: u64, found: u64 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The newest signed checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub size: u64,
+    pub root: Hash,
+    pub body: String,
+}
+
+/// What kind of record a log entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Release,
+    Namespace,
+    Yank,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Release => "release",
+            EntryKind::Namespace => "namespace",
+            EntryKind::Yank => "yank",
+        }
+    }
+}
+
+/// A release's derived row, computed from the record and the audited bytes before sequencing.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    pub package: String,
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
+    pub kind: String,
+    pub capabilities: Vec<String>,
+    pub audit_json: String,
+    pub wit: Option<String>,
+    /// (name, class)
+    pub imports: Vec<(String, String)>,
+    pub exports: Vec<String>,
+}
+
+/// What an entry changes besides the log itself.
+#[derive(Debug, Clone)]
+pub enum Derived {
+    Release(Box<NewRelease>),
+    Namespace,
+    Yank {
+        package: String,
+        version: String,
+        reason: String,
+    },
+}
+
+/// One new log entry.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub index: u64,
+    pub body: Vec<u8>,
+    pub kind: EntryKind,
+    pub namespace: String,
+    pub derived: Derived,
+}
+
+/// Everything one sequencer batch writes, committed atomically: the log held `start` entries
+/// before it and holds `checkpoint.size` after.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub start: u64,
+    pub entries: Vec<NewEntry>,
+    /// Index of `hashes[0]` in the stored-hash array.
+    pub hash_start: u64,
+    pub hashes: Vec<Hash>,
+    pub checkpoint: CheckpointRow,
+}
+
+/// One version of a package, as listed on the package endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
+    pub log_index: u64,
+    pub yanked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yank_reason: Option<String>,
+    pub capabilities: Vec<String>,
+}
+
+/// One release with everything the release endpoint shows.
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    pub package: String,
+    pub row: VersionRow,
+    pub record: String,
+    pub audit_json: String,
+    pub wit: Option<String>,
+}
+
+/// Search filters; empty fields match everything. `imports` and `exports` match name prefixes
+/// (`wasi:sockets` matches `wasi:sockets/tcp@0.2.6`).
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub q: Option<String>,
+    pub capability: Option<String>,
+    pub imports: Option<String>,
+    pub exports: Option<String>,
+    pub limit: u32,
+}
+
+/// A release that matched a search.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub package: String,
+    pub row: VersionRow,
+}
+
+/// An access token row.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub hash: [u8; 32],
+    pub scope: String,
+    pub namespace: Option<String>,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+/// Metadata, log and derived rows.
+pub trait Store: Send + Sync + 'static {
+    fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn set_meta<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The newest checkpoint, or `None` for an empty log that never signed one.
+    fn latest_checkpoint(&self) -> BoxFuture<'_, Result<Option<CheckpointRow>, StoreError>>;
+    /// Number of leaves stored (equals the newest checkpoint's size in a consistent store).
+    fn log_size(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Stored hashes at `indexes` (sorted ascending), in the same order; missing ones are an error.
+    fn read_hashes(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<Hash>, StoreError>>;
+    /// Entries with `start <= index < end`.
+    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Entries, StoreError>>;
+    /// Namespace records in log order, for one namespace or for all.
+    fn namespace_entries<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Entries, StoreError>>;
+    /// Whether the release exists, and whether it is yanked.
+    fn release_state<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
+    /// Writes a whole sequencer batch in one durable transaction, or nothing.
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn search<'a>(&'a self, s: &'a Search) -> BoxFuture<'a, Result<Vec<SearchHit>, StoreError>>;
+    fn versions<'a>(
+        &'a self,
+        package: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionRow>, StoreError>>;
+    fn release<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>>;
+    /// Number of releases (tests and metrics).
+    fn release_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    fn policy<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn set_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        policy: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn create_token(&self, token: TokenRow) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn token<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TokenRow>, StoreError>>;
+    /// Marks a token revoked; returns whether it existed and was live.
+    fn revoke_token<'a>(
+        &'a self,
+        id: &'a str,
+        when: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StoreError>>;
+}

@@ -1,0 +1,639 @@
+//! The HTTP API against a real SQLite file: the happy path end to end, with the client-side
+//! checks a puller makes, and every rejection with proof that nothing changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use gridreg_protocol::api::decode_hashes;
+use gridreg_protocol::merkle;
+use gridreg_protocol::{Digest, NamespaceOp, Role, SignedCheckpoint, VerifierKey};
+use gridreg_registry::auth::{Scope, create_token};
+
+#[tokio::test]
+async fn publish_fetch_and_verify_hello() {
+    let h = harness().await;
+    let alice = key("alice");
+    let hello = fixture("hello.wasm");
+
+    // The empty log already has a signed checkpoint.
+    let origin = "gridreg.local/log";
+    let log_key = VerifierKey::parse(h.get("/v1/log/key").await.text().trim()).unwrap();
+    let cp0 = h.get("/v1/log/checkpoint").await;
+    assert_eq!(cp0.status, StatusCode::OK);
+    let cp0 = SignedCheckpoint::verify(&cp0.body, origin, &log_key).unwrap();
+    assert_eq!(cp0.size(), 0);
+
+    let r = h.post_record(&claim(&alice, "acme")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["index"], 0);
+
+    let up = h.put_content(&hello).await;
+    assert_eq!(up.status, StatusCode::CREATED, "{}", up.text());
+    assert_eq!(up.json()["size"], hello.len() as u64);
+    // Idempotent.
+    assert_eq!(h.put_content(&hello).await.status, StatusCode::OK);
+
+    let leaf = release(&alice, "acme:hello", "1.0.0", &hello);
+    let r = h.post_record(&leaf).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["index"], 1);
+
+    // The client's checks: checkpoint signed by the log, inclusion of the exact leaf bytes.
+    let cp = SignedCheckpoint::verify(
+        answer["checkpoint"].as_str().unwrap().as_bytes(),
+        origin,
+        &log_key,
+    )
+    .unwrap();
+    assert_eq!(cp.size(), 2);
+    let proof: Vec<String> = serde_json::from_value(answer["proof"].clone()).unwrap();
+    let proof = decode_hashes(&proof).unwrap();
+    merkle::verify_inclusion(
+        &proof,
+        cp.size(),
+        cp.root(),
+        1,
+        &merkle::leaf_hash(leaf.as_bytes()),
+    )
+    .unwrap();
+    // A different leaf does not verify with that proof.
+    let other = release(&alice, "acme:hello", "1.0.1", &hello);
+    assert!(
+        merkle::verify_inclusion(
+            &proof,
+            cp.size(),
+            cp.root(),
+            1,
+            &merkle::leaf_hash(other.as_bytes())
+        )
+        .is_err()
+    );
+
+    // Same proof from the proof endpoint, and a consistency proof from the empty tree's successor.
+    let p = h.get("/v1/log/proof/inclusion?index=1&size=2").await.json();
+    assert_eq!(p["hashes"], answer["proof"]);
+    let c = h.get("/v1/log/proof/consistency?from=1&to=2").await.json();
+    let c: Vec<String> = serde_json::from_value(c["hashes"].clone()).unwrap();
+    let entries = h.get("/v1/log/entries?start=0&end=10").await.json();
+    let bodies: Vec<String> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[1], leaf);
+    let root1 = merkle::leaf_hash(bodies[0].as_bytes());
+    merkle::verify_consistency(&decode_hashes(&c).unwrap(), 2, cp.root(), 1, &root1).unwrap();
+
+    // The bytes come back, whole and by range.
+    let got = h.get(&format!("/v1/content/{}", Digest::of(&hello))).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.headers["content-type"], "application/wasm");
+    assert_eq!(got.body, hello);
+    let ranged = send(
+        &h.app,
+        Method::GET,
+        &format!("/v1/content/{}", Digest::of(&hello)),
+        Vec::new(),
+        None,
+    )
+    .await;
+    assert_eq!(ranged.body, hello);
+    let req = axum::http::Request::get(format!("/v1/content/{}", Digest::of(&hello)))
+        .header("range", "bytes=0-7")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(h.app.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    let part = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&part[..], &hello[..8]);
+
+    // Package pages.
+    let v = h.get("/v1/packages/acme:hello").await.json();
+    assert_eq!(v["versions"][0]["version"], "1.0.0");
+    assert_eq!(v["versions"][0]["log_index"], 1);
+    assert_eq!(v["versions"][0]["yanked"], false);
+    let rel = h.get("/v1/packages/acme:hello/1.0.0").await.json();
+    assert_eq!(rel["record"], leaf);
+    assert_eq!(rel["audit"]["kind"], "component");
+    assert_eq!(rel["digest"], Digest::of(&hello).to_string());
+    assert!(
+        rel["wit"].as_str().unwrap().contains("wasi:cli/run"),
+        "{}",
+        rel["wit"]
+    );
+
+    // Search by import prefix, export, capability and text.
+    let s = h.get("/v1/packages?imports=wasi:cli/stdout").await.json();
+    assert_eq!(s["packages"][0]["name"], "acme:hello");
+    let s = h.get("/v1/packages?exports=wasi:cli/run").await.json();
+    assert_eq!(s["packages"].as_array().unwrap().len(), 1);
+    let s = h.get("/v1/packages?imports=wasi:sockets").await.json();
+    assert_eq!(s["packages"].as_array().unwrap().len(), 0);
+    let s = h.get("/v1/packages?capability=stdio").await.json();
+    assert_eq!(s["packages"].as_array().unwrap().len(), 1);
+    let s = h.get("/v1/packages?capability=network").await.json();
+    assert_eq!(s["packages"].as_array().unwrap().len(), 0);
+    let s = h.get("/v1/packages?q=hel").await.json();
+    assert_eq!(s["packages"].as_array().unwrap().len(), 1);
+
+    // Namespace page.
+    let ns = h.get("/v1/namespaces/acme").await.json();
+    assert_eq!(ns["records"][0]["index"], 0);
+    assert_eq!(ns["members"][0]["role"], "owner");
+
+    // Yank, and the version stays taken.
+    let r = h.post_record(&yank(&alice, "acme:hello", "1.0.0")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = h.get("/v1/packages/acme:hello").await.json();
+    assert_eq!(v["versions"][0]["yanked"], true);
+    let before = h.snapshot().await;
+    h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+        .await
+        .assert_error(StatusCode::CONFLICT, "version_exists");
+    h.post_record(&yank(&alice, "acme:hello", "1.0.0"))
+        .await
+        .assert_error(StatusCode::CONFLICT, "already_yanked");
+    assert_eq!(h.snapshot().await, before);
+
+    // Health and metrics.
+    assert_eq!(h.get("/healthz").await.json()["log_size"], 3);
+    let m = h.get("/metrics").await.text();
+    assert!(m.contains("gridreg_log_size 3"), "{m}");
+    assert!(m.contains("gridreg_publishes_total 3"), "{m}");
+    assert!(
+        m.contains("gridreg_rejections_total{code=\"version_exists\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn upload_rejections_store_nothing() {
+    let h = harness_with(|c| c.max_blob_size = 20_000).await;
+    let hello = fixture("hello.wasm");
+    let before = h.snapshot().await;
+
+    // Digest mismatch.
+    let wrong = format!("/v1/content/{}", Digest::of(b"something else"));
+    send(&h.app, Method::PUT, &wrong, hello.clone(), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "digest_mismatch");
+    // Too large.
+    let big = fixture("tcp-client.wasm");
+    h.put_content(&big)
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Bad digest spellings never reach the file system.
+    for bad in [
+        "sha256:abc",
+        "sha256:..%2F..%2Fetc",
+        "md5:00",
+        &format!("sha256:{}", "AB".repeat(32)),
+    ] {
+        send(
+            &h.app,
+            Method::PUT,
+            &format!("/v1/content/{bad}"),
+            hello.clone(),
+            None,
+        )
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    assert_eq!(h.snapshot().await, before);
+    // Nothing is left in the temp directory either.
+    let tmp = h.dir.path().join("data/blobs/tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    // Unknown content is a 404 with the JSON body.
+    h.get(&format!("/v1/content/{}", Digest::of(b"nope")))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn record_rejections_change_nothing() {
+    let h = harness().await;
+    let alice = key("alice");
+    let bob = key("bob");
+    let carol = key("carol");
+    let hello = fixture("hello.wasm");
+    let tcp = fixture("tcp-client.wasm");
+    assert_eq!(
+        h.post_record(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
+    assert_eq!(h.put_content(&tcp).await.status, StatusCode::CREATED);
+    let junk = b"definitely not wasm".to_vec();
+    assert_eq!(h.put_content(&junk).await.status, StatusCode::CREATED);
+
+    let before = h.snapshot().await;
+    let check = |r: common::Reply, status, code: &str| r.assert_error(status, code);
+
+    // Malformed record text.
+    check(
+        h.post_record("hello\n").await,
+        StatusCode::BAD_REQUEST,
+        "malformed_record",
+    );
+    let unsigned = "gridreg/namespace/v1\nnamespace acme\n";
+    check(
+        h.post_record(unsigned).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_record",
+    );
+    let body = release(&alice, "acme:hello", "2.0.0", &hello);
+    let tampered = body.replacen("version 2.0.0", "version 2.0.1", 1);
+    check(
+        h.post_record(&tampered).await,
+        StatusCode::FORBIDDEN,
+        "bad_signature",
+    );
+
+    // Content not uploaded.
+    let mut rec = release_record("acme:hello", "2.0.0", &hello);
+    rec.digest = Digest::of(b"never uploaded");
+    let leaf = gridreg_protocol::Record::Release(rec)
+        .sign(&[&alice])
+        .unwrap();
+    check(
+        h.post_record(&leaf).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "content_missing",
+    );
+
+    // Size mismatch.
+    let mut rec = release_record("acme:hello", "2.0.0", &hello);
+    rec.size += 1;
+    let leaf = gridreg_protocol::Record::Release(rec)
+        .sign(&[&alice])
+        .unwrap();
+    check(
+        h.post_record(&leaf).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "size_mismatch",
+    );
+
+    // Invalid wasm.
+    let rec = gridreg_protocol::Release {
+        package: "acme:junk".parse().unwrap(),
+        version: semver::Version::new(1, 0, 0),
+        digest: Digest::of(&junk),
+        size: junk.len() as u64,
+        time: gridreg_protocol::Timestamp::now(),
+        imports: vec![],
+        exports: vec![],
+    };
+    let leaf = gridreg_protocol::Record::Release(rec)
+        .sign(&[&alice])
+        .unwrap();
+    check(
+        h.post_record(&leaf).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_wasm",
+    );
+
+    // Import lines that lie: tcp-client without its socket imports.
+    let mut rec = release_record("acme:tcp", "1.0.0", &tcp);
+    rec.imports.retain(|i| !i.starts_with("wasi:sockets/"));
+    let leaf = gridreg_protocol::Record::Release(rec)
+        .sign(&[&alice])
+        .unwrap();
+    let r = h.post_record(&leaf).await;
+    check(r, StatusCode::UNPROCESSABLE_ENTITY, "surface_mismatch");
+    // An export that is not there.
+    let mut rec = release_record("acme:tcp", "1.0.0", &tcp);
+    rec.exports.push("wasi:http/incoming-handler@0.2.0".into());
+    rec.exports.sort();
+    let leaf = gridreg_protocol::Record::Release(rec)
+        .sign(&[&alice])
+        .unwrap();
+    check(
+        h.post_record(&leaf).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "surface_mismatch",
+    );
+
+    // Duplicate version.
+    check(
+        h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+            .await,
+        StatusCode::CONFLICT,
+        "version_exists",
+    );
+
+    // Unauthorised signer.
+    check(
+        h.post_record(&release(&bob, "acme:hello", "2.0.0", &hello))
+            .await,
+        StatusCode::FORBIDDEN,
+        "not_authorised",
+    );
+    // A namespace nobody claimed.
+    check(
+        h.post_record(&release(&alice, "other:hello", "1.0.0", &hello))
+            .await,
+        StatusCode::FORBIDDEN,
+        "not_authorised",
+    );
+    // Claiming a claimed namespace.
+    check(
+        h.post_record(&claim(&bob, "acme")).await,
+        StatusCode::CONFLICT,
+        "namespace_claimed",
+    );
+    // A claim signed by someone other than the claimed key.
+    let forged = namespace_record(&bob, "free", NamespaceOp::Claim, &carol, Role::Owner);
+    check(
+        h.post_record(&forged).await,
+        StatusCode::FORBIDDEN,
+        "not_authorised",
+    );
+    assert_eq!(h.snapshot().await, before);
+
+    // Grant bob publish; then a grant by bob (not an owner) is refused.
+    let grant = namespace_record(&alice, "acme", NamespaceOp::Grant, &bob, Role::Publish);
+    assert_eq!(h.post_record(&grant).await.status, StatusCode::OK);
+    let before = h.snapshot().await;
+    let by_bob = namespace_record(&bob, "acme", NamespaceOp::Grant, &carol, Role::Publish);
+    check(
+        h.post_record(&by_bob).await,
+        StatusCode::FORBIDDEN,
+        "not_owner",
+    );
+    assert_eq!(h.snapshot().await, before);
+
+    // Bob publishes, is revoked, and his next release is refused.
+    h.publish(&bob, "acme:hello", "1.1.0", &hello).await;
+    let revoke = namespace_record(&alice, "acme", NamespaceOp::Revoke, &bob, Role::Publish);
+    assert_eq!(h.post_record(&revoke).await.status, StatusCode::OK);
+    let before = h.snapshot().await;
+    check(
+        h.post_record(&release(&bob, "acme:hello", "1.2.0", &hello))
+            .await,
+        StatusCode::FORBIDDEN,
+        "not_authorised",
+    );
+    // Revoking the last owner.
+    let last = namespace_record(&alice, "acme", NamespaceOp::Revoke, &alice, Role::Owner);
+    check(
+        h.post_record(&last).await,
+        StatusCode::CONFLICT,
+        "namespace_conflict",
+    );
+    // Yank of a version that does not exist.
+    check(
+        h.post_record(&yank(&alice, "acme:hello", "9.9.9")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(h.snapshot().await, before);
+    assert_eq!(
+        h.get("/v1/packages/acme:hello").await.json()["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn namespace_policy_is_enforced() {
+    let h = harness().await;
+    let alice = key("alice");
+    assert_eq!(
+        h.post_record(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    let policy = "[policy]\nname = \"no-network\"\n[capabilities]\ndeny = [\"network\"]\ndefault = \"allow\"\n";
+    // Setting a policy needs an admin token.
+    send(
+        &h.app,
+        Method::PUT,
+        "/v1/namespaces/acme/policy",
+        policy.into(),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let store = h.registry.state.store.as_ref();
+    let (publish_token, _) = create_token(store, Scope::Publish, None).await.unwrap();
+    send(
+        &h.app,
+        Method::PUT,
+        "/v1/namespaces/acme/policy",
+        policy.into(),
+        Some(&publish_token),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let (admin, _) = create_token(store, Scope::Admin, None).await.unwrap();
+    send(
+        &h.app,
+        Method::PUT,
+        "/v1/namespaces/acme/policy",
+        b"[policy\n".to_vec(),
+        Some(&admin),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    let r = send(
+        &h.app,
+        Method::PUT,
+        "/v1/namespaces/acme/policy",
+        policy.into(),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+
+    let tcp = fixture("tcp-client.wasm");
+    assert_eq!(h.put_content(&tcp).await.status, StatusCode::CREATED);
+    let before = h.snapshot().await;
+    h.post_record(&release(&alice, "acme:tcp", "1.0.0", &tcp))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "policy_violation");
+    assert_eq!(h.snapshot().await, before);
+    // A component the policy allows goes through.
+    h.publish(&alice, "acme:hello", "1.0.0", &fixture("hello.wasm"))
+        .await;
+}
+
+#[tokio::test]
+async fn private_registry_needs_tokens() {
+    let h = harness_with(|c| c.require_token = true).await;
+    let store = h.registry.state.store.as_ref();
+    let alice = key("alice");
+    h.get("/v1/log/checkpoint")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
+    let (read, _) = create_token(store, Scope::Read, None).await.unwrap();
+    let (publish, _) = create_token(store, Scope::Publish, Some("acme".into()))
+        .await
+        .unwrap();
+    let (admin, admin_row) = create_token(store, Scope::Admin, None).await.unwrap();
+    let get = |t: &str| {
+        let (app, t) = (h.app.clone(), t.to_string());
+        async move { send(&app, Method::GET, "/v1/log/checkpoint", vec![], Some(&t)).await }
+    };
+    assert_eq!(get(&read).await.status, StatusCode::OK);
+    get("grt_0000000000000000_00")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    // A wrong secret for a real id.
+    let forged = format!("{}x", &read[..read.len() - 1]);
+    get(&forged)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+
+    let post = |body: String, t: String| {
+        let app = h.app.clone();
+        async move {
+            send(
+                &app,
+                Method::POST,
+                "/v1/records",
+                body.into_bytes(),
+                Some(&t),
+            )
+            .await
+        }
+    };
+    // Claims need admin on a private registry; publishing needs publish in that namespace.
+    post(claim(&alice, "acme"), publish.clone())
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        post(claim(&alice, "acme"), admin.clone()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(claim(&alice, "other"), admin.clone()).await.status,
+        StatusCode::OK
+    );
+    let hello = fixture("hello.wasm");
+    let uri = format!("/v1/content/{}", Digest::of(&hello));
+    send(&h.app, Method::PUT, &uri, hello.clone(), Some(&read))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        send(&h.app, Method::PUT, &uri, hello.clone(), Some(&publish))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    post(
+        release(&alice, "other:hello", "1.0.0", &hello),
+        publish.clone(),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        post(
+            release(&alice, "acme:hello", "1.0.0", &hello),
+            publish.clone()
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    // Revocation takes effect at once.
+    assert!(
+        store
+            .revoke_token(&admin_row.id, "2026-11-21T00:00:00Z")
+            .await
+            .unwrap()
+    );
+    get(&admin)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn log_endpoints_refuse_bad_questions() {
+    let h = harness().await;
+    for uri in [
+        "/v1/log/proof/inclusion?index=0&size=1",
+        "/v1/log/proof/inclusion?index=x&size=1",
+        "/v1/log/proof/consistency?from=2&to=1",
+        "/v1/log/entries?start=5&end=1",
+        "/v1/log/entries",
+        "/v1/packages/NotAName",
+        "/v1/packages/acme:x/not-semver",
+    ] {
+        h.get(uri)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    h.get("/v1/packages/acme:x")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    h.get("/v1/namespaces/acme")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        h.get("/v1/log/entries?start=0").await.json()["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_the_log_and_refuses_another_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = gridreg_registry::Config::new(dir.path().join("data"));
+    let alice = key("alice");
+    let cp = {
+        let registry = gridreg_registry::Registry::open(&config).await.unwrap();
+        let app = registry.router();
+        let r = send(
+            &app,
+            Method::POST,
+            "/v1/records",
+            claim(&alice, "acme").into_bytes(),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        drop(app);
+        let cp = registry.state.view.latest();
+        registry.stop().await;
+        cp
+    };
+    let registry = gridreg_registry::Registry::open(&config).await.unwrap();
+    assert_eq!(registry.state.view.latest().body, cp.body);
+    // The namespace state was rebuilt: a second claim is refused.
+    let app = registry.router();
+    send(
+        &app,
+        Method::POST,
+        "/v1/records",
+        claim(&key("bob"), "acme").into_bytes(),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "namespace_claimed");
+    drop(app);
+    registry.stop().await;
+    let mut other = config.clone();
+    other.origin = "elsewhere.example/log".into();
+    let err = gridreg_registry::Registry::open(&other).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("belongs to the log `gridreg.local/log`"),
+        "{err}"
+    );
+}

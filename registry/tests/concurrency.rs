@@ -1,0 +1,133 @@
+//! Many clients publishing different and identical versions at once: exactly one wins each
+//! version, the log holds each winner once, and every answer's proof checks out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use gridreg_protocol::api::decode_hashes;
+use gridreg_protocol::{Record, SignedCheckpoint, VerifierKey, merkle};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_winner_per_version() {
+    let h = harness().await;
+    let alice = key("alice");
+    assert_eq!(
+        h.post_record(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    let hello = fixture("hello.wasm");
+    assert_eq!(h.put_content(&hello).await.status, StatusCode::CREATED);
+    let log_key = VerifierKey::parse(h.get("/v1/log/key").await.text().trim()).unwrap();
+
+    const VERSIONS: usize = 20;
+    const CONTENDERS: usize = 5;
+    let mut tasks = Vec::new();
+    for v in 0..VERSIONS {
+        for c in 0..CONTENDERS {
+            // Each contender signs its own record (different time lines would make them distinct
+            // leaves; the signature bytes differ anyway only by key, so use the same key).
+            let leaf = {
+                let mut rec = release_record("acme:hello", &format!("1.{v}.0"), &hello);
+                rec.time =
+                    gridreg_protocol::Timestamp::from_unix(1_700_000_000 + c as i64).unwrap();
+                Record::Release(rec).sign(&[&alice]).unwrap()
+            };
+            let app = h.app.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = send(
+                    &app,
+                    Method::POST,
+                    "/v1/records",
+                    leaf.clone().into_bytes(),
+                    None,
+                )
+                .await;
+                (v, leaf, r)
+            }));
+        }
+    }
+    let mut winners: BTreeMap<usize, Vec<(u64, String, serde_json::Value)>> = BTreeMap::new();
+    for t in tasks {
+        let (v, leaf, r) = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => {
+                let j = r.json();
+                winners
+                    .entry(v)
+                    .or_default()
+                    .push((j["index"].as_u64().unwrap(), leaf, j));
+            }
+            _ => r.assert_error(StatusCode::CONFLICT, "version_exists"),
+        }
+    }
+    assert_eq!(winners.len(), VERSIONS);
+    let mut indexes = BTreeSet::new();
+    for (v, w) in &winners {
+        assert_eq!(w.len(), 1, "version 1.{v}.0 won {} times", w.len());
+        let (index, leaf, answer) = &w[0];
+        assert!(indexes.insert(*index));
+        let cp = SignedCheckpoint::verify(
+            answer["checkpoint"].as_str().unwrap().as_bytes(),
+            "gridreg.local/log",
+            &log_key,
+        )
+        .unwrap();
+        let proof: Vec<String> = serde_json::from_value(answer["proof"].clone()).unwrap();
+        merkle::verify_inclusion(
+            &decode_hashes(&proof).unwrap(),
+            cp.size(),
+            cp.root(),
+            *index,
+            &merkle::leaf_hash(leaf.as_bytes()),
+        )
+        .unwrap();
+    }
+    // The log holds the claim and exactly one entry per version, nothing else.
+    let (size, releases, _) = h.snapshot().await;
+    assert_eq!(size, 1 + VERSIONS as u64);
+    assert_eq!(releases, VERSIONS as u64);
+    let entries = h.get("/v1/log/entries?start=0&end=1000").await.json();
+    let versions: Vec<String> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|e| {
+            let body = e["body"].as_str().unwrap();
+            body.lines()
+                .find_map(|l| l.strip_prefix("version "))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let unique: BTreeSet<_> = versions.iter().collect();
+    assert_eq!(unique.len(), versions.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claims_have_one_owner() {
+    let h = harness().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let app = h.app.clone();
+        let leaf = claim(&key(&format!("k{i}")), "contested");
+        tasks.push(tokio::spawn(async move {
+            send(&app, Method::POST, "/v1/records", leaf.into_bytes(), None).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == StatusCode::OK {
+            ok += 1;
+        } else {
+            r.assert_error(StatusCode::CONFLICT, "namespace_claimed");
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(h.snapshot().await.0, 1);
+}
