@@ -529,3 +529,58 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(code(&o), 2, "{args:?}: {}", text(&o.stderr));
     }
 }
+
+#[test]
+fn guest_blocked_in_a_host_call_is_stopped_by_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allow = policy(tmp.path(), &[]);
+    // Accepts and then never answers, so the guest waits in a host read.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let holder = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(8));
+        drop(conn);
+    });
+    let start = std::time::Instant::now();
+    let o = run(&[
+        "run",
+        &fixture("tcp-client"),
+        "--policy",
+        &allow,
+        "--allow-host",
+        &addr,
+        "--timeout",
+        "500ms",
+        "--",
+        &addr,
+    ]);
+    let took = start.elapsed();
+    assert_eq!(code(&o), 124, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("stopped: time-out after 500ms"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    drop(holder);
+}
+
+#[test]
+fn policy_size_limit_is_checked_before_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("small.toml");
+    std::fs::write(
+        &p,
+        "[policy]\nname = \"small\"\n[capabilities]\nallow = [\"stdio\", \"io\"]\n[limits]\nmax_size = \"1KiB\"\n",
+    )
+    .unwrap();
+    let o = run(&["run", &fixture("hello"), "--policy", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("[size-limit]"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+}

@@ -154,7 +154,9 @@ impl Opts {
         }
         match result {
             Ok(Outcome::Exited(0)) => Ok(Status::Ok),
-            Ok(Outcome::Exited(code)) => Ok(Status::Code(code as u8)),
+            // A code the shell cannot carry (negative, or 256 and up, which would wrap to
+            // success) is reported as a plain failure.
+            Ok(Outcome::Exited(code)) => Ok(Status::Code(u8::try_from(code).unwrap_or(1))),
             Ok(Outcome::Stopped { status, message }) => {
                 eprintln!("{}: {message}", paint(Style::Bad, "gridreg run"));
                 Ok(Status::Code(status))

@@ -126,6 +126,9 @@ pub enum Outcome {
     Stopped { status: u8, message: String },
 }
 
+/// How long after the time-out a guest blocked in a host call is given before the process ends.
+const BLOCKED_GRACE: Duration = Duration::from_secs(1);
+
 /// Exit status when the fuel or the time-out ran out (the `timeout` command's convention).
 pub const STATUS_TIMEOUT: u8 = 124;
 /// Exit status when the memory limit was reached.
@@ -155,12 +158,21 @@ pub struct Notes {
 /// The pre-check: every import must be allowed by the policy. Returns the refusals, one line
 /// each, naming the import, its class and the rule.
 pub fn refusals(audit: &Audit, policy: &Policy, today: Date) -> Vec<String> {
-    audit
+    let mut out: Vec<String> = audit
         .imports
         .iter()
         .filter_map(|i| policy.check_import(i, None, today).err())
         .map(|v| format!("{} [{}]", v.message, v.rule))
-        .collect()
+        .collect();
+    if let Some(limit) = policy.max_size()
+        && audit.size > limit
+    {
+        out.push(format!(
+            "size {} bytes exceeds [limits].max_size ({limit} bytes) [size-limit]",
+            audit.size
+        ));
+    }
+    out
 }
 
 /// Runs the component. Nothing is compiled or instantiated before the policy has accepted every
@@ -268,8 +280,20 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
                 tx,
                 std::thread::spawn(move || {
                     // Woken early (by the sender being dropped) when the guest finishes first.
-                    if rx.recv_timeout(d) == Err(mpsc::RecvTimeoutError::Timeout) {
-                        engine.increment_epoch();
+                    if rx.recv_timeout(d) != Err(mpsc::RecvTimeoutError::Timeout) {
+                        return;
+                    }
+                    engine.increment_epoch();
+                    // Epoch interruption only fires in guest code. A guest blocked in a host call
+                    // (waiting on a socket, say) never gets there, so after a grace period the
+                    // whole process ends with the same status.
+                    if rx.recv_timeout(BLOCKED_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
+                        eprintln!(
+                            "gridreg run: stopped: time-out after {} (--timeout; the guest was \
+                             blocked in a host call)",
+                            format_duration(d)
+                        );
+                        std::process::exit(i32::from(STATUS_TIMEOUT));
                     }
                 }),
             ));
