@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::merkle::Hash;
 
+/// Where a bare `gridreg serve` listens, and where the CLI looks for a registry by default.
+pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:7411";
+
 /// Encodes hashes for a JSON body.
 pub fn encode_hashes(hashes: &[Hash]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod inspect;
 pub mod keygen;
 pub mod run;
+pub mod serve;
 pub mod verify;
 use crate::output::GlobalOpts;
 
@@ -42,6 +43,7 @@ pub enum Command {
     Keygen(keygen::Opts),
     Run(run::Opts),
     Compose(compose::Opts),
+    Serve(serve::Opts),
 }
 
 impl Command {
@@ -53,6 +55,7 @@ impl Command {
             Command::Keygen(o) => o.run(),
             Command::Run(o) => o.run(),
             Command::Compose(o) => o.run(),
+            Command::Serve(o) => o.run(),
         }
     }
 }

@@ -1,0 +1,186 @@
+//! `gridreg serve`: runs the registry over a data directory, and `gridreg serve token ...`
+//! manages the access tokens of a private registry. The work is in gridreg-registry.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
+use gridreg_registry::auth::{Scope, create_token};
+use gridreg_registry::server::{DEFAULT_ORIGIN, open_store, parse_size};
+use gridreg_registry::store::Store as _;
+use gridreg_registry::{Config, Registry};
+
+use crate::exit::Status;
+
+/// Run the registry server.
+///
+/// Serves the registry API over SQLite and content-addressed files under --data (created on
+/// first start, with a new log key in DATA/log.key). Every accepted record is appended to the
+/// transparency log; publishers are answered once their record is durable. SIGTERM or ctrl-c
+/// stops accepting connections, finishes in-flight publishes, and exits.
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  gridreg serve                                   ./gridreg-data on 127.0.0.1:7411
+  gridreg serve --data /srv/gridreg --addr 0.0.0.0:7411 --origin reg.example.com/log
+  gridreg serve --require-token                   private: every request needs a token
+  gridreg serve token create --scope publish --namespace acme
+  gridreg serve token list
+  gridreg serve token revoke 1a2b3c4d5e6f7a8b
+
+Exit status: 0 stopped cleanly; 2 the data directory, address or options are unusable."
+)]
+pub struct Opts {
+    /// Data directory (database, blobs, log key).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./gridreg-data",
+        global = true
+    )]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_REGISTRY_ADDR)]
+    pub addr: String,
+    /// The log's origin (checkpoint first line); fixed at first start.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ORIGIN)]
+    pub origin: String,
+    /// Largest content upload accepted.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub max_blob_size: u64,
+    /// Require a bearer token for every read and write (a private registry).
+    #[arg(long)]
+    pub require_token: bool,
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Manage access tokens (works on the data directory; the server need not run).
+    #[command(subcommand)]
+    Token(TokenAction),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        /// read, publish or admin (each includes the ones before it).
+        #[arg(long, value_parser = Scope::parse)]
+        scope: Scope,
+        /// Limit publishing and admin rights to this namespace.
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+    /// List tokens (ids, scopes, namespaces; never secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+impl Opts {
+    pub fn run(self) -> anyhow::Result<Status> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(self.run_async())
+    }
+
+    async fn run_async(self) -> anyhow::Result<Status> {
+        match self.action {
+            Some(Action::Token(t)) => token(&self.data, t).await,
+            None => {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(
+                        tracing_subscriber::EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| "info,tower_http=info,sqlx=warn".into()),
+                    )
+                    .with_writer(std::io::stderr)
+                    .try_init();
+                let config = Config {
+                    data: self.data,
+                    origin: self.origin,
+                    max_blob_size: self.max_blob_size,
+                    require_token: self.require_token,
+                };
+                let registry = Registry::open(&config).await.with_context(|| {
+                    format!("cannot open the registry in {}", config.data.display())
+                })?;
+                let listener = tokio::net::TcpListener::bind(&self.addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", self.addr))?;
+                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), origin = %config.origin, "serving");
+                registry.serve(listener, shutdown_signal()).await?;
+                Ok(Status::Ok)
+            }
+        }
+    }
+}
+
+async fn token(data: &std::path::Path, action: TokenAction) -> anyhow::Result<Status> {
+    let store = open_store(data).await?;
+    match action {
+        TokenAction::Create { scope, namespace } => {
+            if let Some(ns) = &namespace {
+                gridreg_protocol::Namespace::parse(ns)
+                    .with_context(|| format!("bad namespace `{ns}`"))?;
+            }
+            let (text, row) = create_token(&store, scope, namespace).await?;
+            println!("{text}");
+            eprintln!(
+                "token {} ({}) created; it is not shown again",
+                row.id, row.scope
+            );
+        }
+        TokenAction::List => {
+            for t in store.tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.scope,
+                    t.namespace.as_deref().unwrap_or("*"),
+                    t.created,
+                    t.revoked
+                        .as_deref()
+                        .map_or("live".to_string(), |r| format!("revoked {r}"))
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let now = gridreg_protocol::Timestamp::now().to_string();
+            if !store.revoke_token(&id, &now).await? {
+                anyhow::bail!("expected a live token with id `{id}`, found none");
+            }
+            eprintln!("token {id} revoked");
+        }
+    }
+    store.close().await;
+    Ok(Status::Ok)
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
