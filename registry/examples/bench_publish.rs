@@ -1,0 +1,134 @@
+//! Publish throughput with the real log: an in-process registry on a temp data dir (SQLite,
+//! WAL, synchronous=FULL), C concurrent HTTP clients posting pre-signed release records of one
+//! small uploaded component, each answered only once its batch is durable. Prints appends/s and
+//! acknowledgement latency percentiles.
+//!
+//! `cargo run -p gridreg-registry --example bench_publish [--release] -- [RECORDS] [CLIENTS]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gridreg_protocol::record::{NamespaceRecord, Release};
+use gridreg_protocol::{
+    Digest, Namespace, NamespaceOp, PackageName, Record, Role, SignerKey, Timestamp,
+};
+use gridreg_registry::{Config, Registry};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let records: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(&Config::new(dir.path().join("data")))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(registry.serve(listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    let key = SignerKey::generate("bench").unwrap();
+    let claim = Record::Namespace(NamespaceRecord {
+        namespace: Namespace::parse("bench").unwrap(),
+        op: NamespaceOp::Claim,
+        key: key.verifier(),
+        role: Role::Owner,
+        time: Timestamp::now(),
+    })
+    .sign(&[&key])
+    .unwrap();
+    assert_eq!(
+        http(addr, "POST", "/v1/records", claim.as_bytes()).await,
+        200
+    );
+    let wasm = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/wasm/hello.wasm"
+    ))
+    .unwrap();
+    let put = format!("/v1/content/{}", Digest::of(&wasm));
+    assert_eq!(http(addr, "PUT", &put, &wasm).await, 201);
+    let audit = gridreg_verifier::audit(&wasm).unwrap();
+    // Signing is the client's cost, so it happens before the clock starts.
+    let leaves: Arc<Vec<String>> = Arc::new(
+        (0..records)
+            .map(|i| {
+                Record::Release(Release {
+                    package: PackageName::parse("bench:hello").unwrap(),
+                    version: semver::Version::new(1, 0, i as u64),
+                    digest: Digest::of(&wasm),
+                    size: wasm.len() as u64,
+                    time: Timestamp::now(),
+                    imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
+                    exports: audit.exports.clone(),
+                })
+                .sign(&[&key])
+                .unwrap()
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (leaves, next) = (leaves.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= leaves.len() {
+                    return lat;
+                }
+                let t = Instant::now();
+                let status = http(addr, "POST", "/v1/records", leaves[i].as_bytes()).await;
+                assert_eq!(status, 200);
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat: Vec<Duration> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let took = start.elapsed();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "records {records} clients {clients}: {:.0} appends/s over {:.2}s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        records as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3,
+    );
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
+    {
+        println!(
+            "peak RSS (server and clients in one process): {}",
+            line.trim_start_matches("VmHWM:").trim()
+        );
+    }
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+}
