@@ -1,6 +1,6 @@
 //! The HTTP API against a real SQLite file: the happy path end to end, with the client-side
 //! checks a puller makes, and every rejection with proof that nothing changed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
