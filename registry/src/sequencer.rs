@@ -231,23 +231,27 @@ impl Sequencer {
         // decide record by record in arrival order: a version taken earlier (in the store or in
         // this batch) loses, and the namespace state decides authorisation at the exact index
         // the record would get, so two conflicting records in one batch cannot both win.
-        let mut existing = Vec::with_capacity(pending.len());
-        for s in &pending {
-            let state = match &s.record {
-                Record::Release(r) => self
-                    .store
-                    .release_state(&r.package.to_string(), &r.version.to_string())
-                    .await
-                    .map(Some),
-                Record::Yank(y) => self
-                    .store
-                    .release_state(&y.package.to_string(), &y.version.to_string())
-                    .await
-                    .map(Some),
-                Record::Namespace(_) => Ok(None),
-            };
-            existing.push(state);
-        }
+        let keys: Vec<Option<(String, String)>> = pending
+            .iter()
+            .map(|s| match &s.record {
+                Record::Release(r) => Some((r.package.to_string(), r.version.to_string())),
+                Record::Yank(y) => Some((y.package.to_string(), y.version.to_string())),
+                Record::Namespace(_) => None,
+            })
+            .collect();
+        let looked_up = self
+            .store
+            .release_states(keys.iter().flatten().cloned().collect())
+            .await
+            .map_err(|e| e.to_string());
+        let existing: Vec<Result<Option<Option<bool>>, String>> = keys
+            .into_iter()
+            .map(|k| match (&looked_up, k) {
+                (Err(e), Some(_)) => Err(e.clone()),
+                (Ok(found), Some(k)) => Ok(Some(found.get(&k).copied())),
+                (_, None) => Ok(None),
+            })
+            .collect();
         let mut accepted: Vec<(u64, Submission)> = Vec::with_capacity(pending.len());
         let mut released: HashSet<(String, String)> = HashSet::new();
         let mut yanked: HashSet<(String, String)> = HashSet::new();
@@ -257,7 +261,7 @@ impl Sequencer {
                 let stored = match stored {
                     Ok(v) => v.flatten(),
                     Err(e) => {
-                        rejected.push((s, Rejection::Internal(e.to_string())));
+                        rejected.push((s, Rejection::Internal(e)));
                         continue;
                     }
                 };

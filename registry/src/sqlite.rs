@@ -367,6 +367,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn release_states(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<std::collections::HashMap<(String, String), bool>, StoreError>> {
+        Box::pin(async move {
+            let mut out = std::collections::HashMap::new();
+            for chunk in keys.chunks(INSERT_CHUNK) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT package, version, yank_idx FROM releases WHERE (package, version) IN (",
+                );
+                q.push_values(chunk, |mut b, (p, v)| {
+                    b.push_bind(p.clone()).push_bind(v.clone());
+                });
+                q.push(")");
+                for row in q.build().fetch_all(&self.pool).await.map_err(db)? {
+                    let yank: Option<i64> = row.try_get("yank_idx").map_err(db)?;
+                    out.insert(
+                        (
+                            row.try_get("package").map_err(db)?,
+                            row.try_get("version").map_err(db)?,
+                        ),
+                        yank.is_some(),
+                    );
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(commit_batch(&self.pool, batch))
     }

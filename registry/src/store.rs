@@ -183,6 +183,12 @@ pub trait Store: Send + Sync + 'static {
         package: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
+    /// [`Store::release_state`] for many releases in one query: the ones that exist, with
+    /// whether each is yanked. The sequencer asks once per batch.
+    fn release_states(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<std::collections::HashMap<(String, String), bool>, StoreError>>;
     /// Writes a whole sequencer batch in one durable transaction, or nothing.
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
