@@ -27,7 +27,7 @@ fn free_port() -> u16 {
 }
 
 fn start(data: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--addr", &format!("127.0.0.1:{port}"), "--origin", ORIGIN])
@@ -43,6 +43,9 @@ fn start(data: &Path, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Reap the process before failing, so a failed start leaves no server behind.
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not come up on port {port}");
 }
 
