@@ -20,4 +20,7 @@ run verify examples/wasm/tcp-client.wasm --policy strict --baseline examples/was
 step "gridreg verify examples/wasm/*.wasm --policy ci --format sarif > $work/gridreg.sarif"
 "$gridreg" verify examples/wasm/*.wasm --policy ci --format sarif > "$work/gridreg.sarif" || true
 python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(f\"{len(r['results'])} SARIF results over {len(r['artifacts'])} files\")" "$work/gridreg.sarif"
+run compose examples/wasm/processor.wasm --plug examples/wasm/converter.wasm -o "$work/app.wasm"
+run run "$work/app.wasm" --policy tests/cli/verify/policies/allow-env.toml
+run run examples/wasm/tcp-client.wasm --policy default -- 127.0.0.1:9
 run keygen --name acme-release -o "$work/acme-release.key"

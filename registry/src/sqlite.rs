@@ -370,7 +370,7 @@ impl Store for SqliteStore {
     fn release_states(
         &self,
         keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<std::collections::HashMap<(String, String), bool>, StoreError>> {
+    ) -> BoxFuture<'_, Result<crate::store::ExistingVersions, StoreError>> {
         Box::pin(async move {
             let mut out = std::collections::HashMap::new();
             for chunk in keys.chunks(INSERT_CHUNK) {

@@ -155,6 +155,9 @@ pub struct TokenRow {
     pub revoked: Option<String>,
 }
 
+/// The (package, version) pairs that exist, each mapped to whether it is yanked.
+pub type ExistingVersions = std::collections::HashMap<(String, String), bool>;
+
 /// Metadata, log and derived rows.
 pub trait Store: Send + Sync + 'static {
     fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
@@ -188,7 +191,7 @@ pub trait Store: Send + Sync + 'static {
     fn release_states(
         &self,
         keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<std::collections::HashMap<(String, String), bool>, StoreError>>;
+    ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>>;
     /// Writes a whole sequencer batch in one durable transaction, or nothing.
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
