@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use gridreg_verifier::Policy;
+use gridreg_verifier::policy::Date;
 
 /// The ready policies, by name.
 pub const BUILT_IN: &[(&str, &str)] = &[
@@ -28,4 +29,22 @@ pub fn load(spec: &str) -> anyhow::Result<Policy> {
         "no policy file `{spec}`, and no built-in policy of that name (built-in: {})",
         names.join(", ")
     )
+}
+
+/// The date exemption expiry is judged at: `--today` when given, otherwise today (UTC).
+pub fn today(given: Option<&str>) -> anyhow::Result<Date> {
+    match given {
+        Some(t) => Date::parse(t)
+            .map_err(anyhow::Error::msg)
+            .context("--today"),
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Ok(Date::from_unix_seconds(
+                i64::try_from(secs).unwrap_or(i64::MAX),
+            ))
+        }
+    }
 }

@@ -1,11 +1,8 @@
 //! `gridreg run`: run a command component in wasmtime with only what the policy grants.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, bail};
 use clap::Args;
 use gridreg_verifier::audit;
-use gridreg_verifier::policy::Date;
 
 use crate::exit::{Failure, Status};
 use crate::input;
@@ -72,17 +69,7 @@ pub struct Opts {
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let policy = policy_file::load(&self.policy)?;
-        let today = match &self.today {
-            Some(t) => Date::parse(t)
-                .map_err(anyhow::Error::msg)
-                .context("--today")?,
-            None => Date::from_unix_seconds(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
-            ),
-        };
+        let today = policy_file::today(self.today.as_deref())?;
         if self.file != "-" && !std::path::Path::new(&self.file).exists() {
             bail!(
                 "no file `{}`: registry references need `gridreg pull`, not built yet",

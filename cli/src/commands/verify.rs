@@ -1,10 +1,8 @@
 //! `gridreg verify`: the CI gate. Audits files against a capability policy.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use gridreg_verifier::policy::{Date, Severity, Subject, Verdict};
+use gridreg_verifier::policy::{Severity, Subject, Verdict};
 use gridreg_verifier::report::{FileReport, Outcome, sarif};
 use gridreg_verifier::{Audit, audit_with_digest};
 use rayon::prelude::*;
@@ -64,18 +62,7 @@ pub enum Format {
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let policy = policy_file::load(&self.policy)?;
-        let today = match &self.today {
-            Some(t) => Date::parse(t)
-                .map_err(anyhow::Error::msg)
-                .context("--today")?,
-            None => {
-                let secs = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                Date::from_unix_seconds(secs as i64)
-            }
-        };
+        let today = policy_file::today(self.today.as_deref())?;
         if self.files.iter().filter(|f| *f == "-").count() > 1 {
             bail!("standard input (`-`) can be given only once");
         }
