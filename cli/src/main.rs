@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod client;
 mod commands;
 mod compose;
 mod exit;

@@ -9,9 +9,15 @@ pub mod compose;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
+pub mod log;
+pub mod namespace;
+pub mod publish;
+pub mod pull;
+pub mod registry;
 pub mod run;
 pub mod serve;
 pub mod verify;
+pub mod yank;
 use crate::output::GlobalOpts;
 
 /// Registry and supply-chain verifier for WebAssembly components.
@@ -44,6 +50,12 @@ pub enum Command {
     Run(run::Opts),
     Compose(compose::Opts),
     Serve(serve::Opts),
+    Publish(publish::Opts),
+    Pull(pull::Opts),
+    Namespace(namespace::Opts),
+    Yank(yank::Opts),
+    Registry(registry::Opts),
+    Log(log::Opts),
 }
 
 impl Command {
@@ -56,6 +68,23 @@ impl Command {
             Command::Run(o) => o.run(),
             Command::Compose(o) => o.run(),
             Command::Serve(o) => o.run(),
+            Command::Publish(o) => o.run(),
+            Command::Pull(o) => o.run(),
+            Command::Namespace(o) => o.run(),
+            Command::Yank(o) => o.run(),
+            Command::Registry(o) => o.run(),
+            Command::Log(o) => o.run(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks over every command (duplicate flags, bad defaults, ...).
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

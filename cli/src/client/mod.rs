@@ -1,0 +1,96 @@
+//! The client side of the trust model: configuration and pinned log keys, the HTTP API, the
+//! stored checkpoint per log, the lockfile, and the checks `pull --verify` runs. The commands
+//! in `commands/` (publish, pull, namespace, yank, registry, log) are thin layers over this.
+//!
+//! The client believes nothing the registry says that it can check itself: records by their
+//! signatures, keys by replaying the namespace from the log, entries by inclusion proofs,
+//! checkpoints by the pinned key and by consistency with the last one it trusted, and the
+//! component's surface by auditing the bytes itself.
+
+pub mod config;
+pub mod fsutil;
+pub mod http;
+pub mod lockfile;
+pub mod remote;
+pub mod trust;
+pub mod verify;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use gridreg_protocol::api::{PublishResponse, decode_hashes};
+use gridreg_protocol::merkle::{leaf_hash, verify_inclusion};
+use gridreg_protocol::{SignedCheckpoint, SignerKey, VerifierKey};
+
+use crate::exit::Failure;
+use trust::{Outcome, Session};
+
+/// Reads a signer key file written by `gridreg keygen`.
+pub fn load_signer(path: &Path) -> anyhow::Result<SignerKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read signer key `{}`", path.display()))?;
+    SignerKey::parse_key_file(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not a signer key (expected PRIVATE+KEY+NAME+KEYID+BASE64, as `gridreg keygen` writes): {e}",
+            path.display()
+        )
+    })
+}
+
+/// A verifier key given on the command line, or the path of a file holding one.
+pub fn parse_verifier(arg: &str) -> anyhow::Result<VerifierKey> {
+    if let Ok(k) = VerifierKey::parse(arg.trim()) {
+        return Ok(k);
+    }
+    let path = Path::new(arg);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{arg}`"))?;
+        if let Ok(k) = SignerKey::parse_key_file(&text) {
+            return Ok(k.verifier());
+        }
+        return VerifierKey::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("`{arg}` does not hold a verifier key: {e}"));
+    }
+    VerifierKey::parse(arg.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "expected a verifier key NAME+KEYID+BASE64 or a file holding one, found `{arg}`: {e}"
+        )
+    })
+}
+
+/// A record the log accepted, with the log's answer checked.
+pub struct Submitted {
+    pub index: u64,
+    pub checkpoint: SignedCheckpoint,
+    pub trust: Outcome,
+}
+
+/// Posts a signed record and checks the registry's answer before believing it: the checkpoint
+/// is signed by the pinned log key, the record is included at the index it was given, and the
+/// checkpoint is consistent with the one this client trusted before.
+pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
+    let resp: PublishResponse = session.api.post_text("/v1/records", leaf)?;
+    let checkpoint = session.verify_checkpoint(&resp.checkpoint)?;
+    let proof = decode_hashes(&resp.proof)
+        .map_err(|e| Failure(format!("inclusion: the registry's proof is malformed: {e}")))?;
+    verify_inclusion(
+        &proof,
+        checkpoint.size(),
+        checkpoint.root(),
+        resp.index,
+        &leaf_hash(leaf.as_bytes()),
+    )
+    .map_err(|e| {
+        Failure(format!(
+            "inclusion: the registry says the record is at log index {}, but its proof does not show it in the checkpoint of size {}: {e}",
+            resp.index,
+            checkpoint.size()
+        ))
+    })?;
+    let trust = session.advance(&checkpoint)?;
+    Ok(Submitted {
+        index: resp.index,
+        checkpoint,
+        trust,
+    })
+}

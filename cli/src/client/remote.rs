@@ -1,0 +1,168 @@
+//! The registry's JSON answers as the client reads them, and the reads the client makes. Only
+//! the fields the client uses are declared; everything here is a claim that the client checks
+//! against signed records, proofs and the bytes themselves before it believes it.
+
+use anyhow::Context as _;
+use gridreg_protocol::api::{InclusionProof, LogEntries, LogEntry, decode_hashes};
+use gridreg_protocol::name::Candidate;
+use gridreg_protocol::{Hash, PackageName, Reference};
+use serde::Deserialize;
+
+use super::http::{Api, HttpError};
+
+/// One version in `GET /v1/packages/<pkg>`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub yanked: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackageVersions {
+    pub versions: Vec<VersionInfo>,
+}
+
+/// `GET /v1/packages/<pkg>/<version>`: the parts the client uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReleaseInfo {
+    pub package: String,
+    pub version: String,
+    pub log_index: u64,
+    /// The signed record, exactly as it is stored in the log.
+    pub record: String,
+}
+
+/// `GET /v1/namespaces/<ns>`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamespaceInfo {
+    pub records: Vec<LogEntry>,
+}
+
+/// The versions of a package; `None` when the registry does not know it.
+pub fn versions(api: &Api, package: &PackageName) -> anyhow::Result<Option<PackageVersions>> {
+    match api.get_json::<PackageVersions>(&format!("/v1/packages/{package}")) {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if e.downcast_ref::<HttpError>()
+                .is_some_and(HttpError::is_not_found) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Picks the version `reference` means among the registry's list (yanked excluded from ranges).
+pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<VersionInfo> {
+    let Some(list) = versions(api, &reference.package)? else {
+        anyhow::bail!(
+            "the registry at {} has no package {}",
+            api.base(),
+            reference.package
+        );
+    };
+    let candidates: Vec<(Candidate, &VersionInfo)> = list
+        .versions
+        .iter()
+        .filter_map(|v| {
+            semver::Version::parse(&v.version).ok().map(|version| {
+                (
+                    Candidate {
+                        version,
+                        yanked: v.yanked,
+                    },
+                    v,
+                )
+            })
+        })
+        .collect();
+    let plain: Vec<Candidate> = candidates.iter().map(|(c, _)| c.clone()).collect();
+    match reference.resolve(&plain) {
+        Some(c) => Ok(candidates
+            .iter()
+            .find(|(k, _)| k.version == c.version)
+            .map(|(_, v)| (*v).clone())
+            .context("resolved version vanished")?),
+        None => {
+            let listed: Vec<String> = list
+                .versions
+                .iter()
+                .map(|v| {
+                    if v.yanked {
+                        format!("{} (yanked)", v.version)
+                    } else {
+                        v.version.clone()
+                    }
+                })
+                .collect();
+            anyhow::bail!(
+                "no release of {} matches `{reference}`; published: {}",
+                reference.package,
+                if listed.is_empty() {
+                    "none".to_string()
+                } else {
+                    listed.join(", ")
+                }
+            )
+        }
+    }
+}
+
+pub fn release(api: &Api, package: &PackageName, version: &str) -> anyhow::Result<ReleaseInfo> {
+    api.get_json(&format!("/v1/packages/{package}/{version}"))
+}
+
+/// The namespace's records; an unclaimed namespace has none.
+pub fn namespace_records(api: &Api, namespace: &str) -> anyhow::Result<Vec<LogEntry>> {
+    match api.get_json::<NamespaceInfo>(&format!("/v1/namespaces/{namespace}")) {
+        Ok(info) => Ok(info.records),
+        Err(e)
+            if e.downcast_ref::<HttpError>()
+                .is_some_and(HttpError::is_not_found) =>
+        {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// An inclusion proof for `index` in the tree of `size`.
+pub fn inclusion_proof(api: &Api, index: u64, size: u64) -> anyhow::Result<Vec<Hash>> {
+    let p: InclusionProof = api.get_json(&format!(
+        "/v1/log/proof/inclusion?index={index}&size={size}"
+    ))?;
+    if p.index != index || p.size != size {
+        anyhow::bail!(
+            "asked for the inclusion proof of {index} in {size}, got one for {} in {}",
+            p.index,
+            p.size
+        );
+    }
+    decode_hashes(&p.hashes).map_err(|e| anyhow::anyhow!("inclusion proof of {index}: {e}"))
+}
+
+/// Log entries `start <= index < end`, following the registry's paging.
+pub fn entries(api: &Api, start: u64, end: u64) -> anyhow::Result<Vec<LogEntry>> {
+    let mut out = Vec::new();
+    let mut next = start;
+    while next < end {
+        let page: LogEntries = api.get_json(&format!("/v1/log/entries?start={next}&end={end}"))?;
+        if page.entries.is_empty() {
+            anyhow::bail!("the registry returned no log entries from {next} (asked up to {end})");
+        }
+        for e in page.entries {
+            if e.index != next {
+                anyhow::bail!(
+                    "expected log entry {next}, the registry sent entry {}",
+                    e.index
+                );
+            }
+            next += 1;
+            out.push(e);
+            if next >= end {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,395 @@
+//! The checks `gridreg pull --verify` runs on a downloaded release, in this order, stopping at the
+//! first failure with an error that names the check:
+//!
+//! 1. `digest`: the bytes hash to the record's digest and have its size;
+//! 2. `signature`: the record is signed by a key the namespace ever authorised (and, when the
+//!    policy has `[signers]`, by enough of those keys);
+//! 3. `authorisation`: replaying the namespace's records, each proven included in the log, a
+//!    signer held a role in the namespace at the record's log index;
+//! 4. `inclusion`: the record is in the log at its index;
+//! 5. `checkpoint`: the checkpoint the proofs lead to is signed by the pinned log key;
+//! 6. `consistency`: that checkpoint is consistent with the last one this client trusted;
+//! 7. `surface`: the record's import and export lines are the ones the client computes from the
+//!    bytes;
+//! 8. `policy`: the policy passes on the client's own audit, drift against the locked version
+//!    included.
+//!
+//! Nothing the registry says is believed until one of these checks has proven it.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use gridreg_protocol::checkpoint::Checkpoint;
+use gridreg_protocol::merkle::{leaf_hash, verify_inclusion};
+use gridreg_protocol::note::{self, KeySet};
+use gridreg_protocol::{
+    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, record::Release,
+};
+use gridreg_verifier::policy::{Date, Evaluation, Subject};
+use gridreg_verifier::{Audit, Policy};
+
+use super::remote::{self, ReleaseInfo};
+use super::trust::{Outcome, Session};
+use crate::exit::Failure;
+
+/// The checks, by the name messages use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Digest,
+    Signature,
+    Authorisation,
+    Inclusion,
+    Checkpoint,
+    Consistency,
+    Surface,
+    Policy,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Check::Digest => "digest",
+            Check::Signature => "signature",
+            Check::Authorisation => "authorisation",
+            Check::Inclusion => "inclusion",
+            Check::Checkpoint => "checkpoint",
+            Check::Consistency => "consistency",
+            Check::Surface => "surface",
+            Check::Policy => "policy",
+        })
+    }
+}
+
+fn failed(check: Check, message: impl fmt::Display) -> anyhow::Error {
+    Failure(format!("verification failed at check `{check}`: {message}")).into()
+}
+
+/// What the caller hands in.
+pub struct Request<'a> {
+    pub session: &'a Session,
+    pub release: &'a ReleaseInfo,
+    /// The downloaded bytes and what the download computed of them.
+    pub bytes: &'a [u8],
+    pub sha256: [u8; 32],
+    pub policy: Option<&'a Policy>,
+    /// The locked version's audit, for drift.
+    pub baseline: Option<&'a Audit>,
+    pub today: Date,
+}
+
+/// Where the client-side time went (everything except waiting on the network).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    #[serde(serialize_with = "ms")]
+    pub signatures: Duration,
+    #[serde(serialize_with = "ms")]
+    pub proofs: Duration,
+    #[serde(serialize_with = "ms")]
+    pub audit: Duration,
+}
+
+pub(crate) fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// Everything a successful verification established.
+pub struct Verified {
+    pub release: Release,
+    pub signers: Vec<VerifierKey>,
+    pub checkpoint: SignedCheckpoint,
+    pub trust: Outcome,
+    pub audit: Audit,
+    pub evaluation: Option<Evaluation>,
+    pub namespace_records: usize,
+    pub timings: Timings,
+}
+
+/// Runs every check on one release.
+pub fn verify(req: &Request) -> anyhow::Result<Verified> {
+    let mut t = Timings::default();
+    let session = req.session;
+    let api = &session.api;
+    let leaf = req.release.record.as_bytes();
+
+    // The record itself: a signed note holding a release of what was asked for.
+    let clock = Instant::now();
+    let parsed = Note::parse(leaf).map_err(|e| {
+        failed(
+            Check::Signature,
+            format!("the record is not a signed note: {e}"),
+        )
+    })?;
+    let record = Record::from_note(&parsed)
+        .map_err(|e| failed(Check::Signature, format!("the record does not parse: {e}")))?;
+    let Record::Release(release) = record.clone() else {
+        return Err(failed(
+            Check::Signature,
+            "the registry served a record that is not a release",
+        ));
+    };
+    if release.package.to_string() != req.release.package
+        || release.version.to_string() != req.release.version
+    {
+        return Err(failed(
+            Check::Signature,
+            format!(
+                "asked for {}@{}, the signed record is for {}@{}",
+                req.release.package, req.release.version, release.package, release.version
+            ),
+        ));
+    }
+    t.signatures += clock.elapsed();
+
+    // 1. digest and size.
+    if Digest(req.sha256) != release.digest || req.bytes.len() as u64 != release.size {
+        return Err(failed(
+            Check::Digest,
+            format!(
+                "the record signs {} ({} bytes); the downloaded bytes are {} ({} bytes)",
+                release.digest,
+                release.size,
+                Digest(req.sha256),
+                req.bytes.len()
+            ),
+        ));
+    }
+
+    // The checkpoint the proofs are checked against; its signature is check 5.
+    let checkpoint_text = api.get_text("/v1/log/checkpoint")?;
+    let clock = Instant::now();
+    let unverified = Note::parse(checkpoint_text.as_bytes())
+        .ok()
+        .and_then(|n| Checkpoint::parse_body(&n.text).ok())
+        .ok_or_else(|| {
+            failed(
+                Check::Checkpoint,
+                "the registry's checkpoint does not parse",
+            )
+        })?;
+    t.proofs += clock.elapsed();
+    let index = req.release.log_index;
+    if index >= unverified.size {
+        return Err(failed(
+            Check::Inclusion,
+            format!(
+                "the release is said to be at log index {index}, but the checkpoint covers only {} entries",
+                unverified.size
+            ),
+        ));
+    }
+
+    // 2. signature: by any key the namespace ever named (their roles are check 3).
+    let ns = release.package.namespace();
+    let ns_records: Vec<_> = remote::namespace_records(api, ns.as_str())?
+        .into_iter()
+        .filter(|e| e.index < index)
+        .collect();
+    let clock = Instant::now();
+    let mut named = KeySet::new();
+    for e in &ns_records {
+        if let Ok(n) = Note::parse(e.body.as_bytes())
+            && let Ok(Record::Namespace(r)) = Record::from_note(&n)
+        {
+            let _ = named.insert(r.key);
+        }
+    }
+    let signers: Vec<VerifierKey> = match note::verify(leaf, &named) {
+        Ok(v) => v.verified_by,
+        Err(err) => {
+            let lines: Vec<String> = parsed
+                .signatures
+                .iter()
+                .map(|s| format!("{}+{:08x}", s.name, s.key_id))
+                .collect();
+            return Err(failed(
+                Check::Signature,
+                format!(
+                    "{}@{} is not validly signed by any key namespace {ns} authorised before log index {index} ({err}; signature lines: {})",
+                    release.package,
+                    release.version,
+                    lines.join(", ")
+                ),
+            ));
+        }
+    };
+    if let Some(policy) = req.policy
+        && let Some(want) = policy.signers()
+    {
+        let keys = want
+            .keys
+            .iter()
+            .filter_map(|k| VerifierKey::parse(k).ok())
+            .collect::<Vec<_>>();
+        let set = KeySet::from_keys(keys)
+            .map_err(|e| failed(Check::Signature, format!("policy [signers]: {e}")))?;
+        note::verify_threshold(leaf, &set, want.threshold).map_err(|e| {
+            failed(
+                Check::Signature,
+                format!(
+                    "policy `{}` requires {} of its [signers] keys: {e}",
+                    policy.name(),
+                    want.threshold
+                ),
+            )
+        })?;
+    }
+    t.signatures += clock.elapsed();
+
+    // 3. authorisation: replay the namespace, each record proven included.
+    let mut state = NamespaceState::new();
+    for e in &ns_records {
+        let proof = remote::inclusion_proof(api, e.index, unverified.size)?;
+        let clock = Instant::now();
+        verify_inclusion(
+            &proof,
+            unverified.size,
+            &unverified.root,
+            e.index,
+            &leaf_hash(e.body.as_bytes()),
+        )
+        .map_err(|err| {
+            failed(
+                Check::Authorisation,
+                format!("namespace record at log index {}: {err}", e.index),
+            )
+        })?;
+        t.proofs += clock.elapsed();
+        let clock = Instant::now();
+        state
+            .apply_entry(e.index, e.body.as_bytes())
+            .map_err(|err| {
+                failed(
+                    Check::Authorisation,
+                    format!("replaying namespace {ns}: {err}"),
+                )
+            })?;
+        t.signatures += clock.elapsed();
+    }
+    let clock = Instant::now();
+    state
+        .check_publish(ns, index, &signers)
+        .map_err(|err| failed(Check::Authorisation, err))?;
+    t.signatures += clock.elapsed();
+
+    // 4. inclusion of the release itself.
+    let proof = remote::inclusion_proof(api, index, unverified.size)?;
+    let clock = Instant::now();
+    verify_inclusion(
+        &proof,
+        unverified.size,
+        &unverified.root,
+        index,
+        &leaf_hash(leaf),
+    )
+    .map_err(|err| {
+        failed(
+            Check::Inclusion,
+            format!("{}@{}: {err}", release.package, release.version),
+        )
+    })?;
+    t.proofs += clock.elapsed();
+
+    // 5. the checkpoint's signature.
+    let clock = Instant::now();
+    let checkpoint = session
+        .verify_checkpoint(&checkpoint_text)
+        .map_err(|e| failed(Check::Checkpoint, e))?;
+    t.signatures += clock.elapsed();
+
+    // 6. consistency with what this client trusted before.
+    let trust = session.advance(&checkpoint).map_err(|e| {
+        if e.downcast_ref::<Failure>().is_some() {
+            failed(Check::Consistency, e)
+        } else {
+            e
+        }
+    })?;
+
+    // 7. surface: the client's own audit against the signed lines.
+    let clock = Instant::now();
+    let audit = gridreg_verifier::audit_with_digest(req.bytes, Digest(req.sha256).to_string())
+        .map_err(|e| {
+            failed(
+                Check::Surface,
+                format!("the downloaded component does not validate: {e}"),
+            )
+        })?;
+    let imports: Vec<&str> = audit.imports.iter().map(|i| i.name.as_str()).collect();
+    let exports: Vec<&str> = audit.exports.iter().map(String::as_str).collect();
+    surface_matches("import", &release.imports, &imports)?;
+    surface_matches("export", &release.exports, &exports)?;
+
+    // 8. policy on that audit.
+    let evaluation = match req.policy {
+        None => None,
+        Some(policy) => {
+            let package = release.package.to_string();
+            let subject = Subject {
+                audit: &audit,
+                package: Some(&package),
+                baseline: req.baseline,
+                today: req.today,
+            };
+            let ev = policy.evaluate(&subject);
+            let errors: Vec<String> = ev
+                .errors()
+                .map(|v| format!("[{}] {}", v.rule.id(), v.message))
+                .collect();
+            if !errors.is_empty() {
+                return Err(failed(
+                    Check::Policy,
+                    format!(
+                        "policy `{}` refuses {}@{}:\n  {}",
+                        policy.name(),
+                        release.package,
+                        release.version,
+                        errors.join("\n  ")
+                    ),
+                ));
+            }
+            Some(ev)
+        }
+    };
+    t.audit += clock.elapsed();
+
+    Ok(Verified {
+        release,
+        signers,
+        checkpoint,
+        trust,
+        audit,
+        evaluation,
+        namespace_records: ns_records.len(),
+        timings: t,
+    })
+}
+
+fn surface_matches(what: &str, signed: &[String], actual: &[&str]) -> anyhow::Result<()> {
+    let extra: Vec<&str> = signed
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !actual.contains(s))
+        .collect();
+    let missing: Vec<&str> = actual
+        .iter()
+        .copied()
+        .filter(|a| !signed.iter().any(|s| s == a))
+        .collect();
+    if extra.is_empty() && missing.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "the component has {what}s the signed record omits: {}",
+            missing.join(", ")
+        ));
+    }
+    if !extra.is_empty() {
+        parts.push(format!(
+            "the signed record lists {what}s the component lacks: {}",
+            extra.join(", ")
+        ));
+    }
+    Err(failed(Check::Surface, parts.join("; ")))
+}

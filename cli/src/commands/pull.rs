@@ -1,0 +1,401 @@
+//! `gridreg pull`: resolve a reference, download the release, and with `--verify` check every
+//! claim on this machine (see `client::verify` for the checks and their order). Writes the file
+//! atomically and records the exact release in `gridreg.lock`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use gridreg_protocol::{Digest, Note, Record, Reference, Requirement};
+use gridreg_verifier::Audit;
+use gridreg_verifier::policy::DriftAction;
+
+use crate::client::fsutil;
+use crate::client::lockfile::{self, LockFile, Locked};
+use crate::client::remote::{self, ReleaseInfo};
+use crate::client::trust::{self, Session};
+use crate::client::verify::{self, Verified};
+use crate::exit::{Failure, Status};
+use crate::{input, policy_file};
+
+/// Download a release, verify it on this machine, and lock it.
+///
+/// REF is `ns:name` (newest non-yanked), `ns:name@1.2.0` (exactly that version) or a range such
+/// as `ns:name@^1.2` (newest matching non-yanked). With --verify every claim is checked here, in
+/// order, stopping at the first failure: digest and size, record signature, signer authorised
+/// in the namespace at that log index (replaying the namespace from the log), record inclusion,
+/// checkpoint signature, consistency with the last checkpoint this client trusted, the signed
+/// import/export lines against the bytes, and the policy on this client's own audit (drift
+/// against the version in gridreg.lock included).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  gridreg pull acme:auth@^1.2 --verify                  verify with the default policy
+  gridreg pull acme:auth@^1.2 --verify --policy strict -o auth.wasm
+  gridreg pull acme:auth --verify --locked              CI: only exactly what gridreg.lock says
+  gridreg pull acme:auth@1.2.0 --verify --json
+
+Exit status: 0 pulled (and verified); 1 a check failed (the message names it; a log fork also saves
+evidence under the state directory) or --locked refused; 2 bad input, unknown package, or the
+registry is unreachable.")]
+pub struct Opts {
+    /// What to pull: `ns:name`, `ns:name@VERSION` or `ns:name@RANGE`.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Where to write the component [default: NS-NAME-VERSION.wasm].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Check everything (see above) before writing anything.
+    #[arg(long)]
+    pub verify: bool,
+    /// Policy for --verify: a TOML file or a built-in name (default, strict, http-proxy, ci).
+    #[arg(long, value_name = "POLICY", default_value = "default")]
+    pub policy: String,
+    /// Refuse anything gridreg.lock does not already pin (package, version, digest, log index).
+    #[arg(long)]
+    pub locked: bool,
+    /// The lockfile [default: ./gridreg.lock].
+    #[arg(long, value_name = "FILE")]
+    pub lockfile: Option<PathBuf>,
+    /// Registry name from the configuration, or a URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub registry: Option<String>,
+    /// Judge exemption expiry as of this date (YYYY-MM-DD) instead of today.
+    #[arg(long, value_name = "DATE", hide = true)]
+    pub today: Option<String>,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Opts {
+    pub fn run(self) -> anyhow::Result<Status> {
+        let reference = Reference::parse(&self.reference)
+            .with_context(|| format!("`{}` is not a package reference", self.reference))?;
+        let policy = if self.verify {
+            Some(policy_file::load(&self.policy)?)
+        } else {
+            None
+        };
+        let today = policy_file::today(self.today.as_deref())?;
+        let lock_path = lockfile::path(self.lockfile.as_deref());
+        let mut lock = LockFile::load(&lock_path)?;
+        let package = reference.package.to_string();
+        let locked = lock.get(&package).cloned();
+        let session = trust::connect(self.registry.as_deref())?;
+
+        // Which version.
+        let version = if self.locked {
+            let Some(l) = &locked else {
+                return Err(Failure(format!(
+                    "--locked: {package} is not in {}",
+                    lock_path.display()
+                ))
+                .into());
+            };
+            let v = semver::Version::parse(&l.version)
+                .with_context(|| format!("{}: bad version for {package}", lock_path.display()))?;
+            let fits = match &reference.requirement {
+                Requirement::Newest => true,
+                r => r.matches(&v),
+            };
+            if !fits {
+                return Err(Failure(format!(
+                    "--locked: {} locks {package}@{}, which does not match `{reference}`",
+                    lock_path.display(),
+                    l.version
+                ))
+                .into());
+            }
+            l.version.clone()
+        } else {
+            remote::resolve(&session.api, &reference)?.version
+        };
+        let release = remote::release(&session.api, &reference.package, &version)?;
+        let (digest, size) = signed_digest(&release)?;
+        if let Some(l) = &locked {
+            let same_version = l.version == version;
+            if same_version && l.digest != digest.to_string() {
+                return Err(Failure(format!(
+                    "{package}@{version}: the registry's record has digest {digest}, but {} locked {} (versions are immutable: this is a different component under the same version)",
+                    lock_path.display(),
+                    l.digest
+                ))
+                .into());
+            }
+            if self.locked && l.log_index != release.log_index {
+                return Err(Failure(format!(
+                    "--locked: {package}@{version} is at log index {} in the registry, {} says {}",
+                    release.log_index,
+                    lock_path.display(),
+                    l.log_index
+                ))
+                .into());
+            }
+        }
+
+        // Download, bounded by the size the record states.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
+        let got = session
+            .api
+            .download(
+                &format!("/v1/content/{digest}"),
+                &mut bytes,
+                size,
+                size.min(input::MAX_INPUT),
+            )
+            .context("downloading the content")?;
+
+        let verified = if let Some(policy) = &policy {
+            let baseline = match &locked {
+                Some(l) if l.version != version && policy.drift() != DriftAction::Allow => {
+                    Some(baseline_audit(&session, l)?)
+                }
+                _ => None,
+            };
+            let v = verify::verify(&verify::Request {
+                session: &session,
+                release: &release,
+                bytes: &bytes,
+                sha256: got.sha256,
+                policy: Some(policy),
+                baseline: baseline.as_ref(),
+                today,
+            })?;
+            Some((v, got.hashing))
+        } else {
+            if Digest(got.sha256) != digest || got.size != size {
+                return Err(Failure(format!(
+                    "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
+                    Digest(got.sha256),
+                    got.size
+                ))
+                .into());
+            }
+            None
+        };
+
+        let out = self.output.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "{}-{}-{version}.wasm",
+                reference.package.namespace(),
+                reference.package.name()
+            ))
+        });
+        fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+        let entry = Locked {
+            name: package.clone(),
+            version: version.clone(),
+            digest: digest.to_string(),
+            log_index: release.log_index,
+        };
+        let lock_changed = locked.as_ref() != Some(&entry);
+        if lock_changed && !self.locked {
+            lock.set(entry);
+            lock.save(&lock_path)?;
+        }
+
+        self.report(
+            &session,
+            &release,
+            &digest,
+            size,
+            &out,
+            verified.as_ref(),
+            &lock_path,
+            lock_changed,
+            &session.api,
+        )?;
+        Ok(Status::Ok)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        session: &Session,
+        release: &ReleaseInfo,
+        digest: &Digest,
+        size: u64,
+        out: &Path,
+        verified: Option<&(Verified, std::time::Duration)>,
+        lock_path: &Path,
+        lock_changed: bool,
+        api: &crate::client::http::Api,
+    ) -> anyhow::Result<()> {
+        let name = format!("{}@{}", release.package, release.version);
+        if self.json {
+            let mut obj = serde_json::json!({
+                "package": release.package,
+                "version": release.version,
+                "digest": digest.to_string(),
+                "size": size,
+                "log_index": release.log_index,
+                "output": out.display().to_string(),
+                "registry": session.remote.url,
+                "verified": verified.is_some(),
+                "lockfile": lock_path.display().to_string(),
+            });
+            if let Some((v, hashing)) = verified {
+                obj["signers"] = v.signers.iter().map(|k| k.to_string()).collect();
+                obj["checkpoint"] =
+                    serde_json::json!({"origin": session.origin(), "size": v.checkpoint.size()});
+                obj["capabilities"] = v
+                    .audit
+                    .capabilities
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect();
+                obj["verdict"] = serde_json::to_value(v.evaluation.as_ref().map(|e| e.verdict))?;
+                let t = &v.timings;
+                obj["timings_ms"] = serde_json::json!({
+                    "hash": ms(*hashing),
+                    "signatures": ms(t.signatures),
+                    "proofs": ms(t.proofs),
+                    "audit_and_policy": ms(t.audit),
+                    "client_total": ms(*hashing + t.signatures + t.proofs + t.audit),
+                    "network": ms(api.network_time()),
+                });
+            }
+            println!("{}", serde_json::to_string_pretty(&obj)?);
+            return Ok(());
+        }
+        println!(
+            "pulled {name} ({digest}, {}) -> {}",
+            input::human_size(size),
+            out.display()
+        );
+        if let Some((v, _)) = verified {
+            let signers: Vec<String> = v
+                .signers
+                .iter()
+                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
+                .collect();
+            let ns = v.release.package.namespace();
+            let lines = [
+                (
+                    "digest",
+                    format!("{} bytes hash to the signed digest", size),
+                ),
+                ("signature", format!("signed by {}", signers.join(", "))),
+                (
+                    "authorisation",
+                    format!(
+                        "may publish in {ns} at log index {} ({} namespace records replayed, each proven in the log)",
+                        release.log_index, v.namespace_records
+                    ),
+                ),
+                (
+                    "inclusion",
+                    format!(
+                        "log index {} is in the tree of size {}",
+                        release.log_index,
+                        v.checkpoint.size()
+                    ),
+                ),
+                (
+                    "checkpoint",
+                    format!(
+                        "signed by the pinned log key {}+{:08x}",
+                        session.log_key.name(),
+                        session.log_key.id()
+                    ),
+                ),
+                ("consistency", v.trust.describe(v.checkpoint.size())),
+                (
+                    "surface",
+                    format!(
+                        "{} imports, {} exports match the signed record",
+                        v.audit.imports.len(),
+                        v.audit.exports.len()
+                    ),
+                ),
+                (
+                    "policy",
+                    match &v.evaluation {
+                        Some(e) => {
+                            let warnings = e.warnings().count();
+                            if warnings > 0 {
+                                format!("{}: {} ({warnings} warnings)", self.policy, e.verdict)
+                            } else {
+                                format!("{}: {}", self.policy, e.verdict)
+                            }
+                        }
+                        None => "none".to_string(),
+                    },
+                ),
+            ];
+            for (check, what) in lines {
+                println!("  ok {check:<14} {what}");
+            }
+            if let Some(e) = &v.evaluation {
+                for w in e.warnings() {
+                    println!("  warning [{}] {}", w.rule.id(), w.message);
+                }
+            }
+        } else {
+            println!(
+                "  not verified beyond the digest (add --verify to check signatures, log and policy)"
+            );
+        }
+        if lock_changed && !self.locked {
+            println!("locked {name} in {}", lock_path.display());
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The digest and size the release record names (checked against the bytes later).
+fn signed_digest(release: &ReleaseInfo) -> anyhow::Result<(Digest, u64)> {
+    let note = Note::parse(release.record.as_bytes()).map_err(|e| {
+        Failure(format!(
+            "the registry's record for {}@{} is not a signed note: {e}",
+            release.package, release.version
+        ))
+    })?;
+    match Record::from_note(&note) {
+        Ok(Record::Release(r)) => Ok((r.digest, r.size)),
+        Ok(_) => Err(Failure(format!(
+            "the registry's record for {}@{} is not a release",
+            release.package, release.version
+        ))
+        .into()),
+        Err(e) => Err(Failure(format!(
+            "the registry's record for {}@{} does not parse: {e}",
+            release.package, release.version
+        ))
+        .into()),
+    }
+}
+
+/// The locked version's audit, for drift: fetched by its locked digest and checked against it.
+fn baseline_audit(session: &Session, l: &Locked) -> anyhow::Result<Audit> {
+    let digest = Digest::parse(&l.digest)
+        .map_err(|e| anyhow::anyhow!("gridreg.lock: {}: bad digest: {e}", l.name))?;
+    let mut bytes = Vec::new();
+    let got = session
+        .api
+        .download(
+            &format!("/v1/content/{digest}"),
+            &mut bytes,
+            0,
+            input::MAX_INPUT,
+        )
+        .with_context(|| {
+            format!(
+                "fetching the locked {}@{} for the drift check",
+                l.name, l.version
+            )
+        })?;
+    if Digest(got.sha256) != digest {
+        return Err(Failure(format!(
+            "the locked {}@{} fetched for the drift check does not hash to its locked digest {digest}",
+            l.name, l.version
+        ))
+        .into());
+    }
+    gridreg_verifier::audit_with_digest(&bytes, digest.to_string())
+        .with_context(|| format!("auditing the locked {}@{}", l.name, l.version))
+}

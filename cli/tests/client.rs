@@ -1,0 +1,727 @@
+//! The client flows end to end: a real `gridreg serve` process on 127.0.0.1, the real CLI binary,
+//! temporary directories for the server's data and the client's configuration, state and
+//! lockfile. The tamper tests change the server's own files the way a compromised operator
+//! could, then check that `pull --verify` stops at the check that should catch it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
+use gridreg_protocol::{Checkpoint, Note, Record, SignerKey};
+use sqlx::Row as _;
+
+const ORIGIN: &str = "client.test/log";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/wasm")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One server and one client home.
+struct World {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Option<Child>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let mut w = World {
+            dir,
+            port: free_port(),
+            server: None,
+        };
+        w.start();
+        w
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
+            .args(["serve", "--data"])
+            .arg(self.data())
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{}", self.port),
+                "--origin",
+                ORIGIN,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not come up on port {}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        self.server = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs the CLI as a user in `work/`, with this world's configuration and state.
+    fn run_in(&self, cwd: &Path, state: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gridreg"))
+            .args(args)
+            .current_dir(cwd)
+            .env("GRIDREG_CONFIG", self.dir.path().join("config.toml"))
+            .env("GRIDREG_STATE_DIR", self.dir.path().join(state))
+            .env("GRIDREG_REGISTRY", self.url())
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_in(&self.work(), "state", args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gridreg {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must exit with `code`; returns stdout + stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "gridreg {args:?}:\n{text}");
+        text
+    }
+
+    fn keygen(&self, name: &str) -> String {
+        self.ok(&["keygen", "--name", name]).trim().to_string()
+    }
+
+    fn publish(&self, file: &str, package: &str, version: &str, key: &str) -> String {
+        let f = fixture(file);
+        self.ok(&[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            package,
+            "--version",
+            version,
+            "--key",
+            key,
+        ])
+    }
+
+    fn db<T>(&self, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
+        let url = format!("sqlite://{}", self.data().join("registry.db").display());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let out = f(&pool).await;
+                pool.close().await;
+                out
+            })
+    }
+
+    /// What a compromised operator can do with the server's files: replace or drop log
+    /// entries, recompute the tree and sign a fresh checkpoint with the log key. The server is
+    /// restarted on the result.
+    fn rewrite_log(&mut self, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        self.stop();
+        let key_text = std::fs::read_to_string(self.data().join("log.key")).unwrap();
+        let key = SignerKey::parse_key_file(&key_text).unwrap();
+        self.db(async |pool| {
+            let rows = sqlx::query("SELECT body FROM entries ORDER BY idx")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            let mut leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect();
+            let before = leaves.clone();
+            edit(&mut leaves);
+            let n = leaves.len() as i64;
+            let mut tx = pool.begin().await.unwrap();
+            for sql in [
+                "DELETE FROM release_imports WHERE idx >= ?",
+                "DELETE FROM release_exports WHERE idx >= ?",
+            ] {
+                sqlx::query(sql).bind(n).execute(&mut *tx).await.unwrap();
+            }
+            sqlx::query(
+                "UPDATE releases SET yank_idx = NULL, yank_reason = NULL WHERE yank_idx >= ?",
+            )
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("DELETE FROM releases WHERE idx >= ?")
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM entries WHERE idx >= ?")
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            for (i, leaf) in leaves.iter().enumerate() {
+                if before.get(i) != Some(leaf) {
+                    sqlx::query("UPDATE entries SET body = ? WHERE idx = ?")
+                        .bind(leaf.clone())
+                        .bind(i as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+            }
+            let hashes: Vec<Hash> = leaves.iter().map(|l| leaf_hash(l)).collect();
+            let stored = append_leaves(0, &hashes, &Vec::<Hash>::new()).unwrap();
+            let root = tree_hash(leaves.len() as u64, &stored).unwrap();
+            sqlx::query("DELETE FROM hashes")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            for (i, h) in stored.iter().enumerate() {
+                sqlx::query("INSERT INTO hashes (idx, hash) VALUES (?, ?)")
+                    .bind(i as i64)
+                    .bind(h.to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            let cp = Checkpoint::new(ORIGIN, leaves.len() as u64, root)
+                .sign(&[&key])
+                .unwrap();
+            sqlx::query("DELETE FROM checkpoints")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO checkpoints (size, root, body) VALUES (?, ?, ?)")
+                .bind(n)
+                .bind(root.to_vec())
+                .bind(cp.note.clone())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        self.start();
+    }
+
+    /// The log index of a release, from the server's database.
+    fn index_of(&self, package: &str, version: &str) -> usize {
+        self.db(async |pool| {
+            sqlx::query("SELECT idx FROM releases WHERE package = ? AND version = ?")
+                .bind(package)
+                .bind(version)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .get::<i64, _>(0) as usize
+        })
+    }
+
+    fn blob_path(&self, file: &str) -> PathBuf {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let digest = gridreg_verifier::digest(&bytes);
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let found = walk(&self.data().join("blobs")).into_iter().find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(hex))
+        });
+        found.unwrap_or_else(|| panic!("no blob file for {digest}"))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Re-signs the release record at `leaf` with `key`, optionally changing its import lines.
+fn resign(leaf: &[u8], key: &SignerKey, extra_import: Option<&str>) -> Vec<u8> {
+    let note = Note::parse(leaf).unwrap();
+    let Record::Release(mut r) = Record::from_note(&note).unwrap() else {
+        panic!("not a release")
+    };
+    if let Some(i) = extra_import {
+        r.imports.push(i.to_string());
+        r.imports.sort();
+    }
+    Record::Release(r).sign(&[key]).unwrap().into_bytes()
+}
+
+fn read_key(w: &World, name: &str) -> SignerKey {
+    SignerKey::parse_key_file(
+        &std::fs::read_to_string(w.work().join(format!("{name}.key"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A namespace with alice as owner and `hello` published as 1.0.0, 1.1.0, 1.2.0.
+fn world_with_releases() -> World {
+    let w = World::new();
+    w.keygen("alice");
+    let out = w.run(&["namespace", "claim", "acme", "--key", "alice.key"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // First contact pins the log key, loudly.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TRUST ON FIRST USE"), "{err}");
+    assert!(err.contains(ORIGIN), "{err}");
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        let out = w.publish("hello.wasm", "acme:hello", v, "alice.key");
+        assert!(
+            out.contains(&format!("published acme:hello@{v} at log index")),
+            "{out}"
+        );
+    }
+    w
+}
+
+#[test]
+fn happy_path_publish_pull_verify_lock_yank_monitor() {
+    let w = world_with_releases();
+    let config = std::fs::read_to_string(w.dir.path().join("config.toml")).unwrap();
+    assert!(
+        config.contains(&format!("log_key = \"{ORIGIN}+")),
+        "{config}"
+    );
+
+    // A range resolves to the newest, which is verified and locked.
+    let out = w.ok(&["pull", "acme:hello@^1.1", "--verify", "-o", "hello.wasm"]);
+    for check in [
+        "digest",
+        "signature",
+        "authorisation",
+        "inclusion",
+        "checkpoint",
+        "consistency",
+        "surface",
+        "policy",
+    ] {
+        assert!(
+            out.contains(&format!("ok {check}")),
+            "missing {check}: {out}"
+        );
+    }
+    assert!(out.contains("pulled acme:hello@1.2.0"), "{out}");
+    assert_eq!(
+        std::fs::read(w.work().join("hello.wasm")).unwrap(),
+        std::fs::read(fixture("hello.wasm")).unwrap()
+    );
+    let lock = std::fs::read_to_string(w.work().join("gridreg.lock")).unwrap();
+    assert!(
+        lock.contains("name = \"acme:hello\"") && lock.contains("version = \"1.2.0\""),
+        "{lock}"
+    );
+    let digest = gridreg_verifier::digest(&std::fs::read(fixture("hello.wasm")).unwrap());
+    assert!(lock.contains(&digest), "{lock}");
+
+    // The pulled file passes the CI gate.
+    w.ok(&["verify", "hello.wasm", "--policy", "default"]);
+
+    // Yanked versions drop out of ranges; --locked keeps to the lockfile.
+    w.ok(&[
+        "yank",
+        "acme:hello@1.2.0",
+        "--reason",
+        "broken build",
+        "--key",
+        "alice.key",
+    ]);
+    let out = w.ok(&["pull", "acme:hello@^1.1", "--verify", "-o", "hello.wasm"]);
+    assert!(out.contains("pulled acme:hello@1.1.0"), "{out}");
+    let lock = std::fs::read_to_string(w.work().join("gridreg.lock")).unwrap();
+    assert!(lock.contains("version = \"1.1.0\""), "{lock}");
+    let out = w.ok(&["pull", "acme:hello", "--locked", "--verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], "1.1.0");
+    assert_eq!(v["verified"], true);
+    assert!(v["timings_ms"]["client_total"].as_f64().unwrap() > 0.0);
+    let err = w.fails(1, &["pull", "acme:other", "--locked"]);
+    assert!(err.contains("--locked: acme:other is not in"), "{err}");
+    let err = w.fails(1, &["pull", "acme:hello@1.2.0", "--locked"]);
+    assert!(err.contains("does not match"), "{err}");
+
+    // Unknown packages and bad references are input errors.
+    let err = w.fails(2, &["pull", "acme:nope", "--verify"]);
+    assert!(err.contains("has no package acme:nope"), "{err}");
+    let err = w.fails(2, &["pull", "Not A Ref"]);
+    assert!(err.contains("is not a package reference"), "{err}");
+
+    // Versions are immutable.
+    let f = fixture("env-reader.wasm");
+    let err = w.fails(
+        2,
+        &[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            "acme:hello",
+            "--version",
+            "1.0.0",
+            "--key",
+            "alice.key",
+        ],
+    );
+    assert!(err.contains("1.0.0"), "{err}");
+
+    // The log, checked from the client's side.
+    let out = w.ok(&["log", "verify"]);
+    assert!(
+        out.contains("same as the stored checkpoint") || out.contains("consistent"),
+        "{out}"
+    );
+    let out = w.ok(&["log", "monitor", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0, "{out}");
+    assert_eq!(v["releases_audited"], 3);
+    assert_eq!(v["grants"][0]["op"], "claim");
+    let out = w.ok(&["namespace", "show", "acme"]);
+    assert!(out.contains("owner") && out.contains("alice+"), "{out}");
+}
+
+#[test]
+fn grants_revocations_and_drift() {
+    let w = world_with_releases();
+    let bob = w.keygen("bob");
+    // bob cannot publish until granted; the registry says why.
+    let f = fixture("hello.wasm");
+    let err = w.fails(
+        2,
+        &[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            "acme:tool",
+            "--version",
+            "1.0.0",
+            "--key",
+            "bob.key",
+        ],
+    );
+    assert!(
+        err.contains("may publish") || err.contains("authoris"),
+        "{err}"
+    );
+    w.ok(&[
+        "namespace",
+        "grant",
+        "acme",
+        "--key",
+        "alice.key",
+        "--to",
+        &bob,
+        "--role",
+        "publish",
+    ]);
+    w.publish("hello.wasm", "acme:tool", "1.0.0", "bob.key");
+    // Version 1.1 adds wasi:sockets.
+    w.publish("tcp-client.wasm", "acme:tool", "1.1.0", "bob.key");
+    w.ok(&[
+        "namespace",
+        "revoke",
+        "acme",
+        "--key",
+        "alice.key",
+        "--to",
+        "bob.key",
+        "--role",
+        "publish",
+    ]);
+    let err = w.fails(
+        2,
+        &[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            "acme:tool",
+            "--version",
+            "1.2.0",
+            "--key",
+            "bob.key",
+        ],
+    );
+    assert!(err.contains("bob"), "{err}");
+
+    w.ok(&["pull", "acme:tool@1.0.0", "--verify", "-o", "tool.wasm"]);
+    // A policy that allows the network but denies new capabilities against the locked version.
+    let policy = w.work().join("drift.toml");
+    std::fs::write(
+        &policy,
+        "[policy]\nname = \"drift\"\n[capabilities]\nallow = [\"stdio\", \"environment\", \"exit\", \"clocks\", \"random\", \"io\", \"network\", \"filesystem\"]\ndefault = \"deny\"\n[drift]\nnew_capabilities = \"deny\"\n",
+    )
+    .unwrap();
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:tool@1.1.0",
+            "--verify",
+            "--policy",
+            "drift.toml",
+            "-o",
+            "tool.wasm",
+        ],
+    );
+    assert!(
+        err.contains("verification failed at check `policy`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wasi:sockets") || err.contains("network"),
+        "{err}"
+    );
+    // Nothing was written: the file and the lock still hold 1.0.0.
+    let lock = std::fs::read_to_string(w.work().join("gridreg.lock")).unwrap();
+    assert!(lock.contains("version = \"1.0.0\""), "{lock}");
+    assert_eq!(
+        std::fs::read(w.work().join("tool.wasm")).unwrap(),
+        std::fs::read(fixture("hello.wasm")).unwrap()
+    );
+
+    // The monitor reports the grant, the revocation and the escalation, and exits 1.
+    let out = w.run(&["log", "monitor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["capability-escalation"], "{v}");
+    let ops: Vec<&str> = v["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["claim", "grant", "revoke"]);
+}
+
+#[test]
+fn tampered_blob_is_caught_by_the_digest_check() {
+    let w = world_with_releases();
+    let blob = w.blob_path("hello.wasm");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    let err = w.fails(1, &["pull", "acme:hello@1.0.0", "--verify", "-o", "x.wasm"]);
+    assert!(
+        err.contains("verification failed at check `digest`"),
+        "{err}"
+    );
+    assert!(!w.work().join("x.wasm").exists());
+    assert!(!w.work().join("gridreg.lock").exists());
+    // Even without --verify the digest is checked.
+    let err = w.fails(1, &["pull", "acme:hello@1.0.0", "-o", "x.wasm"]);
+    assert!(err.contains("check `digest`"), "{err}");
+}
+
+#[test]
+fn records_signed_by_the_wrong_keys_are_caught() {
+    let mut w = world_with_releases();
+    let bob = w.keygen("bob");
+    w.keygen("mallory");
+    w.ok(&[
+        "namespace",
+        "grant",
+        "acme",
+        "--key",
+        "alice.key",
+        "--to",
+        &bob,
+        "--role",
+        "publish",
+    ]);
+    w.ok(&[
+        "namespace",
+        "revoke",
+        "acme",
+        "--key",
+        "alice.key",
+        "--to",
+        "bob.key",
+        "--role",
+        "publish",
+    ]);
+    w.publish("hello.wasm", "acme:late", "1.0.0", "alice.key");
+    w.publish("hello.wasm", "acme:never", "1.0.0", "alice.key");
+    w.publish("hello.wasm", "acme:lies", "1.0.0", "alice.key");
+    let late = w.index_of("acme:late", "1.0.0");
+    let never = w.index_of("acme:never", "1.0.0");
+    let lies = w.index_of("acme:lies", "1.0.0");
+    let (alice, bob_key, mallory) = (
+        read_key(&w, "alice"),
+        read_key(&w, "bob"),
+        read_key(&w, "mallory"),
+    );
+    // The operator rewrites the log: a release re-signed by revoked bob, one by never-granted
+    // mallory, and one whose import lines claim a capability the bytes do not have.
+    w.rewrite_log(|leaves| {
+        leaves[late] = resign(&leaves[late], &bob_key, None);
+        leaves[never] = resign(&leaves[never], &mallory, None);
+        leaves[lies] = resign(&leaves[lies], &alice, Some("wasi:sockets/tcp@0.2.0"));
+    });
+    // A fresh client (no stored checkpoint) sees each lie at its own check.
+    let fresh = |args: &[&str]| {
+        let out = w.run_in(&w.work(), "fresh-state", args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fresh(&["pull", "acme:never@1.0.0", "--verify", "-o", "n.wasm"]);
+    assert!(
+        err.contains("check `signature`") && err.contains("mallory"),
+        "{err}"
+    );
+    let err = fresh(&["pull", "acme:late@1.0.0", "--verify", "-o", "l.wasm"]);
+    assert!(
+        err.contains("check `authorisation`") && err.contains("bob"),
+        "{err}"
+    );
+    let err = fresh(&["pull", "acme:lies@1.0.0", "--verify", "-o", "s.wasm"]);
+    assert!(
+        err.contains("check `surface`") && err.contains("wasi:sockets/tcp@0.2.0"),
+        "{err}"
+    );
+    // The client that had seen the log before also sees that it was rewritten.
+    let err = w.fails(1, &["pull", "acme:hello@1.0.0", "--verify", "-o", "h.wasm"]);
+    assert!(
+        err.contains("check `consistency`") && err.contains("FORK"),
+        "{err}"
+    );
+    let evidence = walk(&w.dir.path().join("state/evidence"));
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    let text = std::fs::read_to_string(&evidence[0]).unwrap();
+    assert!(
+        text.contains("trusted checkpoint") && text.contains("new checkpoint"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_shorter_log_is_a_rollback() {
+    let mut w = world_with_releases();
+    w.ok(&["log", "checkpoint"]);
+    w.rewrite_log(|leaves| {
+        leaves.pop();
+    });
+    let err = w.fails(1, &["log", "verify"]);
+    assert!(err.contains("ROLLBACK"), "{err}");
+    let err = w.fails(1, &["pull", "acme:hello@1.0.0", "--verify", "-o", "h.wasm"]);
+    assert!(
+        err.contains("check `consistency`") && err.contains("ROLLBACK"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_pinned_log_key_is_refused() {
+    let w = world_with_releases();
+    let other = SignerKey::generate(ORIGIN).unwrap().verifier().to_string();
+    w.ok(&[
+        "registry",
+        "add",
+        "pinned",
+        &w.url(),
+        "--log-key",
+        &other,
+        "--default",
+    ]);
+    let out = w.run(&["registry", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("* pinned"));
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:hello@1.0.0",
+            "--verify",
+            "--registry",
+            "pinned",
+        ],
+    );
+    assert!(
+        err.contains("check `checkpoint`") && err.contains("not signed by the log key"),
+        "{err}"
+    );
+    let err = w.fails(1, &["log", "checkpoint", "--registry", "pinned"]);
+    assert!(err.contains("not signed by the log key"), "{err}");
+    w.ok(&["registry", "remove", "pinned"]);
+    let err = w.fails(2, &["log", "checkpoint", "--registry", "pinned"]);
+    assert!(err.contains("no registry named"), "{err}");
+}
