@@ -2,8 +2,8 @@
 //! sequencer that appends to the transparency log.
 //!
 //! Entry points:
-//! - [`server::Registry::open`] opens a data directory (SQLite `registry.db`, `blobs/`,
-//!   `log.key`), checks the stored origin, rebuilds the namespace state and starts the
+//! - [`server::Registry::open`] opens a data directory (SQLite `registry.db`, or PostgreSQL
+//!   with `Config::database_url`; `blobs/`, `log.key`), checks the stored origin, rebuilds the namespace state and starts the
 //!   sequencer; [`server::Registry::serve`] serves it with graceful shutdown;
 //! - [`routes::app`] builds the axum router from an [`server::AppState`] (tests drive it with
 //!   `oneshot`);
@@ -25,6 +25,7 @@ pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod paths;
+pub mod postgres;
 pub mod routes;
 pub mod sequencer;
 pub mod server;

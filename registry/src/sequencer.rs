@@ -164,7 +164,7 @@ impl Sequencer {
                     root: merkle::EMPTY_ROOT,
                     body: signed.note,
                 };
-                store
+                let first = store
                     .commit(Batch {
                         start: 0,
                         entries: Vec::new(),
@@ -172,8 +172,16 @@ impl Sequencer {
                         hashes: Vec::new(),
                         checkpoint: cp.clone(),
                     })
-                    .await?;
-                cp
+                    .await;
+                match first {
+                    Ok(()) => cp,
+                    // Another replica on the same database signed the empty tree (or more)
+                    // first: serve what it stored, never a second signature of our own.
+                    Err(StoreError::CheckpointExists { .. } | StoreError::Conflict { .. }) => {
+                        return Box::pin(Self::open(store, key, origin, metrics)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             None => {
                 return Err(OpenError::Inconsistent {

@@ -1,5 +1,6 @@
 //! Opening a registry over a data directory (store, blobs, log key, sequencer) and serving it
-//! with graceful shutdown. [`crate::routes::app`] builds the router from the shared [`AppState`].
+//! with graceful shutdown. Metadata lives in SQLite under the data directory unless
+//! [`Config::database_url`] names a PostgreSQL database. [`crate::routes::app`] builds the router from the shared [`AppState`].
 
 use std::future::Future;
 use std::io::Write as _;
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::blob::{BlobError, BlobStore, FileBlobStore};
 use crate::metrics::Metrics;
 use crate::paths::DataDir;
+use crate::postgres::PostgresStore;
 use crate::sequencer::{LogView, OpenError, Sequencer, Submission};
 use crate::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -31,6 +33,10 @@ pub struct Config {
     pub max_blob_size: u64,
     /// Require a bearer token for reads and writes (a private registry).
     pub require_token: bool,
+    /// `postgres://...`: keep metadata and the log in this PostgreSQL database instead of
+    /// SQLite under `data` (blobs and the log key stay under `data`). Several replicas may share
+    /// one database.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -40,6 +46,7 @@ impl Config {
             origin: DEFAULT_ORIGIN.to_string(),
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             require_token: false,
+            database_url: None,
         }
     }
 }
@@ -58,6 +65,16 @@ pub enum StartError {
         "this data directory belongs to the log `{stored}`, refusing to serve it as `{requested}`"
     )]
     OriginMismatch { stored: String, requested: String },
+    #[error(
+        "the database's log is signed by `{stored}` but {path} holds `{found}`; every replica needs the same log key"
+    )]
+    LogKeyMismatch {
+        stored: String,
+        found: String,
+        path: PathBuf,
+    },
+    #[error("expected a database URL starting with postgres:// or postgresql://, found `{0}`")]
+    DatabaseUrl(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -109,6 +126,23 @@ pub async fn open_store(data: &std::path::Path) -> Result<SqliteStore, StartErro
     Ok(SqliteStore::open(&dir.database()).await?)
 }
 
+/// Opens the metadata store: PostgreSQL at `database_url` when given, else SQLite in `data`
+/// (for `gridreg serve token ...` and [`Registry::open`]).
+pub async fn open_metadata(
+    data: &std::path::Path,
+    database_url: Option<&str>,
+) -> Result<Arc<dyn Store>, StartError> {
+    match database_url {
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(StartError::DatabaseUrl(crate::postgres::redact_url(url)));
+            }
+            Ok(Arc::new(PostgresStore::open(url).await?))
+        }
+        None => Ok(Arc::new(open_store(data).await?)),
+    }
+}
+
 /// Reads the log key, or makes one on first start (mode 0600, never overwriting).
 fn load_or_create_key(dir: &DataDir, origin: &str) -> Result<SignerKey, StartError> {
     let path = dir.log_key();
@@ -141,7 +175,11 @@ impl Registry {
     /// Opens (or initialises) the registry in `config.data` and starts the sequencer.
     pub async fn open(config: &Config) -> Result<Registry, StartError> {
         let dir = DataDir::new(&config.data);
-        let store = Arc::new(open_store(&config.data).await?);
+        std::fs::create_dir_all(dir.root()).map_err(|source| StartError::DataDir {
+            path: dir.root().to_path_buf(),
+            source,
+        })?;
+        let store = open_metadata(&config.data, config.database_url.as_deref()).await?;
         match store.meta("origin").await? {
             Some(stored) if stored != config.origin => {
                 return Err(StartError::OriginMismatch {
@@ -153,6 +191,22 @@ impl Registry {
             None => store.set_meta("origin", &config.origin).await?,
         }
         let key = load_or_create_key(&dir, &config.origin)?;
+        if config.database_url.is_some() {
+            // Replicas sharing a database must sign with one key, or clients would see
+            // checkpoints from one log under two keys.
+            let mine = key.verifier().to_string();
+            match store.meta("log_key").await? {
+                Some(stored) if stored != mine => {
+                    return Err(StartError::LogKeyMismatch {
+                        stored,
+                        found: mine,
+                        path: dir.log_key(),
+                    });
+                }
+                Some(_) => {}
+                None => store.set_meta("log_key", &mine).await?,
+            }
+        }
         let blobs = Arc::new(FileBlobStore::open(dir.clone()).await?);
         let metrics = Arc::new(Metrics::new());
         let log_key: Arc<str> = key.verifier().to_string().into();

@@ -594,4 +594,8 @@ impl Store for SqliteStore {
             rows.iter().map(token_row).collect()
         })
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
 }

@@ -1,6 +1,6 @@
 //! The metadata store seam: log entries, stored hashes, checkpoints, derived package rows,
 //! namespace policies and tokens. [`crate::sqlite::SqliteStore`] is the default implementation;
-//! PostgreSQL is meant to be a second implementation of the same trait.
+//! [`crate::postgres::PostgresStore`] is the one several replicas can share.
 //!
 //! The trait returns boxed futures so it can be used as `Arc<dyn Store>`.
 
@@ -25,6 +25,8 @@ pub enum StoreError {
     Conflict { expected: u64, found: u64 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("a checkpoint for size {size} is already stored; a size never gets a second one")]
+    CheckpointExists { size: u64 },
 }
 
 /// The newest signed checkpoint.
@@ -227,4 +229,7 @@ pub trait Store: Send + Sync + 'static {
         when: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StoreError>>;
+
+    /// Closes the connections, waiting for them to finish.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -1,4 +1,5 @@
-//! The HTTP API against a real SQLite file: the happy path end to end, with the client-side
+//! The HTTP API against a real SQLite file and a real PostgreSQL database (each test runs on
+//! both, as `name::sqlite` and `name::postgres`): the happy path end to end, with the client-side
 //! checks a puller makes, and every rejection with proof that nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,9 +12,18 @@ use gridreg_protocol::merkle;
 use gridreg_protocol::{Digest, NamespaceOp, Role, SignedCheckpoint, VerifierKey};
 use gridreg_registry::auth::{Scope, create_token};
 
-#[tokio::test]
-async fn publish_fetch_and_verify_hello() {
-    let h = harness().await;
+backend_tests!(
+    publish_fetch_and_verify_hello,
+    upload_rejections_store_nothing,
+    record_rejections_change_nothing,
+    namespace_policy_is_enforced,
+    private_registry_needs_tokens,
+    log_endpoints_refuse_bad_questions,
+    restart_keeps_the_log_and_refuses_another_origin,
+);
+
+async fn publish_fetch_and_verify_hello(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     let hello = fixture("hello.wasm");
 
@@ -176,9 +186,8 @@ async fn publish_fetch_and_verify_hello() {
     );
 }
 
-#[tokio::test]
-async fn upload_rejections_store_nothing() {
-    let h = harness_with(|c| c.max_blob_size = 20_000).await;
+async fn upload_rejections_store_nothing(backend: Backend) {
+    let h = harness_with(backend, |c| c.max_blob_size = 20_000).await;
     let hello = fixture("hello.wasm");
     let before = h.snapshot().await;
 
@@ -219,9 +228,8 @@ async fn upload_rejections_store_nothing() {
         .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
-#[tokio::test]
-async fn record_rejections_change_nothing() {
-    let h = harness().await;
+async fn record_rejections_change_nothing(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     let bob = key("bob");
     let carol = key("carol");
@@ -406,9 +414,8 @@ async fn record_rejections_change_nothing() {
     );
 }
 
-#[tokio::test]
-async fn namespace_policy_is_enforced() {
-    let h = harness().await;
+async fn namespace_policy_is_enforced(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
         h.post_record(&claim(&alice, "acme")).await.status,
@@ -468,9 +475,8 @@ async fn namespace_policy_is_enforced() {
         .await;
 }
 
-#[tokio::test]
-async fn private_registry_needs_tokens() {
-    let h = harness_with(|c| c.require_token = true).await;
+async fn private_registry_needs_tokens(backend: Backend) {
+    let h = harness_with(backend, |c| c.require_token = true).await;
     let store = h.registry.state.store.as_ref();
     let alice = key("alice");
     h.get("/v1/log/checkpoint")
@@ -560,9 +566,8 @@ async fn private_registry_needs_tokens() {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
-#[tokio::test]
-async fn log_endpoints_refuse_bad_questions() {
-    let h = harness().await;
+async fn log_endpoints_refuse_bad_questions(backend: Backend) {
+    let h = harness_on(backend).await;
     for uri in [
         "/v1/log/proof/inclusion?index=0&size=1",
         "/v1/log/proof/inclusion?index=x&size=1",
@@ -591,10 +596,9 @@ async fn log_endpoints_refuse_bad_questions() {
     );
 }
 
-#[tokio::test]
-async fn restart_keeps_the_log_and_refuses_another_origin() {
+async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = gridreg_registry::Config::new(dir.path().join("data"));
+    let (config, _db) = backend.config(dir.path().join("data"));
     let alice = key("alice");
     let cp = {
         let registry = gridreg_registry::Registry::open(&config).await.unwrap();

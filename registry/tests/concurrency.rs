@@ -1,5 +1,6 @@
 //! Many clients publishing different and identical versions at once: exactly one wins each
-//! version, the log holds each winner once, and every answer's proof checks out.
+//! version, the log holds each winner once, and every answer's proof checks out. Each test runs
+//! on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,9 +12,14 @@ use common::*;
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::{Record, SignedCheckpoint, VerifierKey, merkle};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_winner_per_version() {
-    let h = harness().await;
+backend_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    one_winner_per_version,
+    racing_claims_have_one_owner,
+);
+
+async fn one_winner_per_version(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
         h.post_record(&claim(&alice, "acme")).await.status,
@@ -108,9 +114,8 @@ async fn one_winner_per_version() {
     assert_eq!(unique.len(), versions.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_claims_have_one_owner() {
-    let h = harness().await;
+async fn racing_claims_have_one_owner(backend: Backend) {
+    let h = harness_on(backend).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
         let app = h.app.clone();

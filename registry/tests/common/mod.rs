@@ -1,5 +1,11 @@
-//! Shared test harness: a registry over a real SQLite file in a temp dir, driven through the
-//! router with `oneshot`, and helpers to build signed records from real fixtures.
+//! Shared test harness: a registry over a real SQLite file in a temp dir, or over a throwaway
+//! database on the real PostgreSQL at 127.0.0.1:5432 ([`Backend`]), driven through the router
+//! with `oneshot`, and helpers to build signed records from real fixtures.
+//!
+//! [`backend_tests!`] turns `async fn name(backend: Backend)` into `name::sqlite` and
+//! `name::postgres` tests. The PostgreSQL ones fail (never skip) when the server is not
+//! reachable; `GRIDREG_TEST_POSTGRES` overrides the admin URL
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,10 +24,134 @@ use gridreg_registry::{Config, Registry};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
+/// Which metadata store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as `name::sqlite` and
+/// `name::postgres`. An optional leading `#[tokio::test(...)]` attribute picks the runtime.
+#[macro_export]
+macro_rules! backend_tests {
+    (#[$attr:meta] $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[$attr]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[$attr]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::backend_tests!(#[tokio::test] $($name),*);
+    };
+}
+
+/// The admin connection the PostgreSQL tests create their databases through.
+pub fn postgres_admin_url() -> String {
+    std::env::var("GRIDREG_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A throwaway PostgreSQL database, dropped (with its connections) when this is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+fn with_admin<T>(
+    f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error> + Send + 'static,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+{
+    // A thread with its own runtime, so this works from Drop and from any test runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            use sqlx::Connection as _;
+            let admin = postgres_admin_url();
+            let mut conn = sqlx::PgConnection::connect(&admin).await.map_err(|e| {
+                format!(
+                    "PostgreSQL is not reachable at {admin}: {e} \
+                     (scripts/test.sh starts it; GRIDREG_TEST_POSTGRES overrides the URL)"
+                )
+            })?;
+            let out = f(&mut conn).await.map_err(|e| e.to_string())?;
+            let _ = conn.close().await;
+            Ok(out)
+        })
+    })
+    .join()
+    .map_err(|_| "the PostgreSQL admin thread panicked".to_string())?
+}
+
+impl TestDb {
+    /// Creates `gridreg_test_<random>`; panics with a clear message if PostgreSQL is down.
+    pub fn create() -> TestDb {
+        let mut raw = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+        let name = format!("gridreg_test_{}", hex::encode(raw));
+        let create = format!("CREATE DATABASE {name}");
+        with_admin(async move |c| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
+        })
+        .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+        let admin = postgres_admin_url();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        TestDb { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = with_admin(async move |c| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
+        }) {
+            eprintln!("warning: could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+impl Backend {
+    /// A registry config over `data` for this backend, and the database it uses (if any).
+    pub fn config(self, data: std::path::PathBuf) -> (Config, Option<TestDb>) {
+        let mut config = Config::new(data);
+        match self {
+            Backend::Sqlite => (config, None),
+            Backend::Postgres => {
+                let db = TestDb::create();
+                config.database_url = Some(db.url.clone());
+                (config, Some(db))
+            }
+        }
+    }
+}
+
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub registry: Registry,
     pub app: Router,
+    /// Dropped last, after the registry's connections.
+    pub db: Option<TestDb>,
 }
 
 pub struct Reply {
@@ -52,17 +182,27 @@ impl Reply {
     }
 }
 
+/// A SQLite registry (for tests that are not about the store).
 pub async fn harness() -> Harness {
-    harness_with(|_| {}).await
+    harness_on(Backend::Sqlite).await
 }
 
-pub async fn harness_with(f: impl FnOnce(&mut Config)) -> Harness {
+pub async fn harness_on(backend: Backend) -> Harness {
+    harness_with(backend, |_| {}).await
+}
+
+pub async fn harness_with(backend: Backend, f: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().join("data"));
+    let (mut config, db) = backend.config(dir.path().join("data"));
     f(&mut config);
     let registry = Registry::open(&config).await.unwrap();
     let app = registry.router();
-    Harness { dir, registry, app }
+    Harness {
+        dir,
+        registry,
+        app,
+        db,
+    }
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

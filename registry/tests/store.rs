@@ -1,0 +1,166 @@
+//! The store's commit contract, on SQLite and on PostgreSQL: a batch lands only on the log size
+//! it was built on, a size never gets a second checkpoint, and a refused batch writes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gridreg_protocol::merkle;
+use gridreg_registry::server::open_metadata;
+use gridreg_registry::store::{
+    Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, StoreError,
+};
+
+backend_tests!(stale_batches_are_refused, concurrent_commits_serialise);
+
+/// A batch of namespace-kind leaves `start..start+n` (the store does not parse bodies), with
+/// hashes and a checkpoint computed the way the sequencer does.
+async fn batch(store: &dyn Store, start: u64, n: u64, tag: &str) -> Batch {
+    let leaves: Vec<Vec<u8>> = (start..start + n)
+        .map(|i| format!("leaf {i} {tag}\n").into_bytes())
+        .collect();
+    let leaf_hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let base = merkle::stored_hash_count(start);
+    let hashes = gridreg_registry::log::with_hashes(store, base, &[], |r| {
+        merkle::append_leaves(start, &leaf_hashes, r)
+    })
+    .await
+    .unwrap();
+    let root = gridreg_registry::log::with_hashes(store, base, &hashes, |r| {
+        merkle::tree_hash(start + n, r)
+    })
+    .await
+    .unwrap();
+    Batch {
+        start,
+        entries: leaves
+            .into_iter()
+            .enumerate()
+            .map(|(k, body)| NewEntry {
+                index: start + k as u64,
+                body,
+                kind: EntryKind::Namespace,
+                namespace: "acme".into(),
+                derived: Derived::Namespace,
+            })
+            .collect(),
+        hash_start: base,
+        hashes,
+        checkpoint: CheckpointRow {
+            size: start + n,
+            root,
+            body: format!("checkpoint {} {tag}\n", start + n),
+        },
+    }
+}
+
+/// RFC 6962 MTH straight from the definition, independent of the stored-hash layout.
+fn mth(leaves: &[gridreg_protocol::Hash]) -> gridreg_protocol::Hash {
+    match leaves.len() {
+        0 => merkle::EMPTY_ROOT,
+        1 => leaves[0],
+        n => {
+            let k = n.next_power_of_two() / 2;
+            merkle::node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+async fn open(backend: Backend) -> (tempfile::TempDir, Arc<dyn Store>, Option<TestDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = backend.config(dir.path().join("data"));
+    let store = open_metadata(&config.data, config.database_url.as_deref())
+        .await
+        .unwrap();
+    (dir, store, db)
+}
+
+async fn stale_batches_are_refused(backend: Backend) {
+    let (_dir, store, _db) = open(backend).await;
+    store.commit(batch(&*store, 0, 0, "a").await).await.unwrap();
+    let first = batch(&*store, 0, 3, "a").await;
+    // A second batch built on the same (empty) tree by "another sequencer".
+    let rival = batch(&*store, 0, 2, "b").await;
+    store.commit(first).await.unwrap();
+    let err = store.commit(rival).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                found: 3
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("expected the log to hold 0 entries, found 3")
+    );
+    // Nothing of the rival landed.
+    assert_eq!(store.log_size().await.unwrap(), 3);
+    let cp = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!((cp.size, cp.body.as_str()), (3, "checkpoint 3 a\n"));
+    let entries = store.entries(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|(_, b)| b.ends_with(b" a\n")));
+    // The empty tree's checkpoint is never signed twice.
+    let again = batch(&*store, 0, 0, "c").await;
+    assert!(store.commit(again).await.is_err());
+    // A batch on the right size goes through, and the stored tree matches the signed root.
+    let next = batch(&*store, 3, 2, "a").await;
+    let root = next.checkpoint.root;
+    store.commit(next).await.unwrap();
+    assert_eq!(store.log_size().await.unwrap(), 5);
+    let all = store.entries(0, 5).await.unwrap();
+    let leaves: Vec<_> = all.iter().map(|(_, b)| merkle::leaf_hash(b)).collect();
+    assert_eq!(mth(&leaves), root);
+    store.close().await;
+}
+
+/// Many sequencers racing on one store: each commit either lands on the size it was built on or
+/// is refused whole, so the log grows by exactly the winners and every stored checkpoint's root
+/// is the root of the stored leaves at its size.
+async fn concurrent_commits_serialise(backend: Backend) {
+    let (_dir, store, _db) = open(backend).await;
+    store.commit(batch(&*store, 0, 0, "x").await).await.unwrap();
+    let mut landed = 0u64;
+    for round in 0..5 {
+        let size = store.log_size().await.unwrap();
+        let mut tasks = Vec::new();
+        for s in 0..4 {
+            let b = batch(&*store, size, 1 + s, &format!("r{round}s{s}")).await;
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let n = b.entries.len() as u64;
+                (n, store.commit(b).await)
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                (n, Ok(())) => {
+                    wins += 1;
+                    landed += n;
+                }
+                (_, Err(StoreError::Conflict { expected, .. })) => assert_eq!(expected, size),
+                // SQLite (one sequencer per data directory by design) refuses a racing writer
+                // whose read snapshot went stale with SQLITE_BUSY_SNAPSHOT instead; it also
+                // writes nothing, which the checks below verify.
+                (_, Err(StoreError::Database(e)))
+                    if backend == Backend::Sqlite && e.contains("database is locked") => {}
+                (_, Err(e)) => panic!("expected a conflict, found {e}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+    assert_eq!(store.log_size().await.unwrap(), landed);
+    let cp = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(cp.size, landed);
+    let all = store.entries(0, landed).await.unwrap();
+    let leaves: Vec<_> = all.iter().map(|(_, b)| merkle::leaf_hash(b)).collect();
+    assert_eq!(mth(&leaves), cp.root);
+    store.close().await;
+}
