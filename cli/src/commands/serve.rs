@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
 use gridreg_registry::auth::{Scope, create_token};
-use gridreg_registry::server::{DEFAULT_ORIGIN, open_store, parse_size};
-use gridreg_registry::store::Store as _;
+use gridreg_registry::server::{DEFAULT_ORIGIN, open_metadata, parse_size};
 use gridreg_registry::{Config, Registry};
 
 use crate::exit::Status;
@@ -16,7 +15,9 @@ use crate::exit::Status;
 /// Run the registry server.
 ///
 /// Serves the registry API over SQLite and content-addressed files under --data (created on
-/// first start, with a new log key in DATA/log.key). Every accepted record is appended to the
+/// first start, with a new log key in DATA/log.key). With --database-url, metadata and the log
+/// live in PostgreSQL instead (blobs and the log key stay under --data); several replicas with
+/// the same log key may share one database. Every accepted record is appended to the
 /// transparency log; publishers are answered once their record is durable. SIGTERM or ctrl-c
 /// stops accepting connections, finishes in-flight publishes, and exits.
 #[derive(Debug, Args)]
@@ -26,6 +27,7 @@ use crate::exit::Status;
   gridreg serve                                   ./gridreg-data on 127.0.0.1:7411
   gridreg serve --data /srv/gridreg --addr 0.0.0.0:7411 --origin reg.example.com/log
   gridreg serve --require-token                   private: every request needs a token
+  gridreg serve --database-url postgres://gridreg@db.internal/gridreg --data /srv/gridreg
   gridreg serve token create --scope publish --namespace acme
   gridreg serve token list
   gridreg serve token revoke 1a2b3c4d5e6f7a8b
@@ -53,6 +55,15 @@ pub struct Opts {
     /// Require a bearer token for every read and write (a private registry).
     #[arg(long)]
     pub require_token: bool,
+    /// Keep metadata and the log in this PostgreSQL database instead of SQLite under --data.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GRIDREG_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub action: Option<Action>,
 }
@@ -92,7 +103,7 @@ impl Opts {
 
     async fn run_async(self) -> anyhow::Result<Status> {
         match self.action {
-            Some(Action::Token(t)) => token(&self.data, t).await,
+            Some(Action::Token(t)) => token(&self.data, self.database_url.as_deref(), t).await,
             None => {
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(
@@ -106,6 +117,7 @@ impl Opts {
                     origin: self.origin,
                     max_blob_size: self.max_blob_size,
                     require_token: self.require_token,
+                    database_url: self.database_url,
                 };
                 let registry = Registry::open(&config).await.with_context(|| {
                     format!("cannot open the registry in {}", config.data.display())
@@ -113,7 +125,12 @@ impl Opts {
                 let listener = tokio::net::TcpListener::bind(&self.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", self.addr))?;
-                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), origin = %config.origin, "serving");
+                let database = if config.database_url.is_some() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                };
+                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), database, origin = %config.origin, "serving");
                 registry.serve(listener, shutdown_signal()).await?;
                 Ok(Status::Ok)
             }
@@ -121,15 +138,19 @@ impl Opts {
     }
 }
 
-async fn token(data: &std::path::Path, action: TokenAction) -> anyhow::Result<Status> {
-    let store = open_store(data).await?;
+async fn token(
+    data: &std::path::Path,
+    database_url: Option<&str>,
+    action: TokenAction,
+) -> anyhow::Result<Status> {
+    let store = open_metadata(data, database_url).await?;
     match action {
         TokenAction::Create { scope, namespace } => {
             if let Some(ns) = &namespace {
                 gridreg_protocol::Namespace::parse(ns)
                     .with_context(|| format!("bad namespace `{ns}`"))?;
             }
-            let (text, row) = create_token(&store, scope, namespace).await?;
+            let (text, row) = create_token(store.as_ref(), scope, namespace).await?;
             println!("{text}");
             eprintln!(
                 "token {} ({}) created; it is not shown again",
