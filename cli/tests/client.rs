@@ -725,3 +725,48 @@ fn a_wrong_pinned_log_key_is_refused() {
     let err = w.fails(2, &["log", "checkpoint", "--registry", "pinned"]);
     assert!(err.contains("no registry named"), "{err}");
 }
+
+#[test]
+fn run_and_compose_take_registry_references() {
+    let w = world_with_releases();
+    w.publish("converter.wasm", "acme:converter", "1.0.0", "alice.key");
+    w.publish("processor.wasm", "acme:processor", "1.0.0", "alice.key");
+    w.publish("tcp-client.wasm", "acme:tcp", "1.0.0", "alice.key");
+
+    // run: pulled and verified first, then run under the same policy.
+    let out = w.run(&["run", "acme:hello@^1", "--policy", "default"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from gridreg\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verified acme:hello@1.2.0"));
+    // A reference whose surface the policy refuses stops at the policy check, before wasmtime.
+    let err = w.fails(1, &["run", "acme:tcp@1.0.0", "--policy", "default"]);
+    assert!(
+        err.contains("verification failed at check `policy`"),
+        "{err}"
+    );
+
+    // compose: both parts by reference; the manifest names them.
+    w.ok(&[
+        "compose",
+        "acme:processor@1.0.0",
+        "--plug",
+        "acme:converter@1.0.0",
+        "-o",
+        "app.wasm",
+    ]);
+    let manifest = std::fs::read_to_string(w.work().join("app.wasm.composition.json")).unwrap();
+    assert!(
+        manifest.contains("acme:processor@1.0.0") && manifest.contains("acme:converter@1.0.0"),
+        "{manifest}"
+    );
+    let converter_digest =
+        gridreg_verifier::digest(&std::fs::read(fixture("converter.wasm")).unwrap());
+    assert!(manifest.contains(&converter_digest), "{manifest}");
+    // Neither run nor compose writes the lockfile.
+    assert!(!w.work().join("gridreg.lock").exists());
+}

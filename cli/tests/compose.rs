@@ -203,7 +203,7 @@ fn policy_violation_fails_and_writes_nothing() {
 }
 
 #[test]
-fn registry_reference_is_not_yet_supported() {
+fn an_unreachable_registry_for_a_reference_is_an_input_error() {
     let o = gridreg(&[
         "compose",
         "acme:app@1.0.0",
@@ -211,7 +211,13 @@ fn registry_reference_is_not_yet_supported() {
         &fixture("converter"),
         "-o",
         "/nonexistent/x.wasm",
+        "--registry",
+        "http://127.0.0.1:9",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("registry references need `gridreg pull`"));
+    assert!(
+        text(&o.stderr).contains("cannot reach the registry at http://127.0.0.1:9"),
+        "{}",
+        text(&o.stderr)
+    );
 }

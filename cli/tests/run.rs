@@ -102,9 +102,21 @@ fn hello_runs_under_the_default_policy() {
 
 #[test]
 fn missing_file_and_core_module_are_input_errors() {
-    let o = run(&["run", "acme:auth@1.2.0"]);
+    let o = run(&["run", "no-such-file.wasm"]);
     assert_eq!(code(&o), 2);
-    assert!(text(&o.stderr).contains("registry references need `gridreg pull`"));
+    assert!(
+        text(&o.stderr).contains("cannot read `no-such-file.wasm`"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A reference is fetched from the registry; none listens on port 9.
+    let o = run(&["run", "acme:auth@1.2.0", "--registry", "http://127.0.0.1:9"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o.stderr).contains("cannot reach the registry at http://127.0.0.1:9"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = run(&["run", &fixture("p1-hello")]);
     assert_eq!(code(&o), 2);
     assert!(

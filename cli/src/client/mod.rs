@@ -8,6 +8,7 @@
 //! component's surface by auditing the bytes itself.
 
 pub mod config;
+pub mod fetch;
 pub mod fsutil;
 pub mod http;
 pub mod lockfile;
@@ -93,4 +94,54 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
         checkpoint,
         trust,
     })
+}
+
+/// For `run` and `compose`: when `spec` names no file but parses as a package reference, fetches
+/// that release from the registry with every check (the policy check only when `policy` is
+/// given), honouring `./gridreg.lock` (its version's digest, and drift against it) without
+/// writing it. Returns the name to show and the bytes; `None` when `spec` is not a reference.
+pub fn fetch_reference(
+    spec: &str,
+    registry: Option<&str>,
+    policy: Option<&gridreg_verifier::Policy>,
+    today: gridreg_verifier::policy::Date,
+) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    if spec == "-" || Path::new(spec).exists() {
+        return Ok(None);
+    }
+    let Ok(reference) = gridreg_protocol::Reference::parse(spec) else {
+        return Ok(None);
+    };
+    let lock_path = lockfile::path(None);
+    let lock = lockfile::LockFile::load(&lock_path)?;
+    let locked = lock.get(&reference.package.to_string()).cloned();
+    let session = trust::connect(registry)?;
+    let fetched = fetch::fetch(&fetch::Request {
+        session: &session,
+        reference: &reference,
+        verify: true,
+        policy,
+        today,
+        locked_entry: locked.as_ref(),
+        lock_path: &lock_path,
+        locked: false,
+    })?;
+    let name = format!("{}@{}", fetched.release.package, fetched.version);
+    eprintln!(
+        "verified {name} from {} (log index {}, {}, signed by {})",
+        session.remote.url,
+        fetched.release.log_index,
+        fetched.digest,
+        fetched
+            .verified
+            .as_ref()
+            .map(|(v, _)| v
+                .signers
+                .iter()
+                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    Ok(Some((name, fetched.bytes)))
 }

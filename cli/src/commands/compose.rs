@@ -2,10 +2,11 @@
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use gridreg_verifier::policy::{Date, Severity, Subject, Verdict};
 
+use crate::client;
 use crate::compose::{Part, compose};
 use crate::exit::{Failure, Status};
 use crate::input;
@@ -28,8 +29,8 @@ use crate::policy_file;
 Exit status: 0 composed (and the policy passed), 1 the composed component violates the policy,
 2 an input is missing or invalid, a plug satisfies nothing, or plugs are ambiguous.")]
 pub struct Opts {
-    /// The component whose imports are to be satisfied (a .wasm file; registry references need
-    /// `gridreg pull`, not built yet).
+    /// The component whose imports are to be satisfied: a .wasm file or a registry reference
+    /// (pulled with every check but the policy, which judges the composed component).
     #[arg(value_name = "SOCKET")]
     pub socket: String,
     /// A component whose exports satisfy some of the socket's imports (repeatable).
@@ -41,6 +42,9 @@ pub struct Opts {
     /// Judge the composed component's imports by this policy (file or built-in name).
     #[arg(long, short)]
     pub policy: Option<String>,
+    /// Registry for references: a configured name or a URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub registry: Option<String>,
     /// Print the composition manifest as JSON instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -54,10 +58,15 @@ impl Opts {
         };
         let mut inputs = Vec::new();
         for spec in std::iter::once(&self.socket).chain(&self.plugs) {
-            if !std::path::Path::new(spec).exists() {
-                bail!("no file `{spec}`: registry references need `gridreg pull`, not built yet");
+            let today = crate::policy_file::today(None)?;
+            match client::fetch_reference(spec, self.registry.as_deref(), None, today)? {
+                Some((name, bytes)) => inputs.push(input::Input {
+                    digest: gridreg_verifier::digest(&bytes),
+                    name,
+                    bytes,
+                }),
+                None => inputs.push(input::read(spec)?),
             }
-            inputs.push(input::read(spec)?);
         }
         let socket = Part {
             reference: &inputs[0].name,

@@ -6,16 +6,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use gridreg_protocol::{Digest, Note, Record, Reference, Requirement};
-use gridreg_verifier::Audit;
-use gridreg_verifier::policy::DriftAction;
+use gridreg_protocol::{Digest, Reference};
 
+use crate::client::fetch::{self, Fetched};
 use crate::client::fsutil;
-use crate::client::lockfile::{self, LockFile, Locked};
-use crate::client::remote::{self, ReleaseInfo};
+use crate::client::lockfile::{self, LockFile};
+use crate::client::remote::ReleaseInfo;
 use crate::client::trust::{self, Session};
-use crate::client::verify::{self, Verified};
-use crate::exit::{Failure, Status};
+use crate::client::verify::Verified;
+use crate::exit::Status;
 use crate::{input, policy_file};
 
 /// Download a release, verify it on this machine, and lock it.
@@ -83,96 +82,25 @@ impl Opts {
         let locked = lock.get(&package).cloned();
         let session = trust::connect(self.registry.as_deref())?;
 
-        // Which version.
-        let version = if self.locked {
-            let Some(l) = &locked else {
-                return Err(Failure(format!(
-                    "--locked: {package} is not in {}",
-                    lock_path.display()
-                ))
-                .into());
-            };
-            let v = semver::Version::parse(&l.version)
-                .with_context(|| format!("{}: bad version for {package}", lock_path.display()))?;
-            let fits = match &reference.requirement {
-                Requirement::Newest => true,
-                r => r.matches(&v),
-            };
-            if !fits {
-                return Err(Failure(format!(
-                    "--locked: {} locks {package}@{}, which does not match `{reference}`",
-                    lock_path.display(),
-                    l.version
-                ))
-                .into());
-            }
-            l.version.clone()
-        } else {
-            remote::resolve(&session.api, &reference)?.version
-        };
-        let release = remote::release(&session.api, &reference.package, &version)?;
-        let (digest, size) = signed_digest(&release)?;
-        if let Some(l) = &locked {
-            let same_version = l.version == version;
-            if same_version && l.digest != digest.to_string() {
-                return Err(Failure(format!(
-                    "{package}@{version}: the registry's record has digest {digest}, but {} locked {} (versions are immutable: this is a different component under the same version)",
-                    lock_path.display(),
-                    l.digest
-                ))
-                .into());
-            }
-            if self.locked && l.log_index != release.log_index {
-                return Err(Failure(format!(
-                    "--locked: {package}@{version} is at log index {} in the registry, {} says {}",
-                    release.log_index,
-                    lock_path.display(),
-                    l.log_index
-                ))
-                .into());
-            }
-        }
-
-        // Download, bounded by the size the record states.
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
-        let got = session
-            .api
-            .download(
-                &format!("/v1/content/{digest}"),
-                &mut bytes,
-                size,
-                size.min(input::MAX_INPUT),
-            )
-            .context("downloading the content")?;
-
-        let verified = if let Some(policy) = &policy {
-            let baseline = match &locked {
-                Some(l) if l.version != version && policy.drift() != DriftAction::Allow => {
-                    Some(baseline_audit(&session, l)?)
-                }
-                _ => None,
-            };
-            let v = verify::verify(&verify::Request {
-                session: &session,
-                release: &release,
-                bytes: &bytes,
-                sha256: got.sha256,
-                policy: Some(policy),
-                baseline: baseline.as_ref(),
-                today,
-            })?;
-            Some((v, got.hashing))
-        } else {
-            if Digest(got.sha256) != digest || got.size != size {
-                return Err(Failure(format!(
-                    "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
-                    Digest(got.sha256),
-                    got.size
-                ))
-                .into());
-            }
-            None
-        };
+        let fetched = fetch::fetch(&fetch::Request {
+            session: &session,
+            reference: &reference,
+            verify: self.verify,
+            policy: policy.as_ref(),
+            today,
+            locked_entry: locked.as_ref(),
+            lock_path: &lock_path,
+            locked: self.locked,
+        })?;
+        let entry = fetched.lock_entry();
+        let Fetched {
+            release,
+            version,
+            digest,
+            size,
+            bytes,
+            verified,
+        } = fetched;
 
         let out = self.output.clone().unwrap_or_else(|| {
             PathBuf::from(format!(
@@ -182,12 +110,6 @@ impl Opts {
             ))
         });
         fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-        let entry = Locked {
-            name: package.clone(),
-            version: version.clone(),
-            digest: digest.to_string(),
-            log_index: release.log_index,
-        };
         let lock_changed = locked.as_ref() != Some(&entry);
         if lock_changed && !self.locked {
             lock.set(entry);
@@ -345,57 +267,4 @@ impl Opts {
 
 fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// The digest and size the release record names (checked against the bytes later).
-fn signed_digest(release: &ReleaseInfo) -> anyhow::Result<(Digest, u64)> {
-    let note = Note::parse(release.record.as_bytes()).map_err(|e| {
-        Failure(format!(
-            "the registry's record for {}@{} is not a signed note: {e}",
-            release.package, release.version
-        ))
-    })?;
-    match Record::from_note(&note) {
-        Ok(Record::Release(r)) => Ok((r.digest, r.size)),
-        Ok(_) => Err(Failure(format!(
-            "the registry's record for {}@{} is not a release",
-            release.package, release.version
-        ))
-        .into()),
-        Err(e) => Err(Failure(format!(
-            "the registry's record for {}@{} does not parse: {e}",
-            release.package, release.version
-        ))
-        .into()),
-    }
-}
-
-/// The locked version's audit, for drift: fetched by its locked digest and checked against it.
-fn baseline_audit(session: &Session, l: &Locked) -> anyhow::Result<Audit> {
-    let digest = Digest::parse(&l.digest)
-        .map_err(|e| anyhow::anyhow!("gridreg.lock: {}: bad digest: {e}", l.name))?;
-    let mut bytes = Vec::new();
-    let got = session
-        .api
-        .download(
-            &format!("/v1/content/{digest}"),
-            &mut bytes,
-            0,
-            input::MAX_INPUT,
-        )
-        .with_context(|| {
-            format!(
-                "fetching the locked {}@{} for the drift check",
-                l.name, l.version
-            )
-        })?;
-    if Digest(got.sha256) != digest {
-        return Err(Failure(format!(
-            "the locked {}@{} fetched for the drift check does not hash to its locked digest {digest}",
-            l.name, l.version
-        ))
-        .into());
-    }
-    gridreg_verifier::audit_with_digest(&bytes, digest.to_string())
-        .with_context(|| format!("auditing the locked {}@{}", l.name, l.version))
 }

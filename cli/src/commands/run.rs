@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use gridreg_verifier::audit;
 
+use crate::client;
 use crate::exit::{Failure, Status};
 use crate::input;
 use crate::output::{Style, paint};
@@ -31,9 +32,14 @@ Exit status: the guest's own exit code when it ends by itself; 1 the policy refu
 or a grant (or the guest exits 1); 2 usage or input error; 124 --timeout or --fuel ran out;
 125 --max-memory was reached; 134 the guest trapped.")]
 pub struct Opts {
-    /// The component (a .wasm file; registry references need `gridreg pull`, not built yet).
+    /// The component: a .wasm file, or a registry reference (`ns:name@1.2`) that is pulled
+    /// and verified first (signature, key authorisation, log inclusion and consistency, and the
+    /// policy), honouring ./gridreg.lock.
     #[arg(value_name = "FILE|REF")]
     pub file: String,
+    /// Registry for a REF: a configured name or a URL.
+    #[arg(long, value_name = "NAME|URL")]
+    pub registry: Option<String>,
     /// Policy file, or a built-in policy name.
     #[arg(long, short, default_value = "default")]
     pub policy: String,
@@ -70,12 +76,6 @@ impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let policy = policy_file::load(&self.policy)?;
         let today = policy_file::today(self.today.as_deref())?;
-        if self.file != "-" && !std::path::Path::new(&self.file).exists() {
-            bail!(
-                "no file `{}`: registry references need `gridreg pull`, not built yet",
-                self.file
-            );
-        }
         let budget = match (self.fuel, &self.timeout) {
             (Some(0), _) => bail!("--fuel: expected a positive number of units, found 0"),
             (Some(n), _) => Budget::Fuel(n),
@@ -101,7 +101,19 @@ impl Opts {
             asked.hosts.push(grants::parse_host(h)?);
         }
 
-        let input = input::read(&self.file)?;
+        let input = match client::fetch_reference(
+            &self.file,
+            self.registry.as_deref(),
+            Some(&policy),
+            today,
+        )? {
+            Some((name, bytes)) => input::Input {
+                digest: gridreg_verifier::digest(&bytes),
+                name,
+                bytes,
+            },
+            None => input::read(&self.file)?,
+        };
         let audit =
             audit(&input.bytes).with_context(|| format!("`{}` is not valid", input.name))?;
         let cache_dir = if self.no_cache {
