@@ -3,9 +3,16 @@
 //! [`MAX_BATCH`]), re-checks it against the namespace state and the versions already taken,
 //! integrates the accepted leaves, signs one checkpoint, commits everything in one store
 //! transaction, and only then answers. One fsync covers the whole batch.
+//!
+//! With a shared store (PostgreSQL, several replicas) other sequencers append too. Then this one
+//! re-reads the stored tree state before staging each batch and every [`Sequencer::with_refresh`]
+//! interval while idle, so its view (newest checkpoint, namespace state) follows the others; and
+//! when the store refuses a batch because another replica extended the log first, it reloads and
+//! rebuilds the batch from the same, still unanswered, submissions.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use gridreg_protocol::merkle;
 use gridreg_protocol::namespace::NamespaceError;
@@ -18,6 +25,10 @@ use crate::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, St
 
 /// Most records integrated under one checkpoint.
 pub const MAX_BATCH: usize = 1024;
+
+/// How many times a batch is rebuilt after losing the race to another replica before its
+/// publishers get an internal error. Every loss means another replica's batch landed.
+const MAX_ATTEMPTS: u32 = 64;
 
 /// A validated record waiting for a log index.
 #[derive(Debug)]
@@ -119,6 +130,16 @@ pub struct Sequencer {
     view: Arc<LogView>,
     metrics: Arc<Metrics>,
     size: u64,
+    /// Set when other sequencers share the store: how often to look for their appends.
+    refresh_every: Option<Duration>,
+}
+
+/// What one attempt at a batch came to.
+enum Attempt {
+    /// Every submission has its answer.
+    Done,
+    /// Another sequencer extended the log first; nothing was written and nobody answered.
+    Lost(Vec<Submission>),
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -210,15 +231,78 @@ impl Sequencer {
                 view: view.clone(),
                 metrics,
                 size: latest.size,
+                refresh_every: None,
             },
             view,
         ))
     }
 
+    /// Declares that other sequencers (replicas) append to the same store, and how often to
+    /// look for their appends while idle.
+    pub fn with_refresh(mut self, every: Duration) -> Self {
+        self.refresh_every = Some(every);
+        self
+    }
+
+    /// Catches up with what other sequencers committed: the newest stored checkpoint becomes
+    /// the view's, and the namespace state is rebuilt from the namespace records it covers.
+    /// Reading the checkpoint first and ignoring later entries keeps the two consistent even
+    /// while another replica commits. Does nothing when the stored size has not moved.
+    async fn refresh(&mut self) -> Result<(), OpenError> {
+        if self.store.log_size().await? == self.size {
+            return Ok(());
+        }
+        self.reload().await
+    }
+
+    async fn reload(&mut self) -> Result<(), OpenError> {
+        let Some(latest) = self.store.latest_checkpoint().await? else {
+            return Err(OpenError::Inconsistent {
+                checkpoint: 0,
+                entries: self.store.log_size().await?,
+            });
+        };
+        let mut state = NamespaceState::new();
+        for (index, body) in self.store.namespace_entries(None).await? {
+            if index >= latest.size {
+                break;
+            }
+            state
+                .apply_entry(index, &body)
+                .map_err(|e| OpenError::Replay(e.to_string()))?;
+        }
+        self.view.namespaces_mut(|ns| *ns = state);
+        self.size = latest.size;
+        self.metrics.set_log_size(latest.size);
+        // The view only moves forward: a checkpoint already served stays the floor.
+        if latest.size >= self.view.latest().size {
+            self.view.set_latest(Arc::new(latest));
+        }
+        Ok(())
+    }
+
     /// Runs until every sender is dropped (the server has shut down and every in-flight publish
     /// has been answered).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
-        while let Some(first) = rx.recv().await {
+        let mut tick = self.refresh_every.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let first = match &mut tick {
+                None => rx.recv().await,
+                Some(t) => tokio::select! {
+                    s = rx.recv() => s,
+                    _ = t.tick() => {
+                        if let Err(e) = self.refresh().await {
+                            tracing::error!(error = %e, "refreshing the log view failed");
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
             let mut pending = vec![first];
             while pending.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -231,8 +315,31 @@ impl Sequencer {
         tracing::info!(size = self.size, "sequencer stopped");
     }
 
-    /// The whole commit path for one batch, top to bottom.
-    async fn sequence(&mut self, pending: Vec<Submission>) {
+    /// Sequences one batch; with a shared store, first catches up with other replicas and
+    /// rebuilds the batch whenever one of them wins the race to the tree-state lock.
+    async fn sequence(&mut self, mut pending: Vec<Submission>) {
+        if self.refresh_every.is_none() {
+            self.attempt(pending, false).await;
+            return;
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            if let Err(e) = self.refresh().await {
+                let accepted = pending.into_iter().map(|s| (0, s)).collect();
+                return self.fail(accepted, e.to_string()).await;
+            }
+            match self.attempt(pending, attempt < MAX_ATTEMPTS).await {
+                Attempt::Done => return,
+                Attempt::Lost(again) => {
+                    tracing::debug!(attempt, "another replica extended the log; rebuilding");
+                    pending = again;
+                }
+            }
+        }
+    }
+
+    /// The whole commit path for one batch, top to bottom. With `may_lose`, a commit refused
+    /// because the log moved hands the accepted submissions back unanswered.
+    async fn attempt(&mut self, pending: Vec<Submission>, may_lose: bool) -> Attempt {
         let start = self.size;
 
         // 1. Stage. Look up, outside any lock, which versions the store already holds, then
@@ -327,7 +434,7 @@ impl Sequencer {
             let _ = s.reply.send(Err(why));
         }
         if accepted.is_empty() {
-            return;
+            return Attempt::Done;
         }
 
         // 2. Integrate: the new stored hashes and the new root, computed from the stored tree.
@@ -351,14 +458,20 @@ impl Sequencer {
         .await;
         let (hashes, root) = match integrated {
             Ok(v) => v,
-            Err(e) => return self.fail(accepted, e.to_string()).await,
+            Err(e) => {
+                self.fail(accepted, e.to_string()).await;
+                return Attempt::Done;
+            }
         };
 
         // 3. Sign one checkpoint for the new size. Nothing has been served or stored yet: a crash
         // here loses only this unsent signature, and restart signs again for whatever it stores.
         let signed = match Checkpoint::new(&self.origin, new_size, root).sign(&[&self.key]) {
             Ok(s) => s,
-            Err(e) => return self.fail(accepted, e.to_string()).await,
+            Err(e) => {
+                self.fail(accepted, e.to_string()).await;
+                return Attempt::Done;
+            }
         };
         let checkpoint = CheckpointRow {
             size: new_size,
@@ -391,8 +504,21 @@ impl Sequencer {
             hashes,
             checkpoint: checkpoint.clone(),
         };
-        if let Err(e) = self.store.commit(batch).await {
-            return self.fail(accepted, e.to_string()).await;
+        // With replicas, the store refuses the batch unless the log still holds `start`
+        // entries (a row lock on the tree state): then the checkpoint just signed is dropped
+        // unseen, the view reloads, and the same submissions are staged again on the new tree.
+        match self.store.commit(batch).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. } | StoreError::CheckpointExists { .. }) if may_lose => {
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "reloading after a lost race failed");
+                }
+                return Attempt::Lost(accepted.into_iter().map(|(_, s)| s).collect());
+            }
+            Err(e) => {
+                self.fail(accepted, e.to_string()).await;
+                return Attempt::Done;
+            }
         }
 
         // 5. Publish: the checkpoint becomes visible to readers, then each publisher gets its
@@ -408,6 +534,7 @@ impl Sequencer {
                 checkpoint: checkpoint.clone(),
             }));
         }
+        Attempt::Done
     }
 
     /// A batch could not be made durable: answer everyone with an internal error and reload the

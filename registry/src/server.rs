@@ -22,6 +22,9 @@ use crate::store::{Store, StoreError};
 
 /// The origin a bare `gridreg serve` uses.
 pub const DEFAULT_ORIGIN: &str = "gridreg.local/log";
+/// How often a replica on a shared database looks for other replicas' appends while idle
+/// (it also looks before every batch it sequences).
+pub const REPLICA_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Default upload limit: 100 MiB.
 pub const DEFAULT_MAX_BLOB_SIZE: u64 = 100 * 1024 * 1024;
 
@@ -218,6 +221,12 @@ impl Registry {
             metrics.clone(),
         )
         .await?;
+        // Replicas on one database each run a sequencer; each follows the others' appends.
+        let sequencer = if config.database_url.is_some() {
+            sequencer.with_refresh(REPLICA_REFRESH)
+        } else {
+            sequencer
+        };
         let (submit, rx) = mpsc::channel(4 * crate::sequencer::MAX_BATCH);
         let task = tokio::spawn(sequencer.run(rx));
         Ok(Registry {

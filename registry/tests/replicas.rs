@@ -1,0 +1,367 @@
+//! Three replicas (each with its own router, sequencer and blob directory, all with the same log
+//! key) on one PostgreSQL database, clients publishing through all of them at once, some racing
+//! for the same versions through different replicas. Afterwards every acknowledged publish is in
+//! the log exactly once, every checkpoint any client saw is signed by the log key and consistent
+//! with the final tree, and every replica serves the same final checkpoint and proofs.
+//!
+//! PostgreSQL only: replicas need a shared database (SQLite is one process per data directory).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use common::*;
+use gridreg_protocol::api::decode_hashes;
+use gridreg_protocol::{Hash, Record, SignedCheckpoint, SignerKey, VerifierKey, merkle};
+use gridreg_registry::Registry;
+
+const ORIGIN: &str = "gridreg.local/log";
+const REPLICAS: usize = 3;
+const CLIENTS_PER_REPLICA: usize = 3;
+const VERSIONS_PER_CLIENT: usize = 8;
+const CONTESTED: usize = 6;
+
+/// RFC 6962 MTH straight from the definition.
+fn mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => merkle::EMPTY_ROOT,
+        1 => leaves[0],
+        n => {
+            let k = n.next_power_of_two() / 2;
+            merkle::node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+async fn post(app: &Router, leaf: &str) -> Reply {
+    send(
+        app,
+        Method::POST,
+        "/v1/records",
+        leaf.as_bytes().to_vec(),
+        None,
+    )
+    .await
+}
+
+async fn get(app: &Router, uri: &str) -> Reply {
+    send(app, Method::GET, uri, Vec::new(), None).await
+}
+
+/// Waits until every replica's view has caught up with the stored log size.
+async fn settle(replicas: &[Registry]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = replicas[0].state.store.log_size().await.unwrap();
+        if replicas
+            .iter()
+            .all(|r| r.state.view.latest().size == stored)
+        {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica views did not reach the stored size {stored}: {:?}",
+            replicas
+                .iter()
+                .map(|r| r.state.view.latest().size)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_one_database_agree() {
+    let db = TestDb::create();
+    let dirs: Vec<_> = (0..REPLICAS)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    // One log key, copied to every replica's data directory (as an operator would).
+    let log_signer = SignerKey::generate(ORIGIN).unwrap();
+    let configs: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let data = d.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(
+                data.join("log.key"),
+                format!("{}\n", log_signer.to_secret_string()),
+            )
+            .unwrap();
+            let mut c = gridreg_registry::Config::new(data);
+            c.database_url = Some(db.url.clone());
+            c
+        })
+        .collect();
+    // All three start at once on the empty database: one signs the empty tree, the others
+    // serve that same checkpoint.
+    let opened = futures_join(configs.iter().map(Registry::open)).await;
+    let replicas: Vec<Registry> = opened.into_iter().map(|r| r.unwrap()).collect();
+    let apps: Vec<Router> = replicas.iter().map(Registry::router).collect();
+    let log_key = VerifierKey::parse(get(&apps[0], "/v1/log/key").await.text().trim()).unwrap();
+    let cp0: BTreeSet<String> = replicas
+        .iter()
+        .map(|r| r.state.view.latest().body.clone())
+        .collect();
+    assert_eq!(cp0.len(), 1, "replicas started with different checkpoints");
+
+    // A claim through replica 0; the others learn of it from the database.
+    let alice = key("alice");
+    assert_eq!(
+        post(&apps[0], &claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    settle(&replicas).await;
+    // Content goes to each replica's own blob directory.
+    let hello = fixture("hello.wasm");
+    for app in &apps {
+        let uri = format!("/v1/content/{}", gridreg_protocol::Digest::of(&hello));
+        let r = send(app, Method::PUT, &uri, hello.clone(), None).await;
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+
+    let leaf_for = |version: String, seconds: i64| {
+        let mut rec = release_record("acme:hello", &version, &hello);
+        rec.time = gridreg_protocol::Timestamp::from_unix(1_700_000_000 + seconds).unwrap();
+        Record::Release(rec).sign(&[&alice]).unwrap()
+    };
+
+    // Watchers read checkpoints from every replica while the publishes run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for app in &apps {
+        let (app, stop) = (app.clone(), stop.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(get(&app, "/v1/log/checkpoint").await.text());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }));
+    }
+
+    let mut tasks = Vec::new();
+    for (r, app) in apps.iter().enumerate() {
+        for c in 0..CLIENTS_PER_REPLICA {
+            let app = app.clone();
+            let mut leaves = Vec::new();
+            for v in 0..VERSIONS_PER_CLIENT {
+                // Distinct versions per client, plus contested ones every replica races for.
+                leaves.push((
+                    false,
+                    leaf_for(format!("{r}.{c}.{v}"), (r * 100 + c) as i64),
+                ));
+                if c == 0 && v < CONTESTED {
+                    leaves.push((true, leaf_for(format!("9.0.{v}"), r as i64)));
+                }
+            }
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for (contested, leaf) in leaves {
+                    let reply = post(&app, &leaf).await;
+                    out.push((r, contested, leaf, reply));
+                }
+                out
+            }));
+        }
+    }
+    let mut acked: Vec<(usize, u64, String, String)> = Vec::new();
+    let mut contested_wins: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tasks {
+        for (r, contested, leaf, reply) in t.await.unwrap() {
+            if reply.status == StatusCode::OK {
+                let j = reply.json();
+                let cp = j["checkpoint"].as_str().unwrap().to_string();
+                let index = j["index"].as_u64().unwrap();
+                // The proof in the answer checks against the checkpoint in the answer.
+                let signed = SignedCheckpoint::verify(cp.as_bytes(), ORIGIN, &log_key).unwrap();
+                let proof: Vec<String> = serde_json::from_value(j["proof"].clone()).unwrap();
+                merkle::verify_inclusion(
+                    &decode_hashes(&proof).unwrap(),
+                    signed.size(),
+                    signed.root(),
+                    index,
+                    &merkle::leaf_hash(leaf.as_bytes()),
+                )
+                .unwrap();
+                if contested {
+                    let version = leaf
+                        .lines()
+                        .find_map(|l| l.strip_prefix("version "))
+                        .unwrap()
+                        .to_string();
+                    *contested_wins.entry(version).or_default() += 1;
+                }
+                acked.push((r, index, leaf, cp));
+            } else {
+                assert!(contested, "an uncontested publish failed: {}", reply.text());
+                reply.assert_error(StatusCode::CONFLICT, "version_exists");
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen: Vec<String> = Vec::new();
+    for w in watchers {
+        seen.extend(w.await.unwrap());
+    }
+
+    // Every contested version has exactly one winner; every uncontested publish landed.
+    assert_eq!(contested_wins.len(), CONTESTED, "{contested_wins:?}");
+    assert!(
+        contested_wins.values().all(|&n| n == 1),
+        "{contested_wins:?}"
+    );
+    let expected = REPLICAS * CLIENTS_PER_REPLICA * VERSIONS_PER_CLIENT + CONTESTED;
+    assert_eq!(acked.len(), expected);
+    // Every replica took part.
+    let through: BTreeSet<usize> = acked.iter().map(|a| a.0).collect();
+    assert_eq!(through.len(), REPLICAS);
+
+    // The final tree: every replica reaches it and serves the same checkpoint for it.
+    let size = settle(&replicas).await;
+    assert_eq!(size, 1 + expected as u64);
+    let finals: BTreeSet<String> = futures_join(
+        apps.iter()
+            .map(|a| async move { get(a, "/v1/log/checkpoint").await.text() }),
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(finals.len(), 1, "replicas serve different checkpoints");
+    let final_text = finals.into_iter().next().unwrap();
+    let final_cp = SignedCheckpoint::verify(final_text.as_bytes(), ORIGIN, &log_key).unwrap();
+    assert_eq!(final_cp.size(), size);
+
+    let mut bodies: Vec<String> = Vec::new();
+    while (bodies.len() as u64) < size {
+        let page = get(
+            &apps[bodies.len() % REPLICAS],
+            &format!("/v1/log/entries?start={}&end={size}", bodies.len()),
+        )
+        .await
+        .json();
+        let page = page["entries"].as_array().unwrap().clone();
+        assert!(!page.is_empty());
+        for e in page {
+            assert_eq!(e["index"].as_u64().unwrap(), bodies.len() as u64);
+            bodies.push(e["body"].as_str().unwrap().to_string());
+        }
+    }
+    let leaves: Vec<Hash> = bodies
+        .iter()
+        .map(|b| merkle::leaf_hash(b.as_bytes()))
+        .collect();
+    assert_eq!(mth(&leaves), *final_cp.root());
+
+    // Every acknowledged publish is in the log exactly once, at the index it was given.
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &bodies {
+        *counts.entry(b.as_str()).or_default() += 1;
+    }
+    for (_, index, leaf, _) in &acked {
+        assert_eq!(&bodies[*index as usize], leaf);
+        assert_eq!(counts[leaf.as_str()], 1);
+    }
+    let indexes: BTreeSet<u64> = acked.iter().map(|a| a.1).collect();
+    assert_eq!(indexes.len(), acked.len());
+
+    // Every checkpoint any client saw (publish answers and watchers, from every replica) is
+    // signed by the log key, is the root of the final tree's prefix of its size, and has a
+    // consistency proof to the final checkpoint from a replica it did not come from.
+    let mut all_seen: BTreeSet<String> = seen.into_iter().collect();
+    all_seen.extend(acked.iter().map(|a| a.3.clone()));
+    all_seen.extend(cp0);
+    let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+    for (k, text) in all_seen.iter().enumerate() {
+        let cp = SignedCheckpoint::verify(text.as_bytes(), ORIGIN, &log_key).unwrap();
+        if let Some(previous) = roots.insert(cp.size(), *cp.root()) {
+            assert_eq!(previous, *cp.root(), "two roots for size {}", cp.size());
+        }
+        assert_eq!(
+            mth(&leaves[..cp.size() as usize]),
+            *cp.root(),
+            "size {}",
+            cp.size()
+        );
+        if cp.size() == 0 || cp.size() == size {
+            continue;
+        }
+        let proof = get(
+            &apps[k % REPLICAS],
+            &format!("/v1/log/proof/consistency?from={}&to={size}", cp.size()),
+        )
+        .await
+        .json();
+        let proof: Vec<String> = serde_json::from_value(proof["hashes"].clone()).unwrap();
+        merkle::verify_consistency(
+            &decode_hashes(&proof).unwrap(),
+            size,
+            final_cp.root(),
+            cp.size(),
+            cp.root(),
+        )
+        .unwrap();
+    }
+    assert!(all_seen.len() > 2, "too few checkpoints seen to mean much");
+
+    // Inclusion proofs for the final tree agree across replicas.
+    for (_, index, leaf, _) in acked.iter().step_by(7) {
+        let uri = &format!("/v1/log/proof/inclusion?index={index}&size={size}");
+        let answers: BTreeSet<String> =
+            futures_join(apps.iter().map(|a| async move { get(a, uri).await.text() }))
+                .await
+                .into_iter()
+                .collect();
+        assert_eq!(answers.len(), 1);
+        let p: serde_json::Value = serde_json::from_str(answers.first().unwrap()).unwrap();
+        let p: Vec<String> = serde_json::from_value(p["hashes"].clone()).unwrap();
+        merkle::verify_inclusion(
+            &decode_hashes(&p).unwrap(),
+            size,
+            final_cp.root(),
+            *index,
+            &merkle::leaf_hash(leaf.as_bytes()),
+        )
+        .unwrap();
+    }
+
+    drop(apps);
+    for r in replicas {
+        r.stop().await;
+    }
+    drop(db);
+}
+
+/// Runs futures concurrently on the current task and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut futs: Vec<_> = futs.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *f = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().map(|o| o.unwrap()).collect()
+}
