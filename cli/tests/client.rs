@@ -33,16 +33,26 @@ struct World {
     dir: tempfile::TempDir,
     port: u16,
     server: Option<Child>,
+    /// Extra `gridreg serve` flags.
+    serve_flags: Vec<&'static str>,
+    /// Extra environment for client commands.
+    env: Vec<(String, String)>,
 }
 
 impl World {
     fn new() -> World {
+        World::with_flags(&[])
+    }
+
+    fn with_flags(flags: &[&'static str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         let mut w = World {
             dir,
             port: free_port(),
             server: None,
+            serve_flags: flags.to_vec(),
+            env: Vec::new(),
         };
         w.start();
         w
@@ -70,6 +80,7 @@ impl World {
                 "--origin",
                 ORIGIN,
             ])
+            .args(&self.serve_flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +118,7 @@ impl World {
             .env("GRIDREG_REGISTRY", self.url())
             .env("HOME", self.dir.path())
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -156,6 +168,22 @@ impl World {
             "--key",
             key,
         ])
+    }
+
+    fn publish_to(&self, registry: &str, file: &str, package: &str, version: &str, key: &str) {
+        let f = fixture(file);
+        self.ok(&[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            package,
+            "--version",
+            version,
+            "--key",
+            key,
+            "--registry",
+            registry,
+        ]);
     }
 
     fn db<T>(&self, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
@@ -769,4 +797,113 @@ fn run_and_compose_take_registry_references() {
     assert!(manifest.contains(&converter_digest), "{manifest}");
     // Neither run nor compose writes the lockfile.
     assert!(!w.work().join("gridreg.lock").exists());
+}
+
+#[test]
+fn private_registries_need_tokens_from_the_configuration() {
+    let mut w = World::with_flags(&["--require-token"]);
+    let token = |scope: &str| {
+        let out = w.ok(&[
+            "serve",
+            "token",
+            "create",
+            "--data",
+            w.data().to_str().unwrap(),
+            "--scope",
+            scope,
+        ]);
+        out.trim().to_string()
+    };
+    let (admin, publish, read) = (token("admin"), token("publish"), token("read"));
+    w.keygen("alice");
+    // No token: the registry refuses, and the client says so.
+    let err = w.fails(2, &["namespace", "claim", "acme", "--key", "alice.key"]);
+    assert!(err.contains("401"), "{err}");
+    w.ok(&[
+        "registry",
+        "add",
+        "private",
+        &w.url(),
+        "--token-env",
+        "TEST_GRIDREG_TOKEN",
+        "--default",
+    ]);
+    let err = w.fails(2, &["log", "checkpoint", "--registry", "private"]);
+    assert!(err.contains("$TEST_GRIDREG_TOKEN is not set"), "{err}");
+    // On a private registry a claim needs an admin token; publishing a publish token.
+    let claim = [
+        "namespace",
+        "claim",
+        "acme",
+        "--key",
+        "alice.key",
+        "--registry",
+        "private",
+    ];
+    w.env = vec![("TEST_GRIDREG_TOKEN".into(), publish.clone())];
+    let err = w.fails(2, &claim);
+    assert!(err.contains("403") && err.contains("admin"), "{err}");
+    w.env = vec![("TEST_GRIDREG_TOKEN".into(), admin)];
+    w.ok(&claim);
+    w.env = vec![("TEST_GRIDREG_TOKEN".into(), publish)];
+    w.publish_to("private", "hello.wasm", "acme:hello", "1.0.0", "alice.key");
+    // A read token pulls but cannot publish.
+    w.env = vec![("TEST_GRIDREG_TOKEN".into(), read)];
+    w.ok(&[
+        "pull",
+        "acme:hello@1.0.0",
+        "--verify",
+        "--registry",
+        "private",
+        "-o",
+        "h.wasm",
+    ]);
+    let f = fixture("hello.wasm");
+    let err = w.fails(
+        2,
+        &[
+            "publish",
+            f.to_str().unwrap(),
+            "--package",
+            "acme:hello",
+            "--version",
+            "2.0.0",
+            "--key",
+            "alice.key",
+            "--registry",
+            "private",
+        ],
+    );
+    assert!(err.contains("403"), "{err}");
+}
+
+#[test]
+fn concurrent_runs_never_roll_the_stored_checkpoint_back() {
+    let w = world_with_releases();
+    let w = &w;
+    let indexes: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                s.spawn(move || {
+                    let out =
+                        w.publish("hello.wasm", "acme:many", &format!("0.{i}.0"), "alice.key");
+                    let at = out.split("at log index ").nth(1).unwrap();
+                    at.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let newest = indexes.iter().max().unwrap() + 1;
+    let stored = walk(&w.dir.path().join("state/checkpoints"))
+        .into_iter()
+        .find(|p| p.extension().is_none_or(|e| e != "lock"))
+        .unwrap();
+    let text = std::fs::read_to_string(&stored).unwrap();
+    let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+    assert_eq!(size, newest, "{text}");
 }

@@ -170,7 +170,9 @@ impl Session {
     /// and stores it if it extends the trusted one. A fork or rollback saves evidence and fails.
     pub fn advance(&self, new: &SignedCheckpoint) -> anyhow::Result<Outcome> {
         let path = self.checkpoint_path();
-        let _lock = fsutil::lock(&path.with_extension("lock"))?;
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let _lock = fsutil::lock(std::path::Path::new(&lock_path))?;
         let Some(trusted) = self.trusted()? else {
             fsutil::write_atomic(&path, new.note.as_bytes())?;
             return Ok(Outcome::FirstSeen);
