@@ -318,3 +318,36 @@ fn token_create_list_revoke() {
     let bad = run(&["token", "create", "--scope", "root"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    use std::io::BufRead as _;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
+        .args(["serve", "--data"])
+        .arg(data.path())
+        .args(["--addr", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("serving"), "{seen}");
+    assert!(
+        !seen.contains('\u{1b}'),
+        "ANSI escape codes in piped logs: {seen:?}"
+    );
+}

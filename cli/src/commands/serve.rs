@@ -111,6 +111,12 @@ impl Opts {
                             .unwrap_or_else(|_| "info,tower_http=info,sqlx=warn".into()),
                     )
                     .with_writer(std::io::stderr)
+                    // Colour codes only on a terminal and without NO_COLOR: log files and
+                    // journald get plain text.
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                    )
                     .try_init();
                 let config = Config {
                     data: self.data,
