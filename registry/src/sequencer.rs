@@ -11,13 +11,14 @@
 //! rebuilds the batch from the same, still unanswered, submissions.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gridreg_protocol::merkle;
 use gridreg_protocol::namespace::NamespaceError;
 use gridreg_protocol::{Checkpoint, NamespaceState, Record, SignerKey, VerifierKey};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::log::{LogError, with_hashes};
 use crate::metrics::Metrics;
@@ -65,14 +66,44 @@ pub enum Rejection {
     Internal(String),
 }
 
+/// Longest a request waits for its replica's view to catch up with the stored log.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What readers share with the sequencer: the newest durable checkpoint and the namespace state.
 #[derive(Debug)]
 pub struct LogView {
     latest: RwLock<Arc<CheckpointRow>>,
     namespaces: RwLock<NamespaceState>,
+    /// Set when other replicas append to the same store.
+    shared: AtomicBool,
+    /// Readers wake the sequencer to refresh now rather than at its next tick.
+    wake: Notify,
+    /// The view's size, for readers waiting for it to reach a size.
+    size: watch::Sender<u64>,
 }
 
 impl LogView {
+    /// With replicas sharing the store: waits (briefly) until this view covers everything the
+    /// store held when called, so a request judged here sees what another replica already
+    /// acknowledged (a claim made through one replica, then a publish through another). Does
+    /// nothing on a store this process has to itself.
+    pub async fn catch_up(&self, store: &dyn Store) -> Result<(), StoreError> {
+        if !self.shared.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let stored = store.log_size().await?;
+        if self.latest().size >= stored {
+            return Ok(());
+        }
+        let mut rx = self.size.subscribe();
+        self.wake.notify_one();
+        // On time-out the request goes on with the view it has: it may then be refused as if
+        // the other replica's entries did not exist yet, never accepted wrongly (the sequencer
+        // judges every record again on the stored tree).
+        let _ = tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|s| *s >= stored)).await;
+        Ok(())
+    }
+
     /// The newest checkpoint that is durable (never one still being committed).
     pub fn latest(&self) -> Arc<CheckpointRow> {
         match self.latest.read() {
@@ -91,10 +122,12 @@ impl LogView {
     }
 
     fn set_latest(&self, cp: Arc<CheckpointRow>) {
+        let size = cp.size;
         match self.latest.write() {
             Ok(mut g) => *g = cp,
             Err(poisoned) => *poisoned.into_inner() = cp,
         }
+        self.size.send_replace(size);
     }
 
     fn namespaces_mut<T>(&self, f: impl FnOnce(&mut NamespaceState) -> T) -> T {
@@ -222,6 +255,9 @@ impl Sequencer {
         let view = Arc::new(LogView {
             latest: RwLock::new(Arc::new(latest.clone())),
             namespaces: RwLock::new(namespaces),
+            shared: AtomicBool::new(false),
+            wake: Notify::new(),
+            size: watch::Sender::new(latest.size),
         });
         Ok((
             Self {
@@ -241,6 +277,7 @@ impl Sequencer {
     /// look for their appends while idle.
     pub fn with_refresh(mut self, every: Duration) -> Self {
         self.refresh_every = Some(every);
+        self.view.shared.store(true, Ordering::Relaxed);
         self
     }
 
@@ -289,11 +326,18 @@ impl Sequencer {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        let view = self.view.clone();
         loop {
             let first = match &mut tick {
                 None => rx.recv().await,
                 Some(t) => tokio::select! {
                     s = rx.recv() => s,
+                    () = view.wake.notified() => {
+                        if let Err(e) = self.refresh().await {
+                            tracing::error!(error = %e, "refreshing the log view failed");
+                        }
+                        continue;
+                    }
                     _ = t.tick() => {
                         if let Err(e) = self.refresh().await {
                             tracing::error!(error = %e, "refreshing the log view failed");

@@ -110,13 +110,6 @@ async fn replicas_on_one_database_agree() {
         .collect();
     assert_eq!(cp0.len(), 1, "replicas started with different checkpoints");
 
-    // A claim through replica 0; the others learn of it from the database.
-    let alice = key("alice");
-    assert_eq!(
-        post(&apps[0], &claim(&alice, "acme")).await.status,
-        StatusCode::OK
-    );
-    settle(&replicas).await;
     // Content goes to each replica's own blob directory.
     let hello = fixture("hello.wasm");
     for app in &apps {
@@ -124,6 +117,39 @@ async fn replicas_on_one_database_agree() {
         let r = send(app, Method::PUT, &uri, hello.clone(), None).await;
         assert!(r.status.is_success(), "{}", r.text());
     }
+    // Read your writes across replicas, with no pause: a claim through replica 0, a grant
+    // through replica 1, and the grantee's release through replica 2.
+    let alice = key("alice");
+    let bob = key("bob");
+    let r = post(&apps[0], &claim(&alice, "acme")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let grant = namespace_record(
+        &alice,
+        "acme",
+        gridreg_protocol::NamespaceOp::Grant,
+        &bob,
+        gridreg_protocol::Role::Publish,
+    );
+    let r = post(&apps[1], &grant).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = post(&apps[2], &release(&bob, "acme:early", "1.0.0", &hello)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let early = r.json();
+    // A proof for that checkpoint from replica 0, which did not sequence it.
+    let early_size = early["checkpoint"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let p = get(
+        &apps[0],
+        &format!("/v1/log/proof/inclusion?index=2&size={early_size}"),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text());
+    assert_eq!(p.json()["hashes"], early["proof"]);
 
     let leaf_for = |version: String, seconds: i64| {
         let mut rec = release_record("acme:hello", &version, &hello);
@@ -219,13 +245,14 @@ async fn replicas_on_one_database_agree() {
     );
     let expected = REPLICAS * CLIENTS_PER_REPLICA * VERSIONS_PER_CLIENT + CONTESTED;
     assert_eq!(acked.len(), expected);
+    let early_checkpoint = early["checkpoint"].as_str().unwrap().to_string();
     // Every replica took part.
     let through: BTreeSet<usize> = acked.iter().map(|a| a.0).collect();
     assert_eq!(through.len(), REPLICAS);
 
     // The final tree: every replica reaches it and serves the same checkpoint for it.
     let size = settle(&replicas).await;
-    assert_eq!(size, 1 + expected as u64);
+    assert_eq!(size, 3 + expected as u64);
     let finals: BTreeSet<String> = futures_join(
         apps.iter()
             .map(|a| async move { get(a, "/v1/log/checkpoint").await.text() }),
@@ -277,6 +304,7 @@ async fn replicas_on_one_database_agree() {
     let mut all_seen: BTreeSet<String> = seen.into_iter().collect();
     all_seen.extend(acked.iter().map(|a| a.3.clone()));
     all_seen.extend(cp0);
+    all_seen.insert(early_checkpoint);
     let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
     for (k, text) in all_seen.iter().enumerate() {
         let cp = SignedCheckpoint::verify(text.as_bytes(), ORIGIN, &log_key).unwrap();

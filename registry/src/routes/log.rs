@@ -53,6 +53,9 @@ async fn entries(
     q: Result<Query<EntriesQuery>, QueryRejection>,
 ) -> Result<Json<LogEntries>, ApiError> {
     let q = query(q)?;
+    if q.end.is_some_and(|end| end > state.view.latest().size) {
+        state.view.catch_up(state.store.as_ref()).await?;
+    }
     let size = state.view.latest().size;
     let end = q.end.unwrap_or(q.start.saturating_add(MAX_PAGE));
     if end < q.start {
@@ -87,6 +90,10 @@ async fn inclusion(
     q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
     let q = query(q)?;
+    if q.size > state.view.latest().size {
+        // A checkpoint from another replica may be newer than this one's view.
+        state.view.catch_up(state.store.as_ref()).await?;
+    }
     let latest = state.view.latest().size;
     if q.size > latest {
         return Err(ApiError::BadRequest(format!(
@@ -119,6 +126,9 @@ async fn consistency(
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let q = query(q)?;
+    if q.to > state.view.latest().size {
+        state.view.catch_up(state.store.as_ref()).await?;
+    }
     let latest = state.view.latest().size;
     if q.to > latest || q.from > q.to {
         return Err(ApiError::BadRequest(format!(

@@ -71,6 +71,8 @@ async fn publish(
     };
     caller.require(state, scope, Some(&namespace))?;
 
+    // With replicas, first catch up with what the others already acknowledged.
+    state.view.catch_up(state.store.as_ref()).await?;
     // Which of the signatures verify, against every key the namespace ever had (plus the
     // claimed key for a claim). Roles at the record's index are the sequencer's decision.
     let keys = state
