@@ -1,7 +1,7 @@
 //! The committed OpenAPI document (`registry/openapi.json`) must describe exactly the routes the
 //! router serves: every route declared in `src/routes/*.rs` is in the document with the same
 //! methods, every documented operation reaches a handler, and its documented error statuses
-//! come back with the JSON error body.
+//! come back with the JSON error body (an HTML page for the human pages, which document that).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -96,7 +96,17 @@ async fn every_documented_operation_reaches_a_handler() {
                 "{method} {uri} answered {} which openapi.json does not list",
                 r.status
             );
-            assert!(r.json()["error"]["code"].is_string(), "{method} {uri}");
+            // The human pages document (and answer) HTML error pages; the API, the JSON body.
+            let response = &op["responses"][r.status.as_str()];
+            if response["content"].get("text/html").is_some() {
+                let content_type = r.headers["content-type"].to_str().unwrap();
+                assert!(
+                    content_type.starts_with("text/html"),
+                    "{method} {uri} documents an HTML error page, answered {content_type}"
+                );
+            } else {
+                assert!(r.json()["error"]["code"].is_string(), "{method} {uri}");
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod log;
 pub mod namespaces;
 pub mod ops;
 pub mod packages;
+pub mod pages;
 pub mod records;
 
 /// Who is calling: the grant of a valid bearer token, if one was presented.
@@ -56,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .merge(log::routes())
         .merge(packages::routes())
         .merge(namespaces::routes())
+        .merge(pages::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(TraceLayer::new_for_http())
