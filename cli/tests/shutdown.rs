@@ -1,0 +1,383 @@
+//! Graceful shutdown of `gridreg serve` as a real process: SIGTERM while several clients stream
+//! publishes (and while one publish is still uploading its body) must let every accepted request
+//! finish, answer no 5xx, exit with status 0, and leave every acknowledged publish in the log
+//! that a restart on the same data directory serves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gridreg_protocol::api::decode_hashes;
+use gridreg_protocol::{
+    Digest, Namespace, NamespaceOp, NamespaceRecord, PackageName, Record, Release, Role,
+    SignedCheckpoint, SignerKey, Timestamp, VerifierKey, merkle,
+};
+
+const ORIGIN: &str = "shutdown.test/log";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data: &Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--origin", ORIGIN])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http(port, "GET", "/healthz", b"").is_some_and(|(s, _)| s == 200) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server did not come up on port {port}");
+}
+
+fn request_head(method: &str, path: &str, len: usize) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+}
+
+/// Reads a whole `connection: close` answer: `None` when the server closed or reset first.
+fn read_answer(s: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let mut body = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body)?;
+    }
+    Some((status, body))
+}
+
+/// A minimal HTTP/1.1 client: one request per connection. `None` when the server is gone.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(request_head(method, path, body.len()).as_bytes())
+        .ok()?;
+    s.write_all(body).ok()?;
+    read_answer(&mut s)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line = b.windows(2).position(|w| w == b"\r\n")?;
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..line]).ok()?.trim(), 16).ok()?;
+        b = &b[line + 2..];
+        if n == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..n)?);
+        b = b.get(n + 2..)?;
+    }
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../examples/wasm/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn release(key: &SignerKey, version: &str, bytes: &[u8]) -> String {
+    let audit = gridreg_verifier::audit(bytes).unwrap();
+    Record::Release(Release {
+        package: PackageName::parse("acme:hello").unwrap(),
+        version: gridreg_protocol::name::parse_version(version).unwrap(),
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        time: Timestamp::now(),
+        imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
+        exports: audit.exports,
+    })
+    .sign(&[key])
+    .unwrap()
+}
+
+fn sigterm(server: &Child) {
+    let pid = server.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success(), "kill -TERM {pid}: {status}");
+}
+
+/// Waits for the process to exit; kills and reaps it (then fails) if it does not in time.
+fn wait_exit(server: &mut Child, within: Duration) -> (ExitStatus, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            return (status, start.elapsed());
+        }
+        if start.elapsed() > within {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("the server did not exit within {within:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the publishing clients saw.
+#[derive(Default)]
+struct Seen {
+    /// (index, leaf, checkpoint) of every 200.
+    acked: Vec<(u64, String, String)>,
+    /// Every non-200 answer: (status, body).
+    refused: Vec<(u16, String)>,
+    /// Requests whose connection was refused (the listener was closed).
+    refused_connect: usize,
+    /// Leaves of requests connected but closed without an answer. Only a connection still in
+    /// the listen backlog when the listener closed may end so; one the server had read would
+    /// be an in-flight publish that shutdown dropped.
+    dropped: Vec<String>,
+}
+
+#[test]
+fn sigterm_finishes_in_flight_publishes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut server = start(&data, port);
+    let log_key = VerifierKey::parse(
+        String::from_utf8(http(port, "GET", "/v1/log/key", b"").unwrap().1)
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+
+    let alice = Arc::new(SignerKey::generate("alice").unwrap());
+    let claim = Record::Namespace(NamespaceRecord {
+        namespace: Namespace::parse("acme").unwrap(),
+        op: NamespaceOp::Claim,
+        key: alice.verifier(),
+        role: Role::Owner,
+        time: Timestamp::now(),
+    })
+    .sign(&[&alice])
+    .unwrap();
+    let (status, body) = http(port, "POST", "/v1/records", claim.as_bytes()).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let hello = Arc::new(fixture("hello.wasm"));
+    let put = format!("/v1/content/{}", Digest::of(&hello));
+    assert_eq!(http(port, "PUT", &put, &hello).unwrap().0, 201);
+
+    // A publish whose head is sent now and whose body only after SIGTERM: a request that is
+    // certainly in flight when shutdown starts.
+    let slow_leaf = release(&alice, "1000.0.0", &hello);
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(request_head("POST", "/v1/records", slow_leaf.len()).as_bytes())
+        .unwrap();
+    // Also half the body, so the handler is reading it.
+    let (first, rest) = slow_leaf.as_bytes().split_at(slow_leaf.len() / 2);
+    slow.write_all(first).unwrap();
+    slow.flush().unwrap();
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (seen, alice, hello) = (seen.clone(), alice.clone(), hello.clone());
+        workers.push(std::thread::spawn(move || {
+            for i in 0.. {
+                let leaf = release(&alice, &format!("{w}.{i}.0"), &hello);
+                let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+                    // The listener is closed: the server is shutting down.
+                    seen.lock().unwrap().refused_connect += 1;
+                    return;
+                };
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let sent = conn
+                    .write_all(request_head("POST", "/v1/records", leaf.len()).as_bytes())
+                    .and_then(|()| conn.write_all(leaf.as_bytes()));
+                let Some((status, body)) = sent.ok().and_then(|()| read_answer(&mut conn)) else {
+                    seen.lock().unwrap().dropped.push(leaf);
+                    return;
+                };
+                let mut s = seen.lock().unwrap();
+                if status == 200 {
+                    let j = json(&body);
+                    s.acked.push((
+                        j["index"].as_u64().unwrap(),
+                        leaf,
+                        j["checkpoint"].as_str().unwrap().to_string(),
+                    ));
+                } else {
+                    s.refused
+                        .push((status, String::from_utf8_lossy(&body).to_string()));
+                    return;
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let acked_before_term = seen.lock().unwrap().acked.len();
+    sigterm(&server);
+    // The slow publisher finishes its upload after shutdown began.
+    std::thread::sleep(Duration::from_millis(300));
+    slow.write_all(rest).unwrap();
+    let slow_answer = read_answer(&mut slow);
+    let (exit, took) = wait_exit(&mut server, Duration::from_secs(20));
+    for w in workers {
+        w.join().unwrap();
+    }
+    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+
+    assert!(exit.success(), "exit after SIGTERM: {exit}");
+    assert!(
+        seen.refused.iter().all(|(status, _)| *status < 500),
+        "5xx answers during shutdown: {:?}",
+        seen.refused
+    );
+    assert!(
+        seen.refused.is_empty(),
+        "publishes refused during shutdown (expected each accepted one to finish): {:?}",
+        seen.refused
+    );
+    assert!(
+        acked_before_term > 10,
+        "only {acked_before_term} publishes before SIGTERM"
+    );
+    let (slow_status, slow_body) = slow_answer.unwrap_or_else(|| {
+        panic!("the publish uploading when SIGTERM came got no answer (exit took {took:?})")
+    });
+    assert_eq!(
+        slow_status,
+        200,
+        "the in-flight publish: {}",
+        String::from_utf8_lossy(&slow_body)
+    );
+    let slow_json = json(&slow_body);
+    let mut acked = seen.acked;
+    acked.push((
+        slow_json["index"].as_u64().unwrap(),
+        slow_leaf,
+        slow_json["checkpoint"].as_str().unwrap().to_string(),
+    ));
+    eprintln!(
+        "{} publishes acknowledged ({acked_before_term} before SIGTERM); after it {} connections refused, {} connected but unanswered; exit 0 {took:?} after the in-flight answer",
+        acked.len(),
+        seen.refused_connect,
+        seen.dropped.len()
+    );
+
+    // Restart on the same data directory: every acknowledged publish is there, at its index,
+    // with the same bytes, under a checkpoint consistent with every one the clients were given.
+    let mut server = start(&data, port);
+    let (status, cp) = http(port, "GET", "/v1/log/checkpoint", b"").unwrap();
+    assert_eq!(status, 200);
+    let now = SignedCheckpoint::verify(&cp, ORIGIN, &log_key).unwrap();
+    let mut indexes: Vec<u64> = acked.iter().map(|(i, _, _)| *i).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(
+        indexes.len(),
+        acked.len(),
+        "two publishes acknowledged at one index"
+    );
+    for (index, leaf, checkpoint) in &acked {
+        assert!(
+            *index < now.size(),
+            "index {index} beyond restarted size {}",
+            now.size()
+        );
+        let path = format!("/v1/log/entries?start={index}&end={}", index + 1);
+        let entries = json(&http(port, "GET", &path, b"").unwrap().1);
+        assert_eq!(
+            entries["entries"][0]["body"].as_str(),
+            Some(leaf.as_str()),
+            "entry {index} after restart"
+        );
+        let path = format!("/v1/log/proof/inclusion?index={index}&size={}", now.size());
+        let p = json(&http(port, "GET", &path, b"").unwrap().1);
+        let hashes: Vec<String> = serde_json::from_value(p["hashes"].clone()).unwrap();
+        merkle::verify_inclusion(
+            &decode_hashes(&hashes).unwrap(),
+            now.size(),
+            now.root(),
+            *index,
+            &merkle::leaf_hash(leaf.as_bytes()),
+        )
+        .unwrap();
+        let old = SignedCheckpoint::verify(checkpoint.as_bytes(), ORIGIN, &log_key).unwrap();
+        if old.size() == now.size() {
+            assert_eq!(old.root(), now.root());
+        } else {
+            let path = format!(
+                "/v1/log/proof/consistency?from={}&to={}",
+                old.size(),
+                now.size()
+            );
+            let p = json(&http(port, "GET", &path, b"").unwrap().1);
+            let hashes: Vec<String> = serde_json::from_value(p["hashes"].clone()).unwrap();
+            merkle::verify_consistency(
+                &decode_hashes(&hashes).unwrap(),
+                now.size(),
+                now.root(),
+                old.size(),
+                old.root(),
+            )
+            .unwrap();
+        }
+    }
+    // A request that got no answer was never read, so its record is not in the log.
+    let all = json(
+        &http(
+            port,
+            "GET",
+            &format!("/v1/log/entries?start=0&end={}", now.size()),
+            b"",
+        )
+        .unwrap()
+        .1,
+    );
+    let bodies: Vec<&str> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies.len() as u64,
+        now.size(),
+        "one page holds the whole log"
+    );
+    for leaf in &seen.dropped {
+        assert!(
+            !bodies.contains(&leaf.as_str()),
+            "a publish that got no answer during shutdown is in the log: shutdown dropped an in-flight request"
+        );
+    }
+    sigterm(&server);
+    let (exit, _) = wait_exit(&mut server, Duration::from_secs(20));
+    assert!(exit.success(), "second exit after SIGTERM: {exit}");
+}
