@@ -1,17 +1,48 @@
 #!/usr/bin/env bash
-# The main job, as a new user would try it: build gridreg, then audit real components against
-# capability policies the way a CI gate would. Everything runs locally; nothing is left behind
-# except the build and a temp dir that is removed at the end.
+# The main job, as a new user would try it: build gridreg, start a registry on the embedded
+# default (SQLite + files), claim a namespace, publish a first component and pull it back with
+# every check run on this machine; then audit components against capability policies the way a
+# CI gate would, compose two and run the result. Everything runs locally; nothing is left behind
+# except the build (the registry, keys, client configuration and state live in a temp dir).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 cargo build --release --locked -q -p gridreg
 gridreg="${CARGO_TARGET_DIR:-$root/target}/release/gridreg"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+server=""
+cleanup() { [[ -n "$server" ]] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+# The client's configuration and state go to the temp dir, not your home.
+export GRIDREG_CONFIG="$work/config.toml" GRIDREG_STATE_DIR="$work/state"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { step "gridreg $*"; "$gridreg" "$@" || echo "(exit status $?)"; }
+
+# A registry on the embedded default. A bare `gridreg serve` listens on 127.0.0.1:7411, where the
+# client looks when nothing is configured; if that port is taken, use another and say so.
+port=7411
+if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export GRIDREG_REGISTRY="http://127.0.0.1:$port"
+  echo "(127.0.0.1:7411 is busy; this demo's registry uses port $port)"
+fi
+step "gridreg serve --data $work/data --addr 127.0.0.1:$port &"
+"$gridreg" serve --data "$work/data" --addr "127.0.0.1:$port" 2>"$work/serve.log" &
+server=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+run keygen --name acme-release -o "$work/acme-release.key"
+run namespace claim acme --key "$work/acme-release.key"
+run publish examples/wasm/hello.wasm --package acme:hello --version 1.0.0 --key "$work/acme-release.key"
+cd "$work"
+run pull acme:hello@^1 --verify -o hello.wasm
+step "cat gridreg.lock"; cat gridreg.lock
+cd "$root"
+# Version 1.1.0 gains a socket: pulling it under the default policy stops at the policy check.
+run publish examples/wasm/tcp-client.wasm --package acme:hello --version 1.1.0 --key "$work/acme-release.key"
+(cd "$work" && run pull acme:hello@^1 --verify -o hello.wasm)
+run log monitor
 
 run inspect examples/wasm/tcp-client.wasm
 run verify examples/wasm/hello.wasm examples/wasm/tcp-client.wasm --policy default
@@ -23,4 +54,3 @@ python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(f\
 run compose examples/wasm/processor.wasm --plug examples/wasm/converter.wasm -o "$work/app.wasm"
 run run "$work/app.wasm" --policy tests/cli/verify/policies/allow-env.toml
 run run examples/wasm/tcp-client.wasm --policy default -- 127.0.0.1:9
-run keygen --name acme-release -o "$work/acme-release.key"
