@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmark: the client-side cost of `gridreg pull --verify --locked` of a ~1 MB component with a
+# cached checkpoint (issue 5: under 10 ms, everything except the transfer). A release build of
+# gridreg serves on 127.0.0.1; the same binary pulls RUNS times; each pull reports its own split
+# (--json timings_ms: hash, signatures, proofs, audit_and_policy, network) and the script prints
+# medians and p90, plus the whole command's wall time.
+#
+# Usage: bench/pull.sh [RUNS] [FILE.wasm]   writes bench/results/pull.md
+# Default FILE: the largest component of the real-component corpus (scripts/test.sh fetches it).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+runs="${1:-30}"
+corpus="${GRIDREG_CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-corpus}"
+file="${2:-$(ls -S "$corpus"/*.wasm 2>/dev/null | head -1)}"
+[[ -f "$file" ]] || { echo "error: no component to pull; run scripts/test.sh once (it fetches the corpus) or pass FILE" >&2; exit 2; }
+
+cargo build --release --locked -q -p gridreg
+gridreg="${CARGO_TARGET_DIR:-$root/target}/release/gridreg"
+work="$(mktemp -d)"
+server=""
+cleanup() { [[ -n "$server" ]] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+export GRIDREG_CONFIG="$work/config.toml" GRIDREG_STATE_DIR="$work/state"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export GRIDREG_REGISTRY="http://127.0.0.1:$port"
+"$gridreg" serve --data "$work/data" --addr "127.0.0.1:$port" 2>/dev/null &
+server=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+cd "$work"
+"$gridreg" keygen --name bench -o bench.key >/dev/null 2>&1
+"$gridreg" namespace claim bench --key bench.key >/dev/null 2>&1
+# Some history in the namespace and the log, so proofs have a few levels.
+"$gridreg" namespace grant bench --key bench.key --to "$("$gridreg" keygen --name ci -o ci.key 2>/dev/null)" --role publish >/dev/null
+for v in 0.1.0 0.2.0 0.3.0 0.4.0 0.5.0 0.6.0 0.7.0; do
+  "$gridreg" publish "$file" --package bench:codec --version "$v" --key bench.key >/dev/null
+done
+"$gridreg" publish "$file" --package bench:codec --version 1.0.0 --key ci.key >/dev/null
+# Permissive policy: the goal measures verification, not a refusal.
+cat > allow.toml <<'EOF'
+[policy]
+name = "allow-all"
+[capabilities]
+default = "allow"
+[imports]
+allow = ["*"]
+EOF
+"$gridreg" pull bench:codec@1.0.0 --verify --policy allow.toml -o c.wasm >/dev/null
+
+for _ in $(seq "$runs"); do
+  s=$(date +%s%N)
+  "$gridreg" pull bench:codec@1.0.0 --verify --locked --policy allow.toml -o c.wasm --json > one.json
+  e=$(date +%s%N)
+  python3 - "$(( (e - s) / 1000 ))" >> rows.jsonl <<'PY'
+import json, sys
+t = json.load(open("one.json"))["timings_ms"]
+t["wall"] = int(sys.argv[1]) / 1000
+print(json.dumps(t))
+PY
+done
+cd "$root"
+mkdir -p bench/results
+python3 - "$work/rows.jsonl" "$file" "$runs" > bench/results/pull.md <<'PY'
+import json, os, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+size = os.path.getsize(sys.argv[2])
+def q(vals, p):
+    vals = sorted(vals); return vals[min(len(vals) - 1, int(p * len(vals)))]
+print(f"pull --verify --locked, cached checkpoint: {os.path.basename(sys.argv[2])} ({size/1048576:.2f} MiB), {sys.argv[3]} runs\n")
+print("| part | median ms | p90 ms |")
+print("|---|---:|---:|")
+for k in ["hash", "signatures", "proofs", "audit_and_policy", "client_total", "network", "wall"]:
+    v = [r[k] for r in rows]
+    print(f"| {k} | {statistics.median(v):.2f} | {q(v, 0.9):.2f} |")
+PY
+cat bench/results/pull.md
