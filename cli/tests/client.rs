@@ -565,7 +565,7 @@ fn grants_revocations_and_drift() {
         "{err}"
     );
     assert!(
-        err.contains("wasi:sockets") || err.contains("network"),
+        err.contains("new capability network") && err.contains("wasi:sockets/tcp@0.2.6"),
         "{err}"
     );
     // Nothing was written: the file and the lock still hold 1.0.0.
