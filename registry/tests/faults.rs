@@ -1,0 +1,490 @@
+//! Store faults through the real router and sequencer: a [`Store`] that wraps a real SQLite
+//! store and fails `commit` or `read_hashes` on command. A publish whose batch cannot be made
+//! durable answers a 5xx with the JSON error body and no internals, changes nothing (log size,
+//! checkpoint, packages, namespace state), and once the fault clears the next publish succeeds
+//! on a log whose root still matches its leaves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use common::*;
+use gridreg_protocol::api::decode_hashes;
+use gridreg_protocol::{Digest, Hash, SignedCheckpoint, SignerKey, VerifierKey, merkle};
+use gridreg_registry::AppState;
+use gridreg_registry::blob::FileBlobStore;
+use gridreg_registry::metrics::Metrics;
+use gridreg_registry::paths::DataDir;
+use gridreg_registry::sequencer::Sequencer;
+use gridreg_registry::sqlite::SqliteStore;
+use gridreg_registry::store::{
+    Batch, BoxFuture, CheckpointRow, Entries, ExistingVersions, ReleaseRow, Search, SearchHit,
+    Store, StoreError, TokenRow, VersionRow,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const ORIGIN: &str = "faults.test/log";
+/// Carried by every injected error; must never reach a client.
+const MARKER: &str = "injected-fault-7c1e";
+
+/// A real SQLite store whose `commit` and `read_hashes` fail while their switch is on.
+struct Faulty {
+    inner: SqliteStore,
+    fail_commit: AtomicBool,
+    fail_read_hashes: AtomicBool,
+    commits: AtomicU64,
+}
+
+impl Faulty {
+    fn injected(what: &str) -> StoreError {
+        StoreError::Database(format!(
+            "{MARKER}: {what} failed (/var/lib/secret/registry.db)"
+        ))
+    }
+}
+
+impl Store for Faulty {
+    fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        self.inner.meta(key)
+    }
+    fn set_meta<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.set_meta(key, value)
+    }
+    fn latest_checkpoint(&self) -> BoxFuture<'_, Result<Option<CheckpointRow>, StoreError>> {
+        self.inner.latest_checkpoint()
+    }
+    fn log_size(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.log_size()
+    }
+    fn read_hashes(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<Hash>, StoreError>> {
+        if self.fail_read_hashes.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(Faulty::injected("read_hashes")) });
+        }
+        self.inner.read_hashes(indexes)
+    }
+    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Entries, StoreError>> {
+        self.inner.entries(start, end)
+    }
+    fn namespace_entries<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Entries, StoreError>> {
+        self.inner.namespace_entries(namespace)
+    }
+    fn release_state<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
+        self.inner.release_state(package, version)
+    }
+    fn release_states(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>> {
+        self.inner.release_states(keys)
+    }
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if self.fail_commit.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(Faulty::injected("commit")) });
+        }
+        self.inner.commit(batch)
+    }
+    fn search<'a>(&'a self, s: &'a Search) -> BoxFuture<'a, Result<Vec<SearchHit>, StoreError>> {
+        self.inner.search(s)
+    }
+    fn versions<'a>(
+        &'a self,
+        package: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionRow>, StoreError>> {
+        self.inner.versions(package)
+    }
+    fn release<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>> {
+        self.inner.release(package, version)
+    }
+    fn release_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.release_count()
+    }
+    fn policy<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        self.inner.policy(namespace)
+    }
+    fn set_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        policy: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.set_policy(namespace, policy)
+    }
+    fn create_token(&self, token: TokenRow) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.create_token(token)
+    }
+    fn token<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TokenRow>, StoreError>> {
+        self.inner.token(id)
+    }
+    fn revoke_token<'a>(
+        &'a self,
+        id: &'a str,
+        when: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.revoke_token(id, when)
+    }
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StoreError>> {
+        self.inner.tokens()
+    }
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Store::close(&self.inner)
+    }
+}
+
+/// A registry assembled by hand over the faulty store: the real sequencer, blob store and router.
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Arc<Faulty>,
+    app: Router,
+    log_key: VerifierKey,
+    _sequencer: JoinHandle<()>,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path().join("data"));
+    std::fs::create_dir_all(data.root()).unwrap();
+    let store = Arc::new(Faulty {
+        inner: SqliteStore::open(&data.database()).await.unwrap(),
+        fail_commit: AtomicBool::new(false),
+        fail_read_hashes: AtomicBool::new(false),
+        commits: AtomicU64::new(0),
+    });
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let key = SignerKey::generate(ORIGIN).unwrap();
+    let log_key = key.verifier();
+    let metrics = Arc::new(Metrics::new());
+    let (sequencer, view) = Sequencer::open(dyn_store.clone(), key, ORIGIN.into(), metrics.clone())
+        .await
+        .unwrap();
+    let (submit, rx) = mpsc::channel(64);
+    let task = tokio::spawn(sequencer.run(rx));
+    let state = AppState {
+        store: dyn_store,
+        blobs: Arc::new(FileBlobStore::open(data).await.unwrap()),
+        view,
+        metrics,
+        submit,
+        origin: ORIGIN.into(),
+        log_key: log_key.to_string().into(),
+        max_blob_size: gridreg_registry::server::DEFAULT_MAX_BLOB_SIZE,
+        require_token: false,
+    };
+    Rig {
+        _dir: dir,
+        store,
+        app: gridreg_registry::routes::app(state),
+        log_key,
+        _sequencer: task,
+    }
+}
+
+/// RFC 6962 Merkle tree hash, computed independently of the registry's stored hashes.
+fn mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => merkle::EMPTY_ROOT,
+        1 => leaves[0],
+        n => {
+            // The largest power of two below n.
+            let mut k = 1;
+            while k * 2 < n {
+                k *= 2;
+            }
+            merkle::node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+impl Rig {
+    async fn get(&self, uri: &str) -> Reply {
+        send(&self.app, Method::GET, uri, Vec::new(), None).await
+    }
+    async fn post(&self, leaf: &str) -> Reply {
+        send(
+            &self.app,
+            Method::POST,
+            "/v1/records",
+            leaf.as_bytes().to_vec(),
+            None,
+        )
+        .await
+    }
+    async fn upload(&self, bytes: &[u8]) {
+        let uri = format!("/v1/content/{}", Digest::of(bytes));
+        let r = send(&self.app, Method::PUT, &uri, bytes.to_vec(), None).await;
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    /// Everything a failed publish must leave alone.
+    async fn state(&self) -> (u64, u64, String, serde_json::Value) {
+        (
+            self.store.log_size().await.unwrap(),
+            self.store.release_count().await.unwrap(),
+            self.get("/v1/log/checkpoint").await.text(),
+            self.get("/v1/packages").await.json(),
+        )
+    }
+    /// The served checkpoint verifies, and its root is the tree hash of the served leaves.
+    async fn check_log(&self) -> SignedCheckpoint {
+        let cp = self.get("/v1/log/checkpoint").await;
+        let cp = SignedCheckpoint::verify(&cp.body, ORIGIN, &self.log_key).unwrap();
+        let entries = self
+            .get(&format!("/v1/log/entries?start=0&end={}", cp.size()))
+            .await
+            .json();
+        let leaves: Vec<Hash> = entries["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                assert_eq!(e["index"], i as u64);
+                merkle::leaf_hash(e["body"].as_str().unwrap().as_bytes())
+            })
+            .collect();
+        assert_eq!(leaves.len() as u64, cp.size());
+        assert_eq!(&mth(&leaves), cp.root(), "root does not match the leaves");
+        assert_eq!(self.store.log_size().await.unwrap(), cp.size());
+        cp
+    }
+}
+
+/// A 5xx with the JSON error body whose message shows nothing of the injected error.
+fn assert_clean_5xx(r: &Reply) {
+    let text = r.text();
+    assert!(r.status.is_server_error(), "{}: {text}", r.status);
+    let j = r.json();
+    assert!(j["error"]["code"].is_string(), "{text}");
+    assert!(j["error"]["message"].is_string(), "{text}");
+    for leak in [MARKER, "secret", "database", "commit", "read_hashes"] {
+        assert!(!text.contains(leak), "internals leaked ({leak}): {text}");
+    }
+}
+
+#[tokio::test]
+async fn failed_commit_answers_5xx_changes_nothing_and_recovers() {
+    let rig = rig().await;
+    let alice = key("alice");
+    let hello = fixture("hello.wasm");
+    assert_eq!(
+        rig.post(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    rig.upload(&hello).await;
+    let r = rig
+        .post(&release(&alice, "acme:hello", "1.0.0", &hello))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let before = rig.state().await;
+    let cp_before = rig.check_log().await;
+    assert_eq!(cp_before.size(), 2);
+
+    rig.store.fail_commit.store(true, Ordering::SeqCst);
+    let commits = rig.store.commits.load(Ordering::SeqCst);
+    let r = rig
+        .post(&release(&alice, "acme:hello", "1.1.0", &hello))
+        .await;
+    assert_clean_5xx(&r);
+    assert!(
+        rig.store.commits.load(Ordering::SeqCst) > commits,
+        "the fault was never reached: the publish failed elsewhere"
+    );
+    // A claim that fails to commit must not linger in the namespace state either.
+    let bob = key("bob");
+    assert_clean_5xx(&rig.post(&claim(&bob, "beta")).await);
+    // A yank too.
+    assert_clean_5xx(&rig.post(&yank(&alice, "acme:hello", "1.0.0")).await);
+
+    assert_eq!(
+        rig.state().await,
+        before,
+        "a failed commit changed something"
+    );
+    rig.get("/v1/packages/acme:hello/1.1.0")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    rig.get("/v1/namespaces/beta")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let versions = rig.get("/v1/packages/acme:hello").await.json();
+    assert_eq!(versions["versions"][0]["yanked"], false, "{versions}");
+
+    // The fault clears: the same records go through, at the indexes the failed ones would
+    // have had, on a tree consistent with the checkpoint served before the fault.
+    rig.store.fail_commit.store(false, Ordering::SeqCst);
+    let r = rig
+        .post(&release(&alice, "acme:hello", "1.1.0", &hello))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["index"], 2);
+    let r = rig.post(&claim(&bob, "beta")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["index"], 3);
+    let r = rig.post(&yank(&alice, "acme:hello", "1.0.0")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["index"], 4);
+
+    let now = rig.check_log().await;
+    assert_eq!(now.size(), 5);
+    let p = rig
+        .get(&format!(
+            "/v1/log/proof/consistency?from={}&to={}",
+            cp_before.size(),
+            now.size()
+        ))
+        .await
+        .json();
+    let hashes: Vec<String> = serde_json::from_value(p["hashes"].clone()).unwrap();
+    merkle::verify_consistency(
+        &decode_hashes(&hashes).unwrap(),
+        now.size(),
+        now.root(),
+        cp_before.size(),
+        cp_before.root(),
+    )
+    .unwrap();
+    let (size, releases, _, _) = rig.state().await;
+    assert_eq!((size, releases), (5, 2));
+    let versions = rig.get("/v1/packages/acme:hello").await.json();
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        2,
+        "{versions}"
+    );
+}
+
+#[tokio::test]
+async fn failed_hash_reads_answer_5xx_and_change_nothing() {
+    let rig = rig().await;
+    let alice = key("alice");
+    let hello = fixture("hello.wasm");
+    assert_eq!(
+        rig.post(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    rig.upload(&hello).await;
+    for v in ["1.0.0", "1.0.1", "1.0.2"] {
+        let r = rig.post(&release(&alice, "acme:hello", v, &hello)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let before = rig.state().await;
+    let cp_before = rig.check_log().await;
+
+    rig.store.fail_read_hashes.store(true, Ordering::SeqCst);
+    let commits = rig.store.commits.load(Ordering::SeqCst);
+    // Integrating a leaf at size 4 needs stored hashes: the batch fails before commit.
+    assert_clean_5xx(
+        &rig.post(&release(&alice, "acme:hello", "2.0.0", &hello))
+            .await,
+    );
+    assert_eq!(
+        rig.store.commits.load(Ordering::SeqCst),
+        commits,
+        "a batch that could not be integrated must not reach commit"
+    );
+    // Proofs need stored hashes too: a clean 5xx, not internals.
+    assert_clean_5xx(&rig.get("/v1/log/proof/inclusion?index=1&size=4").await);
+    assert_clean_5xx(&rig.get("/v1/log/proof/consistency?from=1&to=4").await);
+    assert_eq!(rig.state().await, before);
+
+    rig.store.fail_read_hashes.store(false, Ordering::SeqCst);
+    let leaf = release(&alice, "acme:hello", "2.0.0", &hello);
+    let r = rig.post(&leaf).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["index"], 4);
+    let now = rig.check_log().await;
+    assert_eq!(now.size(), cp_before.size() + 1);
+    let proof: Vec<String> = serde_json::from_value(answer["proof"].clone()).unwrap();
+    merkle::verify_inclusion(
+        &decode_hashes(&proof).unwrap(),
+        now.size(),
+        now.root(),
+        4,
+        &merkle::leaf_hash(leaf.as_bytes()),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_of_concurrent_publishes_fails_whole() {
+    let rig = Arc::new(rig().await);
+    let alice = Arc::new(key("alice"));
+    let hello = Arc::new(fixture("hello.wasm"));
+    assert_eq!(
+        rig.post(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    rig.upload(&hello).await;
+    let before = rig.state().await;
+
+    rig.store.fail_commit.store(true, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());
+        tasks.push(tokio::spawn(async move {
+            rig.post(&release(&alice, "acme:hello", &format!("1.0.{i}"), &hello))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_clean_5xx(&t.await.unwrap());
+    }
+    assert_eq!(rig.state().await, before);
+
+    rig.store.fail_commit.store(false, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());
+        tasks.push(tokio::spawn(async move {
+            rig.post(&release(&alice, "acme:hello", &format!("1.0.{i}"), &hello))
+                .await
+        }));
+    }
+    let mut indexes = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        indexes.push(r.json()["index"].as_u64().unwrap());
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, (1..=16).collect::<Vec<u64>>());
+    let now = rig.check_log().await;
+    assert_eq!(now.size(), 17);
+}
+
+#[test]
+fn independent_tree_hash_matches_known_shapes() {
+    let leaves: Vec<Hash> = (0u8..7).map(|i| merkle::leaf_hash(&[i])).collect();
+    let n = merkle::node_hash;
+    let (a, b, c, d, e, f, g) = (
+        leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], leaves[6],
+    );
+    let left = n(&n(&a, &b), &n(&c, &d));
+    assert_eq!(mth(&leaves[..4]), left);
+    assert_eq!(mth(&leaves[..5]), n(&left, &e));
+    assert_eq!(mth(&leaves[..7]), n(&left, &n(&n(&e, &f), &g)));
+    assert_eq!(mth(&leaves[..3]), n(&n(&a, &b), &c));
+}
