@@ -1,7 +1,8 @@
-//! The human pages against a real SQLite registry: real components published through the API
-//! show up with their versions, capability classes, record and WIT; publisher-controlled text
-//! (import names, export names, yank reasons) comes out escaped; bad and unknown names get
-//! HTML error pages; a private registry guards the pages like the JSON reads.
+//! The human pages against a real SQLite file and a real PostgreSQL database (each test runs on
+//! both): real components published through the API show up with their versions, capability
+//! classes, record and WIT; publisher-controlled text (import names, export names, yank
+//! reasons) comes out escaped; bad and unknown names get HTML error pages; a private registry
+//! guards the pages like the JSON reads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -70,6 +71,13 @@ fn hostile_module(module: &str, field: &str, export: &str) -> Vec<u8> {
     m
 }
 
+backend_tests!(
+    pages_show_packages_versions_capabilities_and_wit,
+    publisher_text_is_escaped_everywhere,
+    bad_and_unknown_names_get_html_error_pages,
+    private_registry_guards_the_pages,
+);
+
 fn yank_with(key: &SignerKey, package: &str, version: &str, reason: &str) -> String {
     Record::Yank(Yank {
         package: PackageName::parse(package).unwrap(),
@@ -81,9 +89,8 @@ fn yank_with(key: &SignerKey, package: &str, version: &str, reason: &str) -> Str
     .unwrap()
 }
 
-#[tokio::test]
-async fn pages_show_packages_versions_capabilities_and_wit() {
-    let h = harness().await;
+async fn pages_show_packages_versions_capabilities_and_wit(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     let r = h.post_record(&claim(&alice, "acme")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -212,9 +219,8 @@ async fn pages_show_packages_versions_capabilities_and_wit() {
     assert!(log.contains("href=\"/packages/acme:hello/1.0.0\""), "{log}");
 }
 
-#[tokio::test]
-async fn publisher_text_is_escaped_everywhere() {
-    let h = harness().await;
+async fn publisher_text_is_escaped_everywhere(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
         h.post_record(&claim(&alice, "acme")).await.status,
@@ -298,9 +304,8 @@ async fn publisher_text_is_escaped_everywhere() {
     );
 }
 
-#[tokio::test]
-async fn bad_and_unknown_names_get_html_error_pages() {
-    let h = harness().await;
+async fn bad_and_unknown_names_get_html_error_pages(backend: Backend) {
+    let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
         h.post_record(&claim(&alice, "acme")).await.status,
@@ -334,9 +339,8 @@ async fn bad_and_unknown_names_get_html_error_pages() {
     assert_eq!(h.snapshot().await.0, 2);
 }
 
-#[tokio::test]
-async fn private_registry_guards_the_pages() {
-    let h = harness_with(Backend::Sqlite, |c| c.require_token = true).await;
+async fn private_registry_guards_the_pages(backend: Backend) {
+    let h = harness_with(backend, |c| c.require_token = true).await;
     for uri in [
         "/",
         "/log",
