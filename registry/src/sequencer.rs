@@ -196,6 +196,21 @@ async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError>
     Ok(state)
 }
 
+/// [`load_namespaces`] up to (not including) log index `size`: the state a checkpoint of that
+/// size describes, even while another replica appends.
+async fn load_namespaces_below(store: &dyn Store, size: u64) -> Result<NamespaceState, OpenError> {
+    let mut state = NamespaceState::new();
+    for (index, body) in store.namespace_entries(None).await? {
+        if index >= size {
+            break;
+        }
+        state
+            .apply_entry(index, &body)
+            .map_err(|e| OpenError::Replay(e.to_string()))?;
+    }
+    Ok(state)
+}
+
 impl Sequencer {
     /// Opens the log: checks the store is consistent, signs the empty checkpoint on first start,
     /// rebuilds the namespace state. Returns the sequencer and the view readers share.
@@ -205,8 +220,23 @@ impl Sequencer {
         origin: String,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Arc<LogView>), OpenError> {
-        let entries = store.log_size().await?;
-        let latest = match store.latest_checkpoint().await? {
+        // Another replica may commit between these two reads. A store this process has to
+        // itself never moves between them, so only a disagreement that persists is reported.
+        let mut tries = 0;
+        let (entries, latest) = loop {
+            let entries = store.log_size().await?;
+            let latest = store.latest_checkpoint().await?;
+            tries += 1;
+            if latest
+                .as_ref()
+                .map_or(entries == 0, |cp| cp.size == entries)
+                || tries == 5
+            {
+                break (entries, latest);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let latest = match latest {
             Some(cp) => cp,
             None if entries == 0 => {
                 // First start: the empty tree gets its checkpoint so readers always have one.
@@ -250,7 +280,7 @@ impl Sequencer {
                 entries,
             });
         }
-        let namespaces = load_namespaces(store.as_ref()).await?;
+        let namespaces = load_namespaces_below(store.as_ref(), latest.size).await?;
         metrics.set_log_size(latest.size);
         let view = Arc::new(LogView {
             latest: RwLock::new(Arc::new(latest.clone())),
@@ -299,15 +329,7 @@ impl Sequencer {
                 entries: self.store.log_size().await?,
             });
         };
-        let mut state = NamespaceState::new();
-        for (index, body) in self.store.namespace_entries(None).await? {
-            if index >= latest.size {
-                break;
-            }
-            state
-                .apply_entry(index, &body)
-                .map_err(|e| OpenError::Replay(e.to_string()))?;
-        }
+        let state = load_namespaces_below(self.store.as_ref(), latest.size).await?;
         self.view.namespaces_mut(|ns| *ns = state);
         self.size = latest.size;
         self.metrics.set_log_size(latest.size);

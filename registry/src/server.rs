@@ -266,6 +266,16 @@ impl Registry {
         Ok(())
     }
 
+    /// Stops the sequencer wherever it is, answering nobody: what a crash (`kill -9`) does to
+    /// the log. A batch being committed either lands whole or not at all; publishers waiting on
+    /// it get `unavailable`. Routers built from this state answer `unavailable` to publishes.
+    pub async fn abort(self) {
+        let Registry { state, sequencer } = self;
+        sequencer.abort();
+        let _ = sequencer.await;
+        drop(state);
+    }
+
     /// Drops this handle's state and waits for the sequencer to answer what is pending and stop.
     /// Routers built from the state must be dropped first, or this waits for them.
     pub async fn stop(self) {
