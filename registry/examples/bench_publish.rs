@@ -3,7 +3,8 @@
 //! small uploaded component, each answered only once its batch is durable. Prints appends/s and
 //! acknowledgement latency percentiles.
 //!
-//! `cargo run -p gridreg-registry --example bench_publish [--release] -- [RECORDS] [CLIENTS]`
+//! `cargo run -p gridreg-registry --example bench_publish [--release] -- [RECORDS] [CLIENTS]`;
+//! with `GRIDREG_BENCH_DATABASE_URL=postgres://...` the store is PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -37,9 +38,11 @@ async fn main() {
     let records: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&Config::new(dir.path().join("data")))
-        .await
-        .unwrap();
+    let mut config = Config::new(dir.path().join("data"));
+    // GRIDREG_BENCH_DATABASE_URL=postgres://... measures the PostgreSQL store instead (the
+    // database should be empty).
+    config.database_url = std::env::var("GRIDREG_BENCH_DATABASE_URL").ok();
+    let registry = Registry::open(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
