@@ -907,3 +907,32 @@ fn concurrent_runs_never_roll_the_stored_checkpoint_back() {
     let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
     assert_eq!(size, newest, "{text}");
 }
+
+#[test]
+fn content_downloads_are_cacheable_and_support_ranges() {
+    let w = world_with_releases();
+    let bytes = std::fs::read(fixture("hello.wasm")).unwrap();
+    let digest = gridreg_verifier::digest(&bytes);
+    let url = format!("{}/v1/content/{digest}", w.url());
+    // Twice: the second answer comes from memory and must be the same.
+    for _ in 0..2 {
+        let r = ureq::get(&url).call().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.header("etag"), Some(format!("\"{digest}\"").as_str()));
+        assert!(r.header("cache-control").unwrap().contains("immutable"));
+        assert_eq!(r.header("content-type"), Some("application/wasm"));
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+        assert_eq!(body, bytes);
+    }
+    let r = ureq::get(&url)
+        .set("If-None-Match", &format!("\"{digest}\""))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = ureq::get(&url).set("Range", "bytes=4-11").call().unwrap();
+    assert_eq!(r.status(), 206);
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+    assert_eq!(body, bytes[4..12]);
+}

@@ -2,9 +2,13 @@
 //! `DATA/blobs/sha256/ab/<hex>`. Callers hash what they stream in and only commit a blob whose
 //! digest they checked; the store never trusts a name it did not verify.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
 
 use gridreg_protocol::Digest;
 use tokio::fs;
@@ -51,6 +55,69 @@ pub trait BlobStore: Send + Sync + 'static {
     fn read(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, BlobError>>;
     /// How many blobs are stored (tests and metrics).
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>>;
+    /// The whole blob as shared bytes, for serving downloads. A store may keep popular small
+    /// blobs in memory; blobs are immutable, so a kept copy never goes stale.
+    fn read_shared(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Bytes>, BlobError>> {
+        Box::pin(async move { Ok(self.read(digest).await?.map(Bytes::from)) })
+    }
+}
+
+/// Largest blob kept in memory for downloads.
+pub const HOT_MAX_BLOB: u64 = 4 * 1024 * 1024;
+/// Most memory the kept blobs may use together.
+pub const HOT_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Small blobs kept in memory after a download, so popular components are served without a
+/// disk read per request. Bounded by [`HOT_BUDGET`]; the least recently served blob goes first.
+#[derive(Debug, Default)]
+struct HotBlobs {
+    inner: Mutex<HotInner>,
+}
+
+#[derive(Debug, Default)]
+struct HotInner {
+    blobs: HashMap<Digest, (Bytes, u64)>,
+    used: usize,
+    clock: u64,
+}
+
+impl HotBlobs {
+    fn get(&self, digest: &Digest) -> Option<Bytes> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.blobs.get_mut(digest).map(|(b, used)| {
+            *used = now;
+            b.clone()
+        })
+    }
+
+    fn put(&self, digest: Digest, bytes: Bytes) {
+        if bytes.len() as u64 > HOT_MAX_BLOB {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.blobs.contains_key(&digest) {
+            return;
+        }
+        while inner.used + bytes.len() > HOT_BUDGET {
+            let Some(oldest) = inner
+                .blobs
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(d, _)| *d)
+            else {
+                break;
+            };
+            if let Some((b, _)) = inner.blobs.remove(&oldest) {
+                inner.used -= b.len();
+            }
+        }
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.used += bytes.len();
+        inner.blobs.insert(digest, (bytes, now));
+    }
 }
 
 /// Blobs as files under the data directory.
@@ -58,6 +125,7 @@ pub trait BlobStore: Send + Sync + 'static {
 pub struct FileBlobStore {
     dir: DataDir,
     next_tmp: AtomicU64,
+    hot: HotBlobs,
 }
 
 impl FileBlobStore {
@@ -78,6 +146,7 @@ impl FileBlobStore {
         Ok(Self {
             dir,
             next_tmp: AtomicU64::new(0),
+            hot: HotBlobs::default(),
         })
     }
 }
@@ -197,6 +266,19 @@ impl BlobStore for FileBlobStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(ctx(format!("reading {}", path.display()))(e)),
             }
+        })
+    }
+
+    fn read_shared(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Bytes>, BlobError>> {
+        Box::pin(async move {
+            if let Some(b) = self.hot.get(&digest) {
+                return Ok(Some(b));
+            }
+            let Some(bytes) = self.read(digest).await?.map(Bytes::from) else {
+                return Ok(None);
+            };
+            self.hot.put(digest, bytes.clone());
+            Ok(Some(bytes))
         })
     }
 

@@ -1,11 +1,14 @@
 //! `PUT` and `GET /v1/content/sha256:<hex>`: uploads are streamed to a temp file while hashed,
-//! checked against the digest in the path, and only then renamed into place; downloads are
-//! served from disk with `Range` support.
+//! checked against the digest in the path, and only then renamed into place; downloads of
+//! small blobs are served from memory after the first one, others (and `Range` requests) from
+//! disk; the digest is the `ETag` and responses are cacheable forever.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
@@ -16,7 +19,7 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use crate::auth::Scope;
-use crate::blob::BlobSource;
+use crate::blob::{BlobSource, HOT_MAX_BLOB};
 use crate::error::ApiError;
 use crate::paths::parse_digest;
 use crate::routes::Caller;
@@ -98,19 +101,50 @@ async fn download(
     req: Request,
 ) -> Result<Response, ApiError> {
     let digest = digest_from(path)?;
-    let Some(BlobSource::File { path, .. }) = state.blobs.get(digest).await? else {
+    let Some(BlobSource::File { path, size }) = state.blobs.get(digest).await? else {
         return Err(ApiError::NotFound(format!(
             "no content with digest {digest}"
         )));
     };
-    let mut resp = ServeFile::new(path)
-        .oneshot(req)
-        .await
-        .map_err(|e| ApiError::Internal(format!("serving a blob: {e}")))?
-        .map(Body::new);
-    if resp.status().is_success() {
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    // Content never changes under its digest: the digest is the entity tag, and caches may
+    // keep the bytes for good.
+    let etag = format!("\"{digest}\"");
+    let matches_etag = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut resp = if matches_etag {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if size <= HOT_MAX_BLOB && !req.headers().contains_key(RANGE) {
+        // Whole small blobs come from memory after the first download; a Range request, or a
+        // large blob, is streamed from disk.
+        let Some(bytes) = state.blobs.read_shared(digest).await? else {
+            return Err(ApiError::NotFound(format!(
+                "no content with digest {digest}"
+            )));
+        };
+        let mut r = Body::from(bytes).into_response();
+        r.headers_mut()
+            .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        r
+    } else {
+        ServeFile::new(path)
+            .oneshot(req)
+            .await
+            .map_err(|e| ApiError::Internal(format!("serving a blob: {e}")))?
+            .map(Body::new)
+    };
+    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(ETAG, v);
+        }
     }
     Ok(resp)
 }
