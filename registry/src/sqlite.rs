@@ -27,6 +27,33 @@ const INSERT_CHUNK: usize = 2000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    hashes: std::sync::Arc<HashCache>,
+}
+
+/// Most stored hashes kept in memory (about 15 MiB).
+const HASH_CACHE_MAX: usize = 1 << 18;
+
+/// Stored hashes never change once committed, so the ones read or written recently are kept
+/// in memory: inclusion proofs for fresh entries and the sequencer's next append then need no
+/// query. Filled only from committed data (after a commit succeeds, or from a read). When full
+/// it starts over, which is cheap: the hashes a busy log needs are refilled by the next reads.
+#[derive(Debug, Default)]
+struct HashCache {
+    map: std::sync::Mutex<std::collections::HashMap<u64, Hash>>,
+}
+
+impl HashCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Hash>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, hashes: impl ExactSizeIterator<Item = (u64, Hash)>) {
+        let mut map = self.lock();
+        if map.len() + hashes.len() > HASH_CACHE_MAX {
+            map.clear();
+        }
+        map.extend(hashes.take(HASH_CACHE_MAX));
+    }
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -72,7 +99,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            hashes: std::sync::Arc::default(),
+        })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -114,7 +144,9 @@ const VERSION_COLUMNS: &str =
 async fn commit_batch(pool: &SqlitePool, batch: Batch) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(db)?;
     // Compare-and-swap on the log size: a batch only lands on the tree it was computed from.
-    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
+    // Entries are numbered from 0 without gaps, so the size is the largest index + 1: a lookup
+    // on the primary key, where count(*) would scan the table.
+    let found: i64 = sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM entries")
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
@@ -271,7 +303,7 @@ impl Store for SqliteStore {
 
     fn log_size(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
+            let n: i64 = sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM entries")
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)?;
@@ -285,7 +317,22 @@ impl Store for SqliteStore {
                 return Ok(Vec::new());
             }
             let mut found = std::collections::HashMap::with_capacity(indexes.len());
-            for chunk in indexes.chunks(INSERT_CHUNK) {
+            let missing: Vec<u64> = {
+                let cached = self.hashes.lock();
+                indexes
+                    .iter()
+                    .filter(|i| match cached.get(i) {
+                        Some(h) => {
+                            found.insert(**i, *h);
+                            false
+                        }
+                        None => true,
+                    })
+                    .copied()
+                    .collect()
+            };
+            let mut read = Vec::with_capacity(missing.len());
+            for chunk in missing.chunks(INSERT_CHUNK) {
                 let mut q =
                     QueryBuilder::<Sqlite>::new("SELECT idx, hash FROM hashes WHERE idx IN (");
                 let mut sep = q.separated(", ");
@@ -295,9 +342,11 @@ impl Store for SqliteStore {
                 q.push(")");
                 for row in q.build().fetch_all(&self.pool).await.map_err(db)? {
                     let h: Vec<u8> = row.try_get("hash").map_err(db)?;
-                    found.insert(uint(&row, "idx")?, hash(&h)?);
+                    read.push((uint(&row, "idx")?, hash(&h)?));
                 }
             }
+            found.extend(read.iter().copied());
+            self.hashes.insert(read.into_iter());
             indexes
                 .iter()
                 .map(|i| {
@@ -397,7 +446,18 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(commit_batch(&self.pool, batch))
+        Box::pin(async move {
+            let start = batch.hash_start;
+            let hashes = batch.hashes.clone();
+            commit_batch(&self.pool, batch).await?;
+            self.hashes.insert(
+                hashes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| (start + i as u64, h)),
+            );
+            Ok(())
+        })
     }
 
     fn search<'a>(&'a self, s: &'a Search) -> BoxFuture<'a, Result<Vec<SearchHit>, StoreError>> {
