@@ -1,6 +1,8 @@
-//! Content-addressed blob storage: the [`BlobStore`] seam and its file implementation under
-//! `DATA/blobs/sha256/ab/<hex>`. Callers hash what they stream in and only commit a blob whose
-//! digest they checked; the store never trusts a name it did not verify.
+//! Content-addressed blob storage: the [`BlobStore`] seam, where blobs live ([`BlobLocation`],
+//! `gridreg serve --blobs`), and the file implementation under `DIR/sha256/ab/<hex>` (by default
+//! `DATA/blobs`). The object-storage implementation is in [`crate::blob_s3`]. Callers hash what
+//! they stream in and only commit a blob whose digest they checked; the store never trusts a
+//! name it did not verify.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,7 +16,8 @@ use gridreg_protocol::Digest;
 use tokio::fs;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::paths::DataDir;
+use crate::blob_s3::ObjectBlob;
+use crate::paths::{BlobDir, DataDir};
 use crate::store::BoxFuture;
 
 /// Why a blob operation failed. Always an internal error: inputs are checked before they get here.
@@ -24,6 +27,15 @@ pub struct BlobError {
     context: String,
     #[source]
     source: io::Error,
+}
+
+impl BlobError {
+    pub(crate) fn new(context: impl Into<String>, source: io::Error) -> Self {
+        Self {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 fn ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> BlobError {
@@ -36,6 +48,146 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> BlobError {
 pub enum BlobSource {
     /// A local file, served with `Range` support straight from disk.
     File { path: PathBuf, size: u64 },
+    /// An object in an object store, streamed (whole or a range) from there.
+    Object(ObjectBlob),
+}
+
+impl BlobSource {
+    /// The blob's length in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            BlobSource::File { size, .. } => *size,
+            BlobSource::Object(o) => o.size(),
+        }
+    }
+}
+
+/// Where a registry keeps its blobs (`gridreg serve --blobs URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// `file://DIR`: files under `DIR/sha256/` (the default is `DATA/blobs`).
+    Dir(PathBuf),
+    /// `s3://BUCKET?endpoint=URL&region=R`: an S3-compatible bucket (AWS S3, MinIO, Garage,
+    /// R2). Credentials come from the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`
+    /// environment variables; without `endpoint`, AWS S3 itself.
+    S3 {
+        bucket: String,
+        endpoint: Option<String>,
+        region: Option<String>,
+        /// Explicit credentials; `None` (what [`BlobLocation::parse`] gives) reads the
+        /// standard `AWS_*` environment variables.
+        credentials: Option<S3Credentials>,
+    },
+}
+
+/// An access key and its secret (the secret is never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl BlobLocation {
+    /// Parses `file://DIR` or `s3://BUCKET[?endpoint=URL][&region=R]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(dir) = s.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err("expected a directory after `file://`, found nothing".into());
+            }
+            return Ok(BlobLocation::Dir(PathBuf::from(dir)));
+        }
+        let Some(rest) = s.strip_prefix("s3://") else {
+            return Err(format!(
+                "expected `file://DIR` or `s3://BUCKET?endpoint=URL&region=R`, found `{s}`"
+            ));
+        };
+        let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let bucket = bucket.strip_suffix('/').unwrap_or(bucket);
+        // S3 bucket naming rules: 3-63 of lowercase letters, digits, `.` and `-`.
+        if bucket.len() < 3
+            || bucket.len() > 63
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return Err(format!(
+                "expected a bucket name (3-63 of a-z, 0-9, `.`, `-`) after `s3://`, found `{bucket}`"
+            ));
+        }
+        let (mut endpoint, mut region) = (None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v)?;
+            if v.is_empty() {
+                return Err(format!("expected a value for `{k}` in `{s}`, found none"));
+            }
+            match k {
+                "endpoint" => {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(format!(
+                            "expected an http:// or https:// endpoint, found `{v}`"
+                        ));
+                    }
+                    endpoint = Some(v);
+                }
+                "region" => region = Some(v),
+                other => {
+                    return Err(format!(
+                        "expected the parameters `endpoint` and `region`, found `{other}`"
+                    ));
+                }
+            }
+        }
+        Ok(BlobLocation::S3 {
+            bucket: bucket.to_string(),
+            endpoint,
+            region,
+            credentials: None,
+        })
+    }
+}
+
+impl std::fmt::Display for BlobLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobLocation::Dir(d) => write!(f, "file://{}", d.display()),
+            BlobLocation::S3 {
+                bucket, endpoint, ..
+            } => match endpoint {
+                Some(e) => write!(f, "s3://{bucket} at {e}"),
+                None => write!(f, "s3://{bucket}"),
+            },
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("expected `%` and two hex digits in `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("expected UTF-8 in `{s}`"))
 }
 
 /// An upload in progress. Dropping it without [`BlobWriter::commit`] discards the bytes.
@@ -70,7 +222,7 @@ pub const HOT_BUDGET: usize = 64 * 1024 * 1024;
 /// Small blobs kept in memory after a download, so popular components are served without a
 /// disk read per request. Bounded by [`HOT_BUDGET`]; the least recently served blob goes first.
 #[derive(Debug, Default)]
-struct HotBlobs {
+pub(crate) struct HotBlobs {
     inner: Mutex<HotInner>,
 }
 
@@ -82,7 +234,7 @@ struct HotInner {
 }
 
 impl HotBlobs {
-    fn get(&self, digest: &Digest) -> Option<Bytes> {
+    pub(crate) fn get(&self, digest: &Digest) -> Option<Bytes> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.clock += 1;
         let now = inner.clock;
@@ -92,7 +244,7 @@ impl HotBlobs {
         })
     }
 
-    fn put(&self, digest: Digest, bytes: Bytes) {
+    pub(crate) fn put(&self, digest: Digest, bytes: Bytes) {
         if bytes.len() as u64 > HOT_MAX_BLOB {
             return;
         }
@@ -120,18 +272,23 @@ impl HotBlobs {
     }
 }
 
-/// Blobs as files under the data directory.
+/// Blobs as files under a directory (by default `DATA/blobs`).
 #[derive(Debug)]
 pub struct FileBlobStore {
-    dir: DataDir,
+    dir: BlobDir,
     next_tmp: AtomicU64,
     hot: HotBlobs,
 }
 
 impl FileBlobStore {
-    /// Creates the blob directories and clears uploads a previous process left half-written.
+    /// Opens the blobs under `DATA/blobs` (see [`FileBlobStore::open_dir`]).
     pub async fn open(dir: DataDir) -> Result<Self, BlobError> {
-        let tmp = dir.blob_tmp();
+        Self::open_dir(dir.blob_dir()).await
+    }
+
+    /// Creates the blob directories and clears uploads a previous process left half-written.
+    pub async fn open_dir(dir: BlobDir) -> Result<Self, BlobError> {
+        let tmp = dir.tmp();
         if fs::try_exists(&tmp).await.unwrap_or(false) {
             fs::remove_dir_all(&tmp)
                 .await
@@ -140,9 +297,9 @@ impl FileBlobStore {
         fs::create_dir_all(&tmp)
             .await
             .map_err(ctx(format!("creating {}", tmp.display())))?;
-        fs::create_dir_all(dir.blobs())
+        fs::create_dir_all(dir.sha256())
             .await
-            .map_err(ctx(format!("creating {}", dir.blobs().display())))?;
+            .map_err(ctx(format!("creating {}", dir.sha256().display())))?;
         Ok(Self {
             dir,
             next_tmp: AtomicU64::new(0),
@@ -154,7 +311,7 @@ impl FileBlobStore {
 struct FileWriter {
     file: Option<fs::File>,
     tmp: PathBuf,
-    dir: DataDir,
+    dir: BlobDir,
 }
 
 impl Drop for FileWriter {
@@ -231,7 +388,7 @@ impl BlobStore for FileBlobStore {
             let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
             let tmp = self
                 .dir
-                .blob_tmp()
+                .tmp()
                 .join(format!("upload-{}-{n}", std::process::id()));
             let file = fs::File::create(&tmp)
                 .await
@@ -284,7 +441,7 @@ impl BlobStore for FileBlobStore {
 
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>> {
         Box::pin(async move {
-            let root = self.dir.blobs();
+            let root = self.dir.sha256();
             tokio::task::spawn_blocking(move || -> io::Result<u64> {
                 let mut n = 0;
                 for shard in std::fs::read_dir(&root)? {

@@ -17,10 +17,12 @@
 //!   acknowledged, only after that transaction is durable, and a size never gets two roots;
 //! - a rejected record changes nothing: every check runs before the sequencer assigns an index;
 //! - storage paths come only from [`paths`], and the only input-derived part (a digest) is hex;
-//! - [`store::Store`] and [`blob::BlobStore`] are the seams for PostgreSQL and object storage.
+//! - [`store::Store`] and [`blob::BlobStore`] are the seams for PostgreSQL and object storage
+//!   ([`blob_s3`]: an S3-compatible bucket, `Config::blobs`).
 
 pub mod auth;
 pub mod blob;
+pub mod blob_s3;
 pub mod error;
 pub mod log;
 pub mod metrics;

@@ -30,22 +30,59 @@ impl DataDir {
         self.root.join("log.key")
     }
 
+    /// The default blob directory, `DATA/blobs`.
+    pub fn blob_dir(&self) -> BlobDir {
+        BlobDir::new(self.root.join("blobs"))
+    }
+
     /// The root of the content-addressed blob tree.
     pub fn blobs(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+        self.blob_dir().sha256()
+    }
+
+    /// Where uploads are written before they are checked and renamed into place.
+    pub fn blob_tmp(&self) -> PathBuf {
+        self.blob_dir().tmp()
+    }
+
+    /// `blobs/sha256/ab/<64 hex>` for a digest (see [`BlobDir::blob`]).
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir().blob(digest)
+    }
+}
+
+/// The layout of a blob directory (`DATA/blobs`, or `gridreg serve --blobs file://DIR`).
+#[derive(Debug, Clone)]
+pub struct BlobDir {
+    root: PathBuf,
+}
+
+impl BlobDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root of the content-addressed blob tree.
+    pub fn sha256(&self) -> PathBuf {
+        self.root.join("sha256")
     }
 
     /// Where uploads are written before they are checked and renamed into place. It sits on the
     /// same file system as the blobs so the rename is atomic.
-    pub fn blob_tmp(&self) -> PathBuf {
-        self.root.join("blobs").join("tmp")
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
-    /// `blobs/sha256/ab/<64 hex>` for a digest. A [`Digest`] is 32 bytes, so the hex is always
-    /// 64 lowercase hex characters and the path cannot escape the blob tree.
+    /// `sha256/ab/<64 hex>` for a digest. A [`Digest`] is 32 bytes, so the hex is always 64
+    /// lowercase hex characters and the path cannot escape the blob tree.
     pub fn blob(&self, digest: &Digest) -> PathBuf {
         let hex = hex::encode(digest.0);
-        self.blobs().join(&hex[..2]).join(hex)
+        self.sha256().join(&hex[..2]).join(hex)
+    }
+
+    /// The object-store key of a blob: `sha256/<64 hex>` (hex only, like [`BlobDir::blob`]).
+    pub fn object_key(digest: &Digest) -> String {
+        format!("sha256/{}", hex::encode(digest.0))
     }
 }
 

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::blob::{BlobError, BlobStore, FileBlobStore};
+use crate::blob::{BlobError, BlobLocation, BlobStore, FileBlobStore};
+use crate::blob_s3::S3BlobStore;
 use crate::metrics::Metrics;
 use crate::paths::DataDir;
 use crate::postgres::PostgresStore;
@@ -37,9 +38,11 @@ pub struct Config {
     /// Require a bearer token for reads and writes (a private registry).
     pub require_token: bool,
     /// `postgres://...`: keep metadata and the log in this PostgreSQL database instead of
-    /// SQLite under `data` (blobs and the log key stay under `data`). Several replicas may share
+    /// SQLite under `data` (the log key stays under `data`). Several replicas may share
     /// one database.
     pub database_url: Option<String>,
+    /// Where blobs live: `None` is files under `data/blobs`; replicas share an S3 bucket.
+    pub blobs: Option<BlobLocation>,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             require_token: false,
             database_url: None,
+            blobs: None,
         }
     }
 }
@@ -146,6 +150,33 @@ pub async fn open_metadata(
     }
 }
 
+/// Opens the blob store `location` names (files under `DATA/blobs` when `None`).
+pub async fn open_blobs(
+    dir: &DataDir,
+    location: Option<&BlobLocation>,
+) -> Result<Arc<dyn BlobStore>, StartError> {
+    Ok(match location {
+        None => Arc::new(FileBlobStore::open(dir.clone()).await?),
+        Some(BlobLocation::Dir(d)) => {
+            Arc::new(FileBlobStore::open_dir(crate::paths::BlobDir::new(d)).await?)
+        }
+        Some(BlobLocation::S3 {
+            bucket,
+            endpoint,
+            region,
+            credentials,
+        }) => Arc::new(
+            S3BlobStore::open(
+                bucket,
+                endpoint.as_deref(),
+                region.as_deref(),
+                credentials.as_ref(),
+            )
+            .await?,
+        ),
+    })
+}
+
 /// Reads the log key, or makes one on first start (mode 0600, never overwriting).
 fn load_or_create_key(dir: &DataDir, origin: &str) -> Result<SignerKey, StartError> {
     let path = dir.log_key();
@@ -210,7 +241,7 @@ impl Registry {
                 None => store.set_meta("log_key", &mine).await?,
             }
         }
-        let blobs = Arc::new(FileBlobStore::open(dir.clone()).await?);
+        let blobs = open_blobs(&dir, config.blobs.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
         let log_key: Arc<str> = key.verifier().to_string().into();
         let store_dyn: Arc<dyn Store> = store;

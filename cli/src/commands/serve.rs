@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
 use gridreg_registry::auth::{Scope, create_token};
+use gridreg_registry::blob::BlobLocation;
 use gridreg_registry::server::{DEFAULT_ORIGIN, open_metadata, parse_size};
 use gridreg_registry::{Config, Registry};
 
@@ -16,8 +17,10 @@ use crate::exit::Status;
 ///
 /// Serves the registry API over SQLite and content-addressed files under --data (created on
 /// first start, with a new log key in DATA/log.key). With --database-url, metadata and the log
-/// live in PostgreSQL instead (blobs and the log key stay under --data); several replicas with
-/// the same log key may share one database. Every accepted record is appended to the
+/// live in PostgreSQL instead (the log key stays under --data); several replicas with the same
+/// log key may share one database. With --blobs s3://BUCKET?endpoint=URL, content lives in an
+/// S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), which
+/// replicas share. Every accepted record is appended to the
 /// transparency log; publishers are answered once their record is durable. SIGTERM or ctrl-c
 /// stops accepting connections, finishes in-flight publishes, and exits.
 #[derive(Debug, Args)]
@@ -28,6 +31,8 @@ use crate::exit::Status;
   gridreg serve --data /srv/gridreg --addr 0.0.0.0:7411 --origin reg.example.com/log
   gridreg serve --require-token                   private: every request needs a token
   gridreg serve --database-url postgres://gridreg@db.internal/gridreg --data /srv/gridreg
+  gridreg serve --blobs file:///mnt/blobs           content under /mnt/blobs/sha256/
+  gridreg serve --blobs 's3://gridreg?endpoint=http://127.0.0.1:9000&region=us-east-1'
   gridreg serve token create --scope publish --namespace acme
   gridreg serve token list
   gridreg serve token revoke 1a2b3c4d5e6f7a8b
@@ -35,7 +40,7 @@ use crate::exit::Status;
 Exit status: 0 stopped cleanly; 2 the data directory, address or options are unusable."
 )]
 pub struct Opts {
-    /// Data directory (database, blobs, log key).
+    /// Data directory (database, blobs unless --blobs says otherwise, log key).
     #[arg(
         long,
         value_name = "DIR",
@@ -64,6 +69,10 @@ pub struct Opts {
         global = true
     )]
     pub database_url: Option<String>,
+    /// Where content lives: file://DIR, or s3://BUCKET?endpoint=URL&region=R for an
+    /// S3-compatible bucket [default: files under DATA/blobs].
+    #[arg(long, value_name = "URL", env = "GRIDREG_BLOBS", value_parser = BlobLocation::parse)]
+    pub blobs: Option<BlobLocation>,
     #[command(subcommand)]
     pub action: Option<Action>,
 }
@@ -124,6 +133,7 @@ impl Opts {
                     max_blob_size: self.max_blob_size,
                     require_token: self.require_token,
                     database_url: self.database_url,
+                    blobs: self.blobs,
                 };
                 let registry = Registry::open(&config).await.with_context(|| {
                     format!("cannot open the registry in {}", config.data.display())
@@ -136,7 +146,11 @@ impl Opts {
                 } else {
                     "sqlite"
                 };
-                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), database, origin = %config.origin, "serving");
+                let blobs = config.blobs.as_ref().map_or_else(
+                    || format!("file://{}", config.data.join("blobs").display()),
+                    ToString::to_string,
+                );
+                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), database, %blobs, origin = %config.origin, "serving");
                 registry.serve(listener, shutdown_signal()).await?;
                 Ok(Status::Ok)
             }

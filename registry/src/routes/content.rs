@@ -1,13 +1,15 @@
 //! `PUT` and `GET /v1/content/sha256:<hex>`: uploads are streamed to a temp file while hashed,
 //! checked against the digest in the path, and only then renamed into place; downloads of
 //! small blobs are served from memory after the first one, others (and `Range` requests) from
-//! disk; the digest is the `ETag` and responses are cacheable forever.
+//! disk or streamed from the object store; the digest is the `ETag` and responses are cacheable
+//! forever.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    RANGE,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +60,7 @@ async fn upload(
         )));
     }
     // Content-addressed and checked when first stored: a second upload has nothing to add.
-    if let Some(BlobSource::File { size, .. }) = state.blobs.get(digest).await? {
+    if let Some(size) = state.blobs.get(digest).await?.map(|s| s.size()) {
         return Ok(
             Json(serde_json::json!({"digest": digest.to_string(), "size": size})).into_response(),
         );
@@ -101,11 +103,12 @@ async fn download(
     req: Request,
 ) -> Result<Response, ApiError> {
     let digest = digest_from(path)?;
-    let Some(BlobSource::File { path, size }) = state.blobs.get(digest).await? else {
+    let Some(source) = state.blobs.get(digest).await? else {
         return Err(ApiError::NotFound(format!(
             "no content with digest {digest}"
         )));
     };
+    let size = source.size();
     // Content never changes under its digest: the digest is the entity tag, and caches may
     // keep the bytes for good.
     let etag = format!("\"{digest}\"");
@@ -129,11 +132,14 @@ async fn download(
             .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         r
     } else {
-        ServeFile::new(path)
-            .oneshot(req)
-            .await
-            .map_err(|e| ApiError::Internal(format!("serving a blob: {e}")))?
-            .map(Body::new)
+        match source {
+            BlobSource::File { path, .. } => ServeFile::new(path)
+                .oneshot(req)
+                .await
+                .map_err(|e| ApiError::Internal(format!("serving a blob: {e}")))?
+                .map(Body::new),
+            BlobSource::Object(object) => serve_object(&object, req.headers(), &etag).await?,
+        }
     };
     if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
         let h = resp.headers_mut();
@@ -147,4 +153,134 @@ async fn download(
         }
     }
     Ok(resp)
+}
+
+/// What a `Range` header asks of a blob of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// No range, one we do not serve piecewise (several ranges), or an `If-Range` that no
+    /// longer matches: the whole blob.
+    Whole,
+    /// One satisfiable range, end exclusive.
+    Part(std::ops::Range<u64>),
+    /// A range that starts past the end.
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=` range (RFC 9110 section 14.1.2). Anything malformed is ignored, as
+/// the RFC allows, and the whole blob is served.
+fn range_ask(header: Option<&str>, size: u64) -> RangeAsk {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // `bytes=-N`: the last N bytes.
+        return match last.parse::<u64>() {
+            Ok(0) => RangeAsk::Unsatisfiable,
+            Ok(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Ok(n) => RangeAsk::Part(size - n.min(size)..size),
+            Err(_) => RangeAsk::Whole,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeAsk::Whole;
+    };
+    let end = if last.is_empty() {
+        size
+    } else {
+        match last.parse::<u64>() {
+            Ok(l) if l >= start => l.saturating_add(1).min(size),
+            _ => return RangeAsk::Whole,
+        }
+    };
+    if start >= size {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Part(start..end)
+    }
+}
+
+/// Serves a blob from object storage: whole, or the one range asked for (streamed through a
+/// ranged read of the object), with the status and headers `ServeFile` gives a file.
+async fn serve_object(
+    object: &crate::blob_s3::ObjectBlob,
+    headers: &axum::http::HeaderMap,
+    etag: &str,
+) -> Result<Response, ApiError> {
+    let size = object.size();
+    let range = headers.get(RANGE).and_then(|v| v.to_str().ok());
+    // `If-Range` with another validator means the client's copy is stale: send it all.
+    let if_range_ok = headers
+        .get(axum::http::header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let ask = if if_range_ok {
+        range_ask(range, size)
+    } else {
+        RangeAsk::Whole
+    };
+    let mut resp = match ask {
+        RangeAsk::Whole => {
+            let mut r = object.body(None).await?.into_response();
+            if let Ok(v) = HeaderValue::from_str(&size.to_string()) {
+                r.headers_mut().insert(CONTENT_LENGTH, v);
+            }
+            r
+        }
+        RangeAsk::Part(part) => {
+            let content_range = format!("bytes {}-{}/{size}", part.start, part.end - 1);
+            let len = part.end - part.start;
+            let mut r = object.body(Some(part)).await?.into_response();
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                h.insert(CONTENT_RANGE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+                h.insert(CONTENT_LENGTH, v);
+            }
+            r
+        }
+        RangeAsk::Unsatisfiable => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            r
+        }
+    };
+    resp.headers_mut()
+        .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let p = |h: &str| range_ask(Some(h), 100);
+        assert_eq!(range_ask(None, 100), RangeAsk::Whole);
+        assert_eq!(p("bytes=0-9"), RangeAsk::Part(0..10));
+        assert_eq!(p("bytes=90-"), RangeAsk::Part(90..100));
+        assert_eq!(p("bytes=90-500"), RangeAsk::Part(90..100));
+        assert_eq!(p("bytes=-10"), RangeAsk::Part(90..100));
+        assert_eq!(p("bytes=-500"), RangeAsk::Part(0..100));
+        assert_eq!(p("bytes=100-"), RangeAsk::Unsatisfiable);
+        assert_eq!(p("bytes=-0"), RangeAsk::Unsatisfiable);
+        assert_eq!(p("bytes=0-1,5-6"), RangeAsk::Whole);
+        assert_eq!(p("bytes=9-1"), RangeAsk::Whole);
+        assert_eq!(p("items=0-1"), RangeAsk::Whole);
+        assert_eq!(p("bytes=x-1"), RangeAsk::Whole);
+        assert_eq!(range_ask(Some("bytes=0-"), 0), RangeAsk::Unsatisfiable);
+        assert_eq!(range_ask(Some("bytes=-5"), 0), RangeAsk::Unsatisfiable);
+    }
 }

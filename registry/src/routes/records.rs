@@ -17,7 +17,6 @@ use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 
 use crate::auth::Scope;
-use crate::blob::BlobSource;
 use crate::error::{ApiError, namespace_error};
 use crate::log::inclusion_proof;
 use crate::routes::Caller;
@@ -184,7 +183,7 @@ fn precheck_publisher(
 /// The content checks of a release: uploaded, same size, valid wasm, declared surface equal to
 /// the binary's, namespace policy passes. Returns the derived row to store with the entry.
 async fn check_release(state: &AppState, r: &Release) -> Result<NewRelease, ApiError> {
-    let Some(BlobSource::File { size, .. }) = state.blobs.get(r.digest).await? else {
+    let Some(size) = state.blobs.get(r.digest).await?.map(|s| s.size()) else {
         return Err(ApiError::ContentMissing(format!(
             "expected content {} to be uploaded first (PUT /v1/content/{}), found none",
             r.digest, r.digest
