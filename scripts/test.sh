@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: fetches the real-component corpus (once, cached), makes sure PostgreSQL is up for
-# the tests that need it, then `cargo test` over the whole workspace.
+# the tests that need it, installs the s3s-fs S3 server for the object-storage tests (once, cached),
+# then `cargo test` over the whole workspace.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -19,6 +20,18 @@ fi
 # PostgreSQL for the tests that use it (later issues); harmless when it is already running.
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+
+# s3s-fs: the S3-compatible server registry/tests/s3.rs starts on 127.0.0.1 (a free port, a temp
+# root). Installed once into ~/.cache/gridreg-tools, outside the clone. 0.14.1 is the newest release
+# that builds on Rust 1.95 (0.15 and later need 1.96); `binary` is the feature that builds the server.
+if [[ -z "${GRIDREG_TEST_S3FS:-}" ]]; then
+  tools="${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-tools"
+  if [[ ! -x "$tools/bin/s3s-fs" ]]; then
+    echo "== installing s3s-fs 0.14.1 (S3 server for the object-storage tests) into $tools; once, a few minutes" >&2
+    cargo install --locked s3s-fs@0.14.1 --features binary --root "$tools"
+  fi
+  export GRIDREG_TEST_S3FS="$tools/bin/s3s-fs"
 fi
 
 cargo test --workspace --locked "$@"
