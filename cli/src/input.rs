@@ -5,6 +5,7 @@ use std::io::Read;
 use std::sync::mpsc;
 
 use anyhow::{Context, bail};
+use gridreg_verifier::{Audit, AuditError, audit_with_digest};
 use sha2::{Digest, Sha256};
 
 /// The most a command reads into memory from one input. Components in the wild are a few MB; the
@@ -44,6 +45,18 @@ pub fn read(path: &str) -> anyhow::Result<Input> {
             digest,
         });
     }
+    let len = check_file(path)?;
+    let (bytes, digest) =
+        read_hashing(path, len).with_context(|| format!("cannot read `{path}`"))?;
+    Ok(Input {
+        name: path.to_string(),
+        bytes,
+        digest,
+    })
+}
+
+/// Checks `path` is a file gridreg will read whole; returns its length.
+fn check_file(path: &str) -> anyhow::Result<u64> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read `{path}`"))?;
     if meta.is_dir() {
         bail!("`{path}` is a directory: expected a .wasm file");
@@ -55,13 +68,39 @@ pub fn read(path: &str) -> anyhow::Result<Input> {
             human_size(MAX_INPUT)
         );
     }
-    let (bytes, digest) =
-        read_hashing(path, meta.len()).with_context(|| format!("cannot read `{path}`"))?;
-    Ok(Input {
-        name: path.to_string(),
-        bytes,
-        digest,
-    })
+    Ok(meta.len())
+}
+
+/// Reads `path` and audits it, hashing alongside validation rather than alongside the read:
+/// validation is the long part, so the digest costs next to nothing (`verify`'s path).
+pub fn read_audited(path: &str) -> anyhow::Result<(Input, Result<Audit, AuditError>)> {
+    if path == "-" {
+        let input = read(path)?;
+        let audit = audit_with_digest(&input.bytes, input.digest.clone());
+        return Ok((input, audit));
+    }
+    let len = check_file(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read `{path}`"))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        bail!("`{path}` grew past {} while it was read", human_size(MAX_INPUT));
+    }
+    // `audit` hashes on one rayon thread while the other validates.
+    let audit = gridreg_verifier::audit(&bytes);
+    let digest = match &audit {
+        Ok(a) => a.digest.clone(),
+        Err(_) => gridreg_verifier::digest(&bytes),
+    };
+    Ok((
+        Input {
+            name: path.to_string(),
+            bytes,
+            digest,
+        },
+        audit,
+    ))
 }
 
 /// Reads `len` bytes of `path` while a second thread hashes each piece already read, so the digest

@@ -81,11 +81,11 @@ impl Opts {
             .files
             .par_iter()
             .map(|file| {
-                let input = match input::read(file) {
-                    Ok(i) => i,
+                let (input, audit) = match input::read_audited(file) {
+                    Ok(r) => r,
                     Err(e) => return FileReport::error(file.clone(), format!("{e:#}")),
                 };
-                let audit = match audit_with_digest(&input.bytes, input.digest.clone()) {
+                let audit = match audit {
                     Ok(a) => a,
                     Err(e) => return FileReport::error(input.name, e),
                 };
