@@ -85,7 +85,10 @@ pub fn read_audited(path: &str) -> anyhow::Result<(Input, Result<Audit, AuditErr
         .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut bytes))
         .with_context(|| format!("cannot read `{path}`"))?;
     if bytes.len() as u64 > MAX_INPUT {
-        bail!("`{path}` grew past {} while it was read", human_size(MAX_INPUT));
+        bail!(
+            "`{path}` grew past {} while it was read",
+            human_size(MAX_INPUT)
+        );
     }
     // `audit` hashes on one rayon thread while the other validates.
     let audit = gridreg_verifier::audit(&bytes);

@@ -44,7 +44,9 @@ async fn seed(data: &std::path::Path, entries: u64) {
         let new = append_leaves(size, &leaves, &stored).unwrap();
         stored.extend(&new);
         let root = tree_hash(size + n, &stored).unwrap();
-        let cp = Checkpoint::new(ORIGIN, size + n, root).sign(&[&key]).unwrap();
+        let cp = Checkpoint::new(ORIGIN, size + n, root)
+            .sign(&[&key])
+            .unwrap();
         let entries = bodies
             .into_iter()
             .enumerate()
@@ -107,7 +109,10 @@ impl Conn {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let entries: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let entries: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let requests: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let clients: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16);
     let dir = tempfile::tempdir().unwrap();
