@@ -38,17 +38,39 @@ async fn main() {
     let records: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().join("data"));
     // GRIDREG_BENCH_DATABASE_URL=postgres://... measures the PostgreSQL store instead (the
-    // database should be empty).
-    config.database_url = std::env::var("GRIDREG_BENCH_DATABASE_URL").ok();
-    let registry = Registry::open(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(registry.serve(listener, async {
-        let _ = stop_rx.await;
-    }));
+    // database should be empty); GRIDREG_BENCH_REPLICAS=N (PostgreSQL only) runs N replicas on
+    // it, each with its own data dir and the same log key, and clients spread over them.
+    let database_url = std::env::var("GRIDREG_BENCH_DATABASE_URL").ok();
+    let replicas: usize = std::env::var("GRIDREG_BENCH_REPLICAS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        replicas == 1 || database_url.is_some(),
+        "replicas share a PostgreSQL database"
+    );
+    let mut addrs = Vec::new();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for r in 0..replicas {
+        let data = dir.path().join(format!("data{r}"));
+        if r > 0 {
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::copy(dir.path().join("data0/log.key"), data.join("log.key")).unwrap();
+        }
+        let mut config = Config::new(data);
+        config.database_url = database_url.clone();
+        let registry = Registry::open(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop_tx);
+        servers.push(tokio::spawn(registry.serve(listener, async {
+            let _ = stop_rx.await;
+        })));
+    }
+    let addr = addrs[0];
 
     let key = SignerKey::generate("bench").unwrap();
     let claim = Record::Namespace(NamespaceRecord {
@@ -70,7 +92,10 @@ async fn main() {
     ))
     .unwrap();
     let put = format!("/v1/content/{}", Digest::of(&wasm));
-    assert_eq!(http(addr, "PUT", &put, &wasm).await, 201);
+    // Each replica keeps its blobs in its own data dir here.
+    for a in &addrs {
+        assert_eq!(http(*a, "PUT", &put, &wasm).await, 201);
+    }
     let audit = gridreg_verifier::audit(&wasm).unwrap();
     // Signing is the client's cost, so it happens before the clock starts.
     let leaves: Arc<Vec<String>> = Arc::new(
@@ -93,8 +118,9 @@ async fn main() {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for c in 0..clients {
         let (leaves, next) = (leaves.clone(), next.clone());
+        let addr = addrs[c % addrs.len()];
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -117,7 +143,12 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "records {records} clients {clients}: {:.0} appends/s over {:.2}s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "replicas {replicas} ({}) records {records} clients {clients}: {:.0} appends/s over {:.2}s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         records as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
         pct(0.50).as_secs_f64() * 1e3,
@@ -132,6 +163,10 @@ async fn main() {
             line.trim_start_matches("VmHWM:").trim()
         );
     }
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for server in servers {
+        server.await.unwrap().unwrap();
+    }
 }
