@@ -9,9 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,68 +19,11 @@ const ACCESS_KEY: &str = "replica-test-key";
 const SECRET_KEY: &str = "replica-test-secret-0123456789";
 const ORIGIN: &str = "replicas.test/log";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} exited ({status}) before listening on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{what} did not listen on {addr} within 60 s");
-}
-
-/// Kills and reaps the process on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{Running, free_port, wait_for_port};
 
 fn s3fs(root: &Path) -> (Running, String) {
-    let binary = std::env::var_os("GRIDREG_TEST_S3FS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/gridreg-tools/bin/s3s-fs"))
-        })
-        .unwrap_or_else(|| PathBuf::from("s3s-fs"));
-    assert!(
-        binary.is_file(),
-        "this test needs the s3s-fs server, expected at {} (GRIDREG_TEST_S3FS overrides the \
-         path); scripts/test.sh installs it",
-        binary.display()
-    );
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-    let port = free_port();
-    let mut child = Command::new(&binary)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-        .arg(root)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "s3s-fs");
-    (Running(child), format!("http://127.0.0.1:{port}"))
+    common::s3fs(root, BUCKET, ACCESS_KEY, SECRET_KEY)
 }
 
 /// A throwaway database on the test PostgreSQL, dropped at the end.
