@@ -30,6 +30,7 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    hashes: std::sync::Arc<crate::store::HashCache>,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -83,7 +84,10 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            hashes: std::sync::Arc::default(),
+        })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -405,19 +409,24 @@ impl Store for PostgresStore {
             if indexes.is_empty() {
                 return Ok(Vec::new());
             }
-            let wanted = indexes
-                .iter()
-                .map(|&i| int(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            let rows = sqlx::query("SELECT idx, hash FROM hashes WHERE idx = ANY($1)")
-                .bind(wanted)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            let mut found = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let h: Vec<u8> = row.try_get("hash").map_err(db)?;
-                found.insert(uint(row, "idx")?, hash(&h)?);
+            let (mut found, missing) = self.hashes.lookup(&indexes);
+            if !missing.is_empty() {
+                let wanted = missing
+                    .iter()
+                    .map(|&i| int(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let rows = sqlx::query("SELECT idx, hash FROM hashes WHERE idx = ANY($1)")
+                    .bind(wanted)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                let mut read = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let h: Vec<u8> = row.try_get("hash").map_err(db)?;
+                    read.push((uint(row, "idx")?, hash(&h)?));
+                }
+                found.extend(read.iter().copied());
+                self.hashes.insert(read.into_iter());
             }
             indexes
                 .iter()
@@ -525,7 +534,13 @@ impl Store for PostgresStore {
     }
 
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(commit_batch(&self.pool, batch))
+        Box::pin(async move {
+            let start = batch.hash_start;
+            let hashes = batch.hashes.clone();
+            commit_batch(&self.pool, batch).await?;
+            self.hashes.insert_committed(start, &hashes);
+            Ok(())
+        })
     }
 
     fn search<'a>(&'a self, s: &'a Search) -> BoxFuture<'a, Result<Vec<SearchHit>, StoreError>> {

@@ -27,33 +27,7 @@ const INSERT_CHUNK: usize = 2000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    hashes: std::sync::Arc<HashCache>,
-}
-
-/// Most stored hashes kept in memory (about 15 MiB).
-const HASH_CACHE_MAX: usize = 1 << 18;
-
-/// Stored hashes never change once committed, so the ones read or written recently are kept
-/// in memory: inclusion proofs for fresh entries and the sequencer's next append then need no
-/// query. Filled only from committed data (after a commit succeeds, or from a read). When full
-/// it starts over, which is cheap: the hashes a busy log needs are refilled by the next reads.
-#[derive(Debug, Default)]
-struct HashCache {
-    map: std::sync::Mutex<std::collections::HashMap<u64, Hash>>,
-}
-
-impl HashCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Hash>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, hashes: impl ExactSizeIterator<Item = (u64, Hash)>) {
-        let mut map = self.lock();
-        if map.len() + hashes.len() > HASH_CACHE_MAX {
-            map.clear();
-        }
-        map.extend(hashes.take(HASH_CACHE_MAX));
-    }
+    hashes: std::sync::Arc<crate::store::HashCache>,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -316,21 +290,7 @@ impl Store for SqliteStore {
             if indexes.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut found = std::collections::HashMap::with_capacity(indexes.len());
-            let missing: Vec<u64> = {
-                let cached = self.hashes.lock();
-                indexes
-                    .iter()
-                    .filter(|i| match cached.get(i) {
-                        Some(h) => {
-                            found.insert(**i, *h);
-                            false
-                        }
-                        None => true,
-                    })
-                    .copied()
-                    .collect()
-            };
+            let (mut found, missing) = self.hashes.lookup(&indexes);
             let mut read = Vec::with_capacity(missing.len());
             for chunk in missing.chunks(INSERT_CHUNK) {
                 let mut q =
@@ -450,12 +410,7 @@ impl Store for SqliteStore {
             let start = batch.hash_start;
             let hashes = batch.hashes.clone();
             commit_batch(&self.pool, batch).await?;
-            self.hashes.insert(
-                hashes
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| (start + i as u64, h)),
-            );
+            self.hashes.insert_committed(start, &hashes);
             Ok(())
         })
     }

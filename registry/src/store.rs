@@ -233,3 +233,55 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connections, waiting for them to finish.
     fn close(&self) -> BoxFuture<'_, ()>;
 }
+
+/// Most stored hashes kept in memory (about 15 MiB).
+pub const HASH_CACHE_MAX: usize = 1 << 18;
+
+/// Stored hashes never change once committed (whichever replica committed them), so the ones
+/// read or written recently are kept in memory: inclusion proofs for fresh entries and the sequencer's next append then need no
+/// query. Filled only from committed data (after a commit succeeds, or from a read). When full
+/// it starts over, which is cheap: the hashes a busy log needs are refilled by the next reads.
+#[derive(Debug, Default)]
+pub struct HashCache {
+    map: std::sync::Mutex<std::collections::HashMap<u64, Hash>>,
+}
+
+impl HashCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Hash>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached hashes among `indexes`, and the indexes still to read from the database.
+    pub fn lookup(&self, indexes: &[u64]) -> (std::collections::HashMap<u64, Hash>, Vec<u64>) {
+        let cached = self.lock();
+        let mut found = std::collections::HashMap::with_capacity(indexes.len());
+        let mut missing = Vec::new();
+        for &i in indexes {
+            match cached.get(&i) {
+                Some(h) => {
+                    found.insert(i, *h);
+                }
+                None => missing.push(i),
+            }
+        }
+        (found, missing)
+    }
+
+    /// Remembers the hashes a commit stored, `hashes[k]` at index `start + k`.
+    pub fn insert_committed(&self, start: u64, hashes: &[Hash]) {
+        self.insert(
+            hashes
+                .iter()
+                .enumerate()
+                .map(|(k, h)| (start + k as u64, *h)),
+        );
+    }
+
+    pub fn insert(&self, hashes: impl ExactSizeIterator<Item = (u64, Hash)>) {
+        let mut map = self.lock();
+        if map.len() + hashes.len() > HASH_CACHE_MAX {
+            map.clear();
+        }
+        map.extend(hashes.take(HASH_CACHE_MAX));
+    }
+}
