@@ -70,6 +70,41 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The advisory lock key sequencers take turns on (any constant; "gridreg" in ASCII).
+const SEQUENCER_LOCK_KEY: i64 = 0x0067_7269_6472_6567;
+
+/// A session-level advisory lock on one pooled connection.
+struct AdvisoryLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl crate::store::SequencerLock for AdvisoryLock {
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        let conn = self.conn.take();
+        Box::pin(async move {
+            let Some(mut conn) = conn else { return };
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(SEQUENCER_LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Closing the session frees its locks.
+                drop(conn.detach());
+            }
+        })
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        // Not released (a cancelled or panicking sequencer): close the session so the lock
+        // cannot stay held by a connection back in the pool.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`) and runs the
     /// migrations. Several replicas may do this at once: sqlx serialises migrations with an
@@ -499,6 +534,35 @@ impl Store for PostgresStore {
         })
     }
 
+    fn release_context<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<crate::store::ReleaseContext, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT \
+                   EXISTS (SELECT 1 FROM releases WHERE package = $1 AND version = $2) AS found, \
+                   (SELECT yank_idx IS NOT NULL FROM releases WHERE package = $1 AND version = $2) AS yanked, \
+                   (SELECT policy FROM namespace_policies WHERE namespace = $3) AS policy",
+            )
+            .bind(package)
+            .bind(version)
+            .bind(namespace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+            let found: bool = row.try_get("found").map_err(db)?;
+            let yanked: Option<bool> = row.try_get("yanked").map_err(db)?;
+            let policy: Option<String> = row.try_get("policy").map_err(db)?;
+            Ok(crate::store::ReleaseContext {
+                exists: found.then_some(yanked.unwrap_or(false)),
+                policy,
+            })
+        })
+    }
+
     fn release_states(
         &self,
         keys: Vec<(String, String)>,
@@ -530,6 +594,22 @@ impl Store for PostgresStore {
                 );
             }
             Ok(out)
+        })
+    }
+
+    fn sequencer_lock(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn crate::store::SequencerLock>>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(SEQUENCER_LOCK_KEY)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(Some(
+                Box::new(AdvisoryLock { conn: Some(conn) }) as Box<dyn crate::store::SequencerLock>
+            ))
         })
     }
 

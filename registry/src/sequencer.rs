@@ -376,30 +376,55 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            self.sequence(pending).await;
+            self.sequence(pending, &mut rx).await;
         }
         tracing::info!(size = self.size, "sequencer stopped");
     }
 
     /// Sequences one batch; with a shared store, first catches up with other replicas and
     /// rebuilds the batch whenever one of them wins the race to the tree-state lock.
-    async fn sequence(&mut self, mut pending: Vec<Submission>) {
+    async fn sequence(
+        &mut self,
+        mut pending: Vec<Submission>,
+        rx: &mut mpsc::Receiver<Submission>,
+    ) {
         if self.refresh_every.is_none() {
             self.attempt(pending, false).await;
             return;
         }
-        for attempt in 1..=MAX_ATTEMPTS {
-            if let Err(e) = self.refresh().await {
+        // Take turns with the other replicas' sequencers, so this batch is built on the tree it
+        // will be committed to (the commit still checks, under the tree-state row lock).
+        let lock = match self.store.sequencer_lock().await {
+            Ok(l) => l,
+            Err(e) => {
                 let accepted = pending.into_iter().map(|s| (0, s)).collect();
                 return self.fail(accepted, e.to_string()).await;
             }
+        };
+        // Whatever arrived while waiting for the turn joins this batch: under contention the
+        // batches grow, and the commits (the part replicas take turns on) get fewer.
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(s) => pending.push(s),
+                Err(_) => break,
+            }
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            if let Err(e) = self.refresh().await {
+                let accepted = pending.into_iter().map(|s| (0, s)).collect();
+                self.fail(accepted, e.to_string()).await;
+                break;
+            }
             match self.attempt(pending, attempt < MAX_ATTEMPTS).await {
-                Attempt::Done => return,
+                Attempt::Done => break,
                 Attempt::Lost(again) => {
                     tracing::debug!(attempt, "another replica extended the log; rebuilding");
                     pending = again;
                 }
             }
+        }
+        if let Some(lock) = lock {
+            lock.release().await;
         }
     }
 

@@ -160,6 +160,20 @@ pub struct TokenRow {
 /// The (package, version) pairs that exist, each mapped to whether it is yanked.
 pub type ExistingVersions = std::collections::HashMap<(String, String), bool>;
 
+/// [`Store::release_context`]: whether the version exists (and is yanked), and the namespace's
+/// server-side policy text.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseContext {
+    pub exists: Option<bool>,
+    pub policy: Option<String>,
+}
+
+/// A held [`Store::sequencer_lock`]. Release it with [`SequencerLock::release`]; dropping it
+/// without releasing also frees it (by closing its connection).
+pub trait SequencerLock: Send {
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
 /// Metadata, log and derived rows.
 pub trait Store: Send + Sync + 'static {
     fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
@@ -188,6 +202,21 @@ pub trait Store: Send + Sync + 'static {
         package: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
+    /// What publishing a release needs to know first, in one round trip where the store can:
+    /// [`Store::release_state`] of the version and [`Store::policy`] of its namespace.
+    fn release_context<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<ReleaseContext, StoreError>> {
+        Box::pin(async move {
+            Ok(ReleaseContext {
+                exists: self.release_state(package, version).await?,
+                policy: self.policy(namespace).await?,
+            })
+        })
+    }
     /// [`Store::release_state`] for many releases in one query: the ones that exist, with
     /// whether each is yanked. The sequencer asks once per batch.
     fn release_states(
@@ -229,6 +258,14 @@ pub trait Store: Send + Sync + 'static {
         when: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StoreError>>;
+
+    /// With a store several replicas share: waits for, then holds, a lock that lets one
+    /// sequencer at a time build and commit a batch, so no replica builds and signs a batch it
+    /// then loses to another. Correctness does not rest on it (commit still compares the tree
+    /// state under a row lock); it only saves wasted work. `None` where one process owns the store.
+    fn sequencer_lock(&self) -> BoxFuture<'_, Result<Option<Box<dyn SequencerLock>>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Closes the connections, waiting for them to finish.
     fn close(&self) -> BoxFuture<'_, ()>;

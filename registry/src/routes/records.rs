@@ -70,35 +70,37 @@ async fn publish(
     };
     caller.require(state, scope, Some(&namespace))?;
 
-    // With replicas, first catch up with what the others already acknowledged.
-    state.view.catch_up(state.store.as_ref()).await?;
     // Which of the signatures verify, against every key the namespace ever had (plus the
     // claimed key for a claim). Roles at the record's index are the sequencer's decision.
-    let keys = state
-        .view
-        .with_namespaces(|ns| ns.keys_for(&record))
-        .map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
-    let signers = match note::verify(&leaf, &keys) {
-        Ok(v) => v.verified_by,
-        Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
-        Err(e) => {
-            return Err(ApiError::NotAuthorised {
-                code: "bad_signature",
-                message: e.to_string(),
-            });
-        }
-    };
+    let mut signers = verified_signers(state, &record, &leaf)?;
+    // With replicas, this view may miss what another replica acknowledged a moment ago (a
+    // grant, a claim): when the record does not pass as things look here, catch up with the
+    // stored log and look again. Records that pass need no extra query.
+    let passes = !signers.is_empty()
+        && match &record {
+            Record::Release(_) | Record::Yank(_) => {
+                precheck_publisher(state, &record, &signers).is_ok()
+            }
+            Record::Namespace(_) => true,
+        };
+    if !passes {
+        state.view.catch_up(state.store.as_ref()).await?;
+        signers = verified_signers(state, &record, &leaf)?;
+    }
 
     let derived = match &record {
         Record::Release(r) => {
             // Fail fast on what the sequencer would refuse anyway, before reading the content.
             precheck_publisher(state, &record, &signers)?;
-            if state
+            let context = state
                 .store
-                .release_state(&r.package.to_string(), &r.version.to_string())
-                .await?
-                .is_some()
-            {
+                .release_context(
+                    &r.package.to_string(),
+                    &r.version.to_string(),
+                    r.package.namespace().as_str(),
+                )
+                .await?;
+            if context.exists.is_some() {
                 return Err(ApiError::Conflict {
                     code: "version_exists",
                     message: format!(
@@ -107,7 +109,7 @@ async fn publish(
                     ),
                 });
             }
-            Derived::Release(Box::new(check_release(state, r).await?))
+            Derived::Release(Box::new(check_release(state, r, context.policy).await?))
         }
         Record::Yank(y) => {
             precheck_publisher(state, &record, &signers)?;
@@ -167,6 +169,26 @@ async fn publish(
     })
 }
 
+/// The keys whose signatures on `leaf` verify, among those that can matter for `record`.
+fn verified_signers(
+    state: &AppState,
+    record: &Record,
+    leaf: &[u8],
+) -> Result<Vec<gridreg_protocol::VerifierKey>, ApiError> {
+    let keys = state
+        .view
+        .with_namespaces(|ns| ns.keys_for(record))
+        .map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
+    match note::verify(leaf, &keys) {
+        Ok(v) => Ok(v.verified_by),
+        Err(NoteError::NoVerifiedSignature { .. }) => Ok(Vec::new()),
+        Err(e) => Err(ApiError::NotAuthorised {
+            code: "bad_signature",
+            message: e.to_string(),
+        }),
+    }
+}
+
 /// Refuses a release or yank that no signer could publish as things stand now. The sequencer
 /// checks again at the record's real index.
 fn precheck_publisher(
@@ -182,7 +204,11 @@ fn precheck_publisher(
 
 /// The content checks of a release: uploaded, same size, valid wasm, declared surface equal to
 /// the binary's, namespace policy passes. Returns the derived row to store with the entry.
-async fn check_release(state: &AppState, r: &Release) -> Result<NewRelease, ApiError> {
+async fn check_release(
+    state: &AppState,
+    r: &Release,
+    policy: Option<String>,
+) -> Result<NewRelease, ApiError> {
     let Some(size) = state.blobs.get(r.digest).await?.map(|s| s.size()) else {
         return Err(ApiError::ContentMissing(format!(
             "expected content {} to be uploaded first (PUT /v1/content/{}), found none",
@@ -227,7 +253,7 @@ async fn check_release(state: &AppState, r: &Release) -> Result<NewRelease, ApiE
         &r.exports,
         audit.exports.iter().map(String::as_str),
     )?;
-    check_policy(state, r, &audit).await?;
+    check_policy(policy, r, &audit)?;
     Ok(NewRelease {
         package: r.package.to_string(),
         version: r.version.to_string(),
@@ -294,9 +320,10 @@ fn check_surface<'a>(
     )))
 }
 
-async fn check_policy(state: &AppState, r: &Release, audit: &Audit) -> Result<(), ApiError> {
+/// Judges the release by its namespace's server-side policy, when an admin set one.
+fn check_policy(policy: Option<String>, r: &Release, audit: &Audit) -> Result<(), ApiError> {
     let ns = r.package.namespace().to_string();
-    let Some(text) = state.store.policy(&ns).await? else {
+    let Some(text) = policy else {
         return Ok(());
     };
     let policy = Policy::parse(&text, &format!("policy of namespace {ns}"))
