@@ -166,6 +166,20 @@ impl Config {
                 configured: true,
             })
         };
+        // A URL uses its configured entry (and so its pinned key) when it has one.
+        let by_url = |raw: &str| -> anyhow::Result<Remote> {
+            let url = normalise_url(raw)?;
+            match self.name_of_url(&url) {
+                Some(name) => by_name(&name),
+                None => Ok(Remote {
+                    name: url.clone(),
+                    url,
+                    token: None,
+                    log_key: None,
+                    configured: false,
+                }),
+            }
+        };
         match wanted {
             Some(w) if self.registries.contains_key(&w) => by_name(&w),
             Some(w) => {
@@ -180,33 +194,11 @@ impl Config {
                         }
                     );
                 }
-                let url = normalise_url(&w)?;
-                match self.name_of_url(&url) {
-                    Some(name) => by_name(&name),
-                    None => Ok(Remote {
-                        name: url.clone(),
-                        url,
-                        token: None,
-                        log_key: None,
-                        configured: false,
-                    }),
-                }
+                by_url(&w)
             }
             None => match &self.default {
                 Some(d) => by_name(d),
-                None => {
-                    let url = normalise_url(DEFAULT_REGISTRY_ADDR)?;
-                    match self.name_of_url(&url) {
-                        Some(name) => by_name(&name),
-                        None => Ok(Remote {
-                            name: url.clone(),
-                            url,
-                            token: None,
-                            log_key: None,
-                            configured: false,
-                        }),
-                    }
-                }
+                None => by_url(DEFAULT_REGISTRY_ADDR),
             },
         }
     }

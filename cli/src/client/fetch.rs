@@ -83,7 +83,7 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         }
         l.version.clone()
     } else {
-        remote::resolve(&req.session.api, req.reference)?.version
+        remote::resolve(&req.session.api, req.reference)?
     };
     let release = remote::release(&req.session.api, &req.reference.package, &version)?;
     let (digest, size) = signed_digest(&release)?;

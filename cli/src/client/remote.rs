@@ -2,7 +2,6 @@
 //! the fields the client uses are declared; everything here is a claim that the client checks
 //! against signed records, proofs and the bytes themselves before it believes it.
 
-use anyhow::Context as _;
 use gridreg_protocol::api::{InclusionProof, LogEntries, LogEntry, decode_hashes};
 use gridreg_protocol::name::Candidate;
 use gridreg_protocol::{Hash, PackageName, Reference};
@@ -52,8 +51,8 @@ pub fn versions(api: &Api, package: &PackageName) -> anyhow::Result<Option<Packa
     }
 }
 
-/// Picks the version `reference` means among the registry's list (yanked excluded from ranges).
-pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<VersionInfo> {
+/// The version `reference` means among the registry's list (yanked excluded from ranges).
+pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<String> {
     let Some(list) = versions(api, &reference.package)? else {
         anyhow::bail!(
             "the registry at {} has no package {}",
@@ -61,28 +60,20 @@ pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<VersionInfo> 
             reference.package
         );
     };
-    let candidates: Vec<(Candidate, &VersionInfo)> = list
+    let candidates: Vec<Candidate> = list
         .versions
         .iter()
         .filter_map(|v| {
-            semver::Version::parse(&v.version).ok().map(|version| {
-                (
-                    Candidate {
-                        version,
-                        yanked: v.yanked,
-                    },
-                    v,
-                )
-            })
+            semver::Version::parse(&v.version)
+                .ok()
+                .map(|version| Candidate {
+                    version,
+                    yanked: v.yanked,
+                })
         })
         .collect();
-    let plain: Vec<Candidate> = candidates.iter().map(|(c, _)| c.clone()).collect();
-    match reference.resolve(&plain) {
-        Some(c) => Ok(candidates
-            .iter()
-            .find(|(k, _)| k.version == c.version)
-            .map(|(_, v)| (*v).clone())
-            .context("resolved version vanished")?),
+    match reference.resolve(&candidates) {
+        Some(c) => Ok(c.version.to_string()),
         None => {
             let listed: Vec<String> = list
                 .versions

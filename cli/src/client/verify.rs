@@ -19,8 +19,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use gridreg_protocol::api::LogEntry;
 use gridreg_protocol::checkpoint::Checkpoint;
-use gridreg_protocol::merkle::{leaf_hash, verify_inclusion};
+use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
     Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, record::Release,
@@ -28,6 +29,7 @@ use gridreg_protocol::{
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
 
+use super::http::Api;
 use super::remote::{self, ReleaseInfo};
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
@@ -78,18 +80,11 @@ pub struct Request<'a> {
 }
 
 /// Where the client-side time went (everything except waiting on the network).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
-    #[serde(serialize_with = "ms")]
     pub signatures: Duration,
-    #[serde(serialize_with = "ms")]
     pub proofs: Duration,
-    #[serde(serialize_with = "ms")]
     pub audit: Duration,
-}
-
-pub(crate) fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
 /// Everything a successful verification established.
@@ -236,35 +231,11 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     t.signatures += clock.elapsed();
 
     // 3. authorisation: replay the namespace, each record proven included.
-    let mut state = NamespaceState::new();
-    for e in &ns_records {
-        let proof = remote::inclusion_proof(api, e.index, unverified.size)?;
-        let clock = Instant::now();
-        verify_inclusion(
-            &proof,
-            unverified.size,
-            &unverified.root,
-            e.index,
-            &leaf_hash(e.body.as_bytes()),
-        )
-        .map_err(|err| {
-            failed(
-                Check::Authorisation,
-                format!("namespace record at log index {}: {err}", e.index),
-            )
+    let state = replay_namespace(api, &ns_records, unverified.size, &unverified.root, &mut t)
+        .map_err(|e| match e.downcast::<Failure>() {
+            Ok(f) => failed(Check::Authorisation, f.0),
+            Err(e) => e,
         })?;
-        t.proofs += clock.elapsed();
-        let clock = Instant::now();
-        state
-            .apply_entry(e.index, e.body.as_bytes())
-            .map_err(|err| {
-                failed(
-                    Check::Authorisation,
-                    format!("replaying namespace {ns}: {err}"),
-                )
-            })?;
-        t.signatures += clock.elapsed();
-    }
     let clock = Instant::now();
     state
         .check_publish(ns, index, &signers)
@@ -362,6 +333,32 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         namespace_records: ns_records.len(),
         timings: t,
     })
+}
+
+/// Replays namespace records in log order, each first proven included in the tree of `size`
+/// with `root`. A record outside that tree, or one the namespace rules refuse, is a [`Failure`];
+/// not reaching the registry is an ordinary error.
+pub fn replay_namespace(
+    api: &Api,
+    records: &[LogEntry],
+    size: u64,
+    root: &Hash,
+    t: &mut Timings,
+) -> anyhow::Result<NamespaceState> {
+    let mut state = NamespaceState::new();
+    for e in records {
+        let proof = remote::inclusion_proof(api, e.index, size)?;
+        let clock = Instant::now();
+        verify_inclusion(&proof, size, root, e.index, &leaf_hash(e.body.as_bytes()))
+            .map_err(|err| Failure(format!("namespace record at log index {}: {err}", e.index)))?;
+        t.proofs += clock.elapsed();
+        let clock = Instant::now();
+        state
+            .apply_entry(e.index, e.body.as_bytes())
+            .map_err(|err| Failure(format!("replaying the namespace: {err}")))?;
+        t.signatures += clock.elapsed();
+    }
+    Ok(state)
 }
 
 fn surface_matches(what: &str, signed: &[String], actual: &[&str]) -> anyhow::Result<()> {

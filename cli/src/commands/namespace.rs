@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use gridreg_protocol::record::{NamespaceOp, NamespaceRecord, Role};
-use gridreg_protocol::{Namespace, NamespaceState, Record, Timestamp};
+use gridreg_protocol::{Namespace, Record, Timestamp};
 
-use crate::client::{self, remote, trust};
-use crate::exit::{Failure, Status};
+use crate::client::{self, remote, trust, verify};
+use crate::exit::Status;
 
 /// Claim a namespace, or grant and revoke keys' roles in it.
 ///
@@ -154,21 +154,18 @@ fn show(s: &Show) -> anyhow::Result<Status> {
             session.remote.url
         ));
     }
-    let mut state = NamespaceState::new();
-    for e in records.iter().filter(|e| e.index < checkpoint.size()) {
-        let proof = remote::inclusion_proof(&session.api, e.index, checkpoint.size())?;
-        gridreg_protocol::merkle::verify_inclusion(
-            &proof,
-            checkpoint.size(),
-            checkpoint.root(),
-            e.index,
-            &gridreg_protocol::merkle::leaf_hash(e.body.as_bytes()),
-        )
-        .map_err(|err| Failure(format!("namespace record at log index {}: {err}", e.index)))?;
-        state
-            .apply_entry(e.index, e.body.as_bytes())
-            .map_err(|err| Failure(format!("replaying {namespace}: {err}")))?;
-    }
+    let in_tree: Vec<_> = records
+        .iter()
+        .filter(|e| e.index < checkpoint.size())
+        .cloned()
+        .collect();
+    let state = verify::replay_namespace(
+        &session.api,
+        &in_tree,
+        checkpoint.size(),
+        checkpoint.root(),
+        &mut verify::Timings::default(),
+    )?;
     let current = state.current(&namespace);
     if s.json {
         let members: Vec<serde_json::Value> = current

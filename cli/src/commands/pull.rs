@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use gridreg_protocol::{Digest, Reference};
+use gridreg_protocol::Reference;
 
 use crate::client::fetch::{self, Fetched};
 use crate::client::fsutil;
 use crate::client::lockfile::{self, LockFile};
-use crate::client::remote::ReleaseInfo;
 use crate::client::trust::{self, Session};
-use crate::client::verify::Verified;
 use crate::exit::Status;
 use crate::{input, policy_file};
 
@@ -93,56 +91,43 @@ impl Opts {
             locked: self.locked,
         })?;
         let entry = fetched.lock_entry();
-        let Fetched {
-            release,
-            version,
-            digest,
-            size,
-            bytes,
-            verified,
-        } = fetched;
-
         let out = self.output.clone().unwrap_or_else(|| {
             PathBuf::from(format!(
-                "{}-{}-{version}.wasm",
+                "{}-{}-{}.wasm",
                 reference.package.namespace(),
-                reference.package.name()
+                reference.package.name(),
+                fetched.version
             ))
         });
-        fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+        fsutil::write_atomic(&out, &fetched.bytes)
+            .with_context(|| format!("writing {}", out.display()))?;
         let lock_changed = locked.as_ref() != Some(&entry);
         if lock_changed && !self.locked {
             lock.set(entry);
             lock.save(&lock_path)?;
         }
 
-        self.report(
-            &session,
-            &release,
-            &digest,
-            size,
-            &out,
-            verified.as_ref(),
-            &lock_path,
-            lock_changed,
-            &session.api,
-        )?;
+        self.report(&session, &fetched, &out, &lock_path, lock_changed)?;
         Ok(Status::Ok)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         session: &Session,
-        release: &ReleaseInfo,
-        digest: &Digest,
-        size: u64,
+        fetched: &Fetched,
         out: &Path,
-        verified: Option<&(Verified, std::time::Duration)>,
         lock_path: &Path,
         lock_changed: bool,
-        api: &crate::client::http::Api,
     ) -> anyhow::Result<()> {
+        let Fetched {
+            release,
+            digest,
+            size,
+            verified,
+            ..
+        } = fetched;
+        let size = *size;
+        let verified = verified.as_ref();
         let name = format!("{}@{}", release.package, release.version);
         if self.json {
             let mut obj = serde_json::json!({
@@ -174,7 +159,7 @@ impl Opts {
                     "proofs": ms(t.proofs),
                     "audit_and_policy": ms(t.audit),
                     "client_total": ms(*hashing + t.signatures + t.proofs + t.audit),
-                    "network": ms(api.network_time()),
+                    "network": ms(session.api.network_time()),
                 });
             }
             println!("{}", serde_json::to_string_pretty(&obj)?);
