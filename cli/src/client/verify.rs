@@ -285,10 +285,9 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
                 format!("the downloaded component does not validate: {e}"),
             )
         })?;
-    let imports: Vec<&str> = audit.imports.iter().map(|i| i.name.as_str()).collect();
-    let exports: Vec<&str> = audit.exports.iter().map(String::as_str).collect();
-    surface_matches("import", &release.imports, &imports)?;
-    surface_matches("export", &release.exports, &exports)?;
+    if let Some(diff) = audit.surface_diff(&release.imports, &release.exports) {
+        return Err(failed(Check::Surface, diff));
+    }
 
     // 8. policy on that audit.
     let evaluation = match req.policy {
@@ -359,34 +358,4 @@ pub fn replay_namespace(
         t.signatures += clock.elapsed();
     }
     Ok(state)
-}
-
-fn surface_matches(what: &str, signed: &[String], actual: &[&str]) -> anyhow::Result<()> {
-    let extra: Vec<&str> = signed
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !actual.contains(s))
-        .collect();
-    let missing: Vec<&str> = actual
-        .iter()
-        .copied()
-        .filter(|a| !signed.iter().any(|s| s == a))
-        .collect();
-    if extra.is_empty() && missing.is_empty() {
-        return Ok(());
-    }
-    let mut parts = Vec::new();
-    if !missing.is_empty() {
-        parts.push(format!(
-            "the component has {what}s the signed record omits: {}",
-            missing.join(", ")
-        ));
-    }
-    if !extra.is_empty() {
-        parts.push(format!(
-            "the signed record lists {what}s the component lacks: {}",
-            extra.join(", ")
-        ));
-    }
-    Err(failed(Check::Surface, parts.join("; ")))
 }

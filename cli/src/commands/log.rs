@@ -234,15 +234,12 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                         continue;
                     }
                 };
-                let imports: Vec<String> = audit.imports.iter().map(|i| i.name.clone()).collect();
-                if imports != r.imports || audit.exports != r.exports {
+                if let Some(diff) = audit.surface_diff(&r.imports, &r.exports) {
                     findings.push(Finding {
                         index: e.index,
                         kind: "surface-mismatch",
                         package: Some(package.clone()),
-                        message: format!(
-                            "{name}: the signed import/export lines differ from the component's own"
-                        ),
+                        message: format!("{name}: {diff}"),
                     });
                 }
                 let caps: BTreeSet<String> = audit

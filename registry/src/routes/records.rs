@@ -243,16 +243,12 @@ async fn check_release(
             r.digest, audit.digest
         )));
     }
-    check_surface(
-        "import",
-        &r.imports,
-        audit.imports.iter().map(|i| i.name.as_str()),
-    )?;
-    check_surface(
-        "export",
-        &r.exports,
-        audit.exports.iter().map(String::as_str),
-    )?;
+    if let Some(diff) = audit.surface_diff(&r.imports, &r.exports) {
+        return Err(ApiError::SurfaceMismatch(format!(
+            "expected the record's {} lines to equal the binary's; {diff}",
+            diff.what
+        )));
+    }
     check_policy(policy, r, &audit)?;
     Ok(NewRelease {
         package: r.package.to_string(),
@@ -279,45 +275,6 @@ async fn check_release(
             .collect(),
         exports: audit.exports.clone(),
     })
-}
-
-/// Both lists are sorted and unique, so they are equal or have a first difference to name.
-fn check_surface<'a>(
-    what: &str,
-    declared: &[String],
-    actual: impl Iterator<Item = &'a str>,
-) -> Result<(), ApiError> {
-    let actual: Vec<&str> = actual.collect();
-    let missing: Vec<&str> = actual
-        .iter()
-        .copied()
-        .filter(|a| !declared.iter().any(|d| d == a))
-        .collect();
-    let extra: Vec<&str> = declared
-        .iter()
-        .map(String::as_str)
-        .filter(|d| !actual.contains(d))
-        .collect();
-    if missing.is_empty() && extra.is_empty() {
-        return Ok(());
-    }
-    let mut parts = Vec::new();
-    if !missing.is_empty() {
-        parts.push(format!(
-            "the binary has {what} lines the record omits: {}",
-            missing.join(", ")
-        ));
-    }
-    if !extra.is_empty() {
-        parts.push(format!(
-            "the record lists {what} lines the binary lacks: {}",
-            extra.join(", ")
-        ));
-    }
-    Err(ApiError::SurfaceMismatch(format!(
-        "expected the record's {what} lines to equal the binary's; {}",
-        parts.join("; ")
-    )))
 }
 
 /// Judges the release by its namespace's server-side policy, when an admin set one.
