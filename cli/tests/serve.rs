@@ -3,8 +3,6 @@
 //! acknowledged publish; SIGTERM stops cleanly; `serve token` works on the data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,107 +10,17 @@ use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::{
-    Digest, Namespace, NamespaceOp, NamespaceRecord, PackageName, Record, Release, Role,
-    SignedCheckpoint, SignerKey, Timestamp, VerifierKey, merkle,
+    Digest, Namespace, NamespaceOp, NamespaceRecord, Record, Role, SignedCheckpoint, SignerKey,
+    Timestamp, VerifierKey, merkle,
 };
 
 const ORIGIN: &str = "crash.test/log";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{fixture_bytes as fixture, free_port, http, json, release};
 
 fn start(data: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--origin", ORIGIN])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http(port, "GET", "/healthz", b"").is_some_and(|(s, _)| s == 200) {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Reap the process before failing, so a failed start leaves no server behind.
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server did not come up on port {port}");
-}
-
-/// A minimal HTTP/1.1 client: one request per connection. `None` when the server is gone.
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
-    let mut body = out[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body)?;
-    }
-    Some((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line = b.windows(2).position(|w| w == b"\r\n")?;
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..line]).ok()?.trim(), 16).ok()?;
-        b = &b[line + 2..];
-        if n == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..n)?);
-        b = b.get(n + 2..)?;
-    }
-}
-
-fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap()
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../examples/wasm/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn release(key: &SignerKey, version: &str, bytes: &[u8]) -> String {
-    let audit = gridreg_verifier::audit(bytes).unwrap();
-    Record::Release(Release {
-        package: PackageName::parse("acme:hello").unwrap(),
-        version: gridreg_protocol::name::parse_version(version).unwrap(),
-        digest: Digest::of(bytes),
-        size: bytes.len() as u64,
-        time: Timestamp::now(),
-        imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
-        exports: audit.exports,
-    })
-    .sign(&[key])
-    .unwrap()
+    common::start_serve(data, port, ORIGIN)
 }
 
 struct Seen {

@@ -1,11 +1,15 @@
-//! Helpers the process-level CLI tests share: free ports, waiting for a child to listen,
-//! killing children on drop, and the s3s-fs S3 server.
+//! Helpers the process-level CLI tests share: free ports, starting `gridreg serve` and waiting
+//! for a child to listen, killing children on drop, a minimal HTTP/1.1 client, signed releases,
+//! and the s3s-fs S3 server.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use gridreg_protocol::{Digest, PackageName, Record, Release, SignerKey, Timestamp};
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -74,4 +78,106 @@ pub fn s3fs(root: &Path, bucket: &str, access_key: &str, secret_key: &str) -> (R
         .unwrap();
     wait_for_port(port, &mut child, "s3s-fs");
     (Running(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts `gridreg serve` on `data` and `port` with `origin`, and waits until `/healthz` answers.
+pub fn start_serve(data: &Path, port: u16, origin: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--origin", origin])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http(port, "GET", "/healthz", b"").is_some_and(|(s, _)| s == 200) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server did not come up on port {port}");
+}
+
+/// The head of a one-shot HTTP/1.1 request with a body of `len` bytes.
+pub fn request_head(method: &str, path: &str, len: usize) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+}
+
+/// Reads a whole `connection: close` answer: `None` when the server closed or reset first.
+pub fn read_answer(s: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let mut body = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body)?;
+    }
+    Some((status, body))
+}
+
+/// A minimal HTTP/1.1 client: one request per connection. `None` when the server is gone.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(request_head(method, path, body.len()).as_bytes())
+        .ok()?;
+    s.write_all(body).ok()?;
+    read_answer(&mut s)
+}
+
+/// Undoes `transfer-encoding: chunked`.
+pub fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line = b.windows(2).position(|w| w == b"\r\n")?;
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..line]).ok()?.trim(), 16).ok()?;
+        b = &b[line + 2..];
+        if n == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..n)?);
+        b = b.get(n + 2..)?;
+    }
+}
+
+/// Parses a JSON answer body.
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+/// The bytes of `examples/wasm/NAME`.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../examples/wasm/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A signed release of `acme:hello` at `version` for `bytes`.
+pub fn release(key: &SignerKey, version: &str, bytes: &[u8]) -> String {
+    let audit = gridreg_verifier::audit(bytes).unwrap();
+    Record::Release(Release {
+        package: PackageName::parse("acme:hello").unwrap(),
+        version: gridreg_protocol::name::parse_version(version).unwrap(),
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        time: Timestamp::now(),
+        imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
+        exports: audit.exports,
+    })
+    .sign(&[key])
+    .unwrap()
 }
