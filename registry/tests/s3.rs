@@ -171,33 +171,7 @@ async fn harness_s3(s3: &S3Server) -> Harness {
 }
 
 async fn get_with(h: &Harness, uri: &str, headers: &[(&str, &str)]) -> Reply {
-    use axum::body::Body;
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-    let mut req = axum::http::Request::builder().method(Method::GET).uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = h
-        .app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        body,
-        headers,
-    }
+    common::send_with(&h.app, Method::GET, uri, Vec::new(), headers).await
 }
 
 fn header(r: &Reply, name: &str) -> String {

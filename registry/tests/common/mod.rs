@@ -217,9 +217,26 @@ pub async fn send(
     body: Vec<u8>,
     token: Option<&str>,
 ) -> Reply {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("authorization", b))
+        .into_iter()
+        .collect();
+    send_with(app, method, uri, body, &headers).await
+}
+
+/// [`send`] with any request headers.
+pub async fn send_with(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let resp = app
         .clone()
