@@ -19,6 +19,11 @@ use gridreg_registry::{Config, Registry};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+/// The allocator of the `gridreg` binary, so the in-process server here allocates as `gridreg
+/// serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!(

@@ -1,16 +1,16 @@
 //! The PostgreSQL implementation of [`Store`], for deployments where several `gridreg serve`
 //! replicas share one database.
 //!
-//! The log size lives in the single `tree_state` row. [`Store::commit`] locks that row with
-//! `SELECT ... FOR UPDATE`, refuses with [`StoreError::Conflict`] unless it still holds the size
-//! the batch was built on, and writes the leaves, hashes, checkpoint, derived rows and the new
-//! size in the same transaction. So however many sequencers run, batches land one after another,
+//! The log size lives in the single `tree_state` row. [`Store::commit`] is one statement that
+//! moves that row's size only if it still is the size the batch was built on (else
+//! [`StoreError::Conflict`]) and, in the same statement, writes the leaves, hashes, checkpoint
+//! and derived rows. So however many sequencers run, batches land one after another,
 //! each on the tree it was computed from, and `checkpoints.size` being the primary key means one
 //! size never gets two roots.
 //!
 //! Queries are plain `sqlx::query` strings (not the compile-time checked macros), so building
 //! the crate needs no database. Bulk inserts pass one array per column to `UNNEST`, so a batch
-//! costs one round trip per table however many entries it holds.
+//! costs one round trip however many entries and tables it touches.
 
 use std::collections::HashMap;
 
@@ -185,181 +185,203 @@ fn check_batch(batch: &Batch) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The whole batch as one statement: the compare-and-swap on the log size and every insert are
+/// data-modifying `WITH` parts of a single `INSERT`/`UPDATE` statement, which PostgreSQL runs
+/// atomically in one implicit transaction, so a commit costs one round trip and one WAL flush
+/// however many tables it touches (a sequencer holds the replicas' turn for exactly that long).
+///
+/// `ts` moves the size only if it still is `$2`, the size the batch was built on; every other part
+/// inserts only when `ts` did, so a batch that lost the race writes nothing. Under READ COMMITTED
+/// an `UPDATE` that waited for another sequencer's commit re-checks its `WHERE` on the new row, so
+/// two batches for the same size cannot both land. Foreign keys are checked at the end of the
+/// statement, after every part has run.
+const COMMIT_BATCH: &str = "\
+WITH ts AS (
+    UPDATE tree_state SET size = $1 WHERE id = 1 AND size = $2 RETURNING size
+), e AS (
+    INSERT INTO entries (idx, body, kind, namespace)
+    SELECT u.* FROM UNNEST($3::BIGINT[], $4::BYTEA[], $5::TEXT[], $6::TEXT[]) AS u
+    WHERE EXISTS (SELECT 1 FROM ts)
+), h AS (
+    INSERT INTO hashes (idx, hash)
+    SELECT u.* FROM UNNEST($7::BIGINT[], $8::BYTEA[]) AS u
+    WHERE EXISTS (SELECT 1 FROM ts)
+), r AS (
+    INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit, wit, \
+                          yank_idx, yank_reason)
+    SELECT u.* FROM UNNEST($9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::TEXT[], $13::BIGINT[], \
+                           $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], $18::BIGINT[], \
+                           $19::TEXT[]) AS u
+    WHERE EXISTS (SELECT 1 FROM ts)
+), y AS (
+    UPDATE releases SET yank_idx = u.idx, yank_reason = u.reason
+    FROM UNNEST($20::BIGINT[], $21::TEXT[], $22::TEXT[], $23::TEXT[]) AS u (idx, package, version, reason)
+    WHERE releases.package = u.package AND releases.version = u.version
+      AND releases.yank_idx IS NULL AND EXISTS (SELECT 1 FROM ts)
+), i AS (
+    INSERT INTO release_imports (idx, name, class)
+    SELECT u.* FROM UNNEST($24::BIGINT[], $25::TEXT[], $26::TEXT[]) AS u
+    WHERE EXISTS (SELECT 1 FROM ts)
+), x AS (
+    INSERT INTO release_exports (idx, name)
+    SELECT u.* FROM UNNEST($27::BIGINT[], $28::TEXT[]) AS u
+    WHERE EXISTS (SELECT 1 FROM ts)
+), c AS (
+    INSERT INTO checkpoints (size, root, body)
+    SELECT $1, $29, $30 WHERE EXISTS (SELECT 1 FROM ts)
+)
+SELECT EXISTS (SELECT 1 FROM ts) AS moved";
+
+/// The batch's rows, one vector per column of each table, for [`COMMIT_BATCH`].
+#[derive(Default)]
+struct BatchColumns {
+    entry_idx: Vec<i64>,
+    entry_body: Vec<Vec<u8>>,
+    entry_kind: Vec<&'static str>,
+    entry_namespace: Vec<String>,
+    hash_idx: Vec<i64>,
+    hash: Vec<Vec<u8>>,
+    rel: ReleaseColumns,
+    /// Yanks of releases committed earlier; a yank of a release in this same batch is written
+    /// into that release's row instead (the parts of one statement do not see each other's rows).
+    yank_idx: Vec<i64>,
+    yank_package: Vec<String>,
+    yank_version: Vec<String>,
+    yank_reason: Vec<String>,
+    imp_idx: Vec<i64>,
+    imp_name: Vec<String>,
+    imp_class: Vec<String>,
+    exp_idx: Vec<i64>,
+    exp_name: Vec<String>,
+}
+
+impl BatchColumns {
+    fn of(batch: &Batch) -> Result<Self, StoreError> {
+        let mut c = Self::default();
+        let hash_start = int(batch.hash_start)?;
+        for (i, h) in batch.hashes.iter().enumerate() {
+            c.hash_idx.push(hash_start + i as i64);
+            c.hash.push(h.to_vec());
+        }
+        // Where each release of this batch sits in the release columns, to fold a later yank of
+        // it in this batch into its row.
+        let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+        for e in &batch.entries {
+            let idx = int(e.index)?;
+            c.entry_idx.push(idx);
+            c.entry_body.push(e.body.clone());
+            c.entry_kind.push(e.kind.as_str());
+            c.entry_namespace.push(e.namespace.clone());
+            match &e.derived {
+                Derived::Release(r) => {
+                    in_batch.insert((&r.package, &r.version), c.rel.idx.len());
+                    c.rel.package.push(r.package.clone());
+                    c.rel.version.push(r.version.clone());
+                    c.rel.idx.push(idx);
+                    c.rel.digest.push(r.digest.clone());
+                    c.rel.size.push(int(r.size)?);
+                    c.rel.kind.push(r.kind.clone());
+                    c.rel.capabilities.push(
+                        serde_json::to_string(&r.capabilities).unwrap_or_else(|_| "[]".into()),
+                    );
+                    c.rel.audit.push(r.audit_json.clone());
+                    c.rel.wit.push(r.wit.clone());
+                    c.rel.yank_idx.push(None);
+                    c.rel.yank_reason.push(None);
+                    for (n, class) in &r.imports {
+                        c.imp_idx.push(idx);
+                        c.imp_name.push(n.clone());
+                        c.imp_class.push(class.clone());
+                    }
+                    for n in &r.exports {
+                        c.exp_idx.push(idx);
+                        c.exp_name.push(n.clone());
+                    }
+                }
+                Derived::Yank {
+                    package,
+                    version,
+                    reason,
+                } => match in_batch.get(&(package.as_str(), version.as_str())) {
+                    Some(&k) if c.rel.yank_idx[k].is_none() => {
+                        c.rel.yank_idx[k] = Some(idx);
+                        c.rel.yank_reason[k] = Some(reason.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        c.yank_idx.push(idx);
+                        c.yank_package.push(package.clone());
+                        c.yank_version.push(version.clone());
+                        c.yank_reason.push(reason.clone());
+                    }
+                },
+                Derived::Namespace => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
 async fn commit_batch(pool: &PgPool, batch: Batch) -> Result<(), StoreError> {
     check_batch(&batch)?;
-    let mut tx = pool.begin().await.map_err(db)?;
-    // Compare-and-swap on the log size under the row lock: another sequencer's commit either
-    // finished before this SELECT (and we see its size) or waits until this transaction ends.
-    let found: i64 = sqlx::query_scalar("SELECT size FROM tree_state WHERE id = 1 FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-    let found = u64::try_from(found)
-        .map_err(|_| StoreError::Corrupt(format!("negative log size {found}")))?;
-    if found != batch.start {
-        return Err(StoreError::Conflict {
-            expected: batch.start,
-            found,
-        });
-    }
-    // An empty batch (the first start's checkpoint of the empty tree) does not move the size,
-    // so a second replica starting at once would pass the check above: refuse it here instead
-    // of signing size 0 twice.
+    let c = BatchColumns::of(&batch)?;
     let cp = &batch.checkpoint;
-    let existing: Option<i64> = sqlx::query_scalar("SELECT size FROM checkpoints WHERE size = $1")
+    let result = sqlx::query_scalar::<_, bool>(COMMIT_BATCH)
         .bind(int(cp.size)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-    if existing.is_some() {
-        return Err(StoreError::CheckpointExists { size: cp.size });
-    }
-
-    if !batch.entries.is_empty() {
-        let mut idx = Vec::with_capacity(batch.entries.len());
-        let mut body = Vec::with_capacity(batch.entries.len());
-        let mut kind = Vec::with_capacity(batch.entries.len());
-        let mut namespace = Vec::with_capacity(batch.entries.len());
-        for e in &batch.entries {
-            idx.push(int(e.index)?);
-            body.push(e.body.clone());
-            kind.push(e.kind.as_str().to_string());
-            namespace.push(e.namespace.clone());
-        }
-        sqlx::query(
-            "INSERT INTO entries (idx, body, kind, namespace) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::TEXT[], $4::TEXT[])",
-        )
-        .bind(idx)
-        .bind(body)
-        .bind(kind)
-        .bind(namespace)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    if !batch.hashes.is_empty() {
-        let hash_start = int(batch.hash_start)?;
-        let idx: Vec<i64> = (0..batch.hashes.len() as i64)
-            .map(|i| hash_start + i)
-            .collect();
-        let hashes: Vec<Vec<u8>> = batch.hashes.iter().map(|h| h.to_vec()).collect();
-        sqlx::query(
-            "INSERT INTO hashes (idx, hash) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
-        )
-        .bind(idx)
-        .bind(hashes)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-
-    let mut rel = ReleaseColumns::default();
-    let (mut imp_idx, mut imp_name, mut imp_class) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut exp_idx, mut exp_name) = (Vec::new(), Vec::new());
-    let mut yanks = Vec::new();
-    for e in &batch.entries {
-        match &e.derived {
-            Derived::Release(r) => {
-                let idx = int(e.index)?;
-                rel.package.push(r.package.clone());
-                rel.version.push(r.version.clone());
-                rel.idx.push(idx);
-                rel.digest.push(r.digest.clone());
-                rel.size.push(int(r.size)?);
-                rel.kind.push(r.kind.clone());
-                rel.capabilities
-                    .push(serde_json::to_string(&r.capabilities).unwrap_or_else(|_| "[]".into()));
-                rel.audit.push(r.audit_json.clone());
-                rel.wit.push(r.wit.clone());
-                for (n, c) in &r.imports {
-                    imp_idx.push(idx);
-                    imp_name.push(n.clone());
-                    imp_class.push(c.clone());
-                }
-                for n in &r.exports {
-                    exp_idx.push(idx);
-                    exp_name.push(n.clone());
-                }
-            }
-            Derived::Yank {
-                package,
-                version,
-                reason,
-            } => yanks.push((int(e.index)?, package, version, reason)),
-            Derived::Namespace => {}
-        }
-    }
-    if !rel.idx.is_empty() {
-        sqlx::query(
-            "INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit, wit) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], \
-             $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
-        )
-        .bind(rel.package)
-        .bind(rel.version)
-        .bind(rel.idx)
-        .bind(rel.digest)
-        .bind(rel.size)
-        .bind(rel.kind)
-        .bind(rel.capabilities)
-        .bind(rel.audit)
-        .bind(rel.wit)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    // A yank may name a release of this same batch, so yanks run after the release insert.
-    for (idx, package, version, reason) in yanks {
-        sqlx::query(
-            "UPDATE releases SET yank_idx = $1, yank_reason = $2 \
-             WHERE package = $3 AND version = $4 AND yank_idx IS NULL",
-        )
-        .bind(idx)
-        .bind(reason)
-        .bind(package)
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    if !imp_idx.is_empty() {
-        sqlx::query(
-            "INSERT INTO release_imports (idx, name, class) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[])",
-        )
-        .bind(imp_idx)
-        .bind(imp_name)
-        .bind(imp_class)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    if !exp_idx.is_empty() {
-        sqlx::query(
-            "INSERT INTO release_exports (idx, name) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[])",
-        )
-        .bind(exp_idx)
-        .bind(exp_name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    sqlx::query("INSERT INTO checkpoints (size, root, body) VALUES ($1, $2, $3)")
-        .bind(int(cp.size)?)
+        .bind(int(batch.start)?)
+        .bind(c.entry_idx)
+        .bind(c.entry_body)
+        .bind(c.entry_kind)
+        .bind(c.entry_namespace)
+        .bind(c.hash_idx)
+        .bind(c.hash)
+        .bind(c.rel.package)
+        .bind(c.rel.version)
+        .bind(c.rel.idx)
+        .bind(c.rel.digest)
+        .bind(c.rel.size)
+        .bind(c.rel.kind)
+        .bind(c.rel.capabilities)
+        .bind(c.rel.audit)
+        .bind(c.rel.wit)
+        .bind(c.rel.yank_idx)
+        .bind(c.rel.yank_reason)
+        .bind(c.yank_idx)
+        .bind(c.yank_package)
+        .bind(c.yank_version)
+        .bind(c.yank_reason)
+        .bind(c.imp_idx)
+        .bind(c.imp_name)
+        .bind(c.imp_class)
+        .bind(c.exp_idx)
+        .bind(c.exp_name)
         .bind(cp.root.to_vec())
         .bind(&cp.body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    sqlx::query("UPDATE tree_state SET size = $1 WHERE id = 1")
-        .bind(int(cp.size)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    // COMMIT returns once the WAL record is flushed (synchronous_commit = on, the default); a
-    // crash before that leaves none of the batch behind.
-    tx.commit().await.map_err(db)
+        .fetch_one(pool)
+        .await;
+    // The statement returns once its WAL record is flushed (synchronous_commit = on, the
+    // default); a crash before that leaves none of the batch behind.
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let found: i64 = sqlx::query_scalar("SELECT size FROM tree_state WHERE id = 1")
+                .fetch_one(pool)
+                .await
+                .map_err(db)?;
+            Err(StoreError::Conflict {
+                expected: batch.start,
+                found: u64::try_from(found)
+                    .map_err(|_| StoreError::Corrupt(format!("negative log size {found}")))?,
+            })
+        }
+        // An empty batch (the first start's checkpoint of the empty tree) does not move the
+        // size, so a second replica starting at once passes `ts`; the checkpoint's primary key
+        // refuses it rather than signing size 0 twice.
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("checkpoints_pkey") => {
+            Err(StoreError::CheckpointExists { size: cp.size })
+        }
+        Err(e) => Err(db(e)),
+    }
 }
 
 /// The release rows of one batch, one vector per column, for `UNNEST`.
@@ -374,6 +396,8 @@ struct ReleaseColumns {
     capabilities: Vec<String>,
     audit: Vec<String>,
     wit: Vec<Option<String>>,
+    yank_idx: Vec<Option<i64>>,
+    yank_reason: Vec<Option<String>>,
 }
 
 fn entries_of(rows: &[PgRow]) -> Result<Entries, StoreError> {
@@ -512,6 +536,25 @@ impl Store for PostgresStore {
                     }
                 }
                 .map_err(db)?;
+            entries_of(&rows)
+        })
+    }
+
+    fn namespace_entries_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT idx, body FROM entries WHERE kind = 'namespace' AND idx >= $1 AND idx < $2 \
+                 ORDER BY idx",
+            )
+            .bind(int(start)?)
+            .bind(int(end)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
             entries_of(&rows)
         })
     }

@@ -165,6 +165,10 @@ pub struct Sequencer {
     size: u64,
     /// Set when other sequencers share the store: how often to look for their appends.
     refresh_every: Option<Duration>,
+    /// The log size the view's namespace state describes exactly; `None` while it holds records
+    /// of a batch not (yet) committed. Following other replicas applies only the namespace
+    /// records after it, instead of replaying every one.
+    namespaces_at: Option<u64>,
 }
 
 /// What one attempt at a batch came to.
@@ -200,15 +204,20 @@ async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError>
 /// size describes, even while another replica appends.
 async fn load_namespaces_below(store: &dyn Store, size: u64) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
-    for (index, body) in store.namespace_entries(None).await? {
-        if index >= size {
-            break;
-        }
+    apply_namespace_entries(&mut state, store.namespace_entries_between(0, size).await?)?;
+    Ok(state)
+}
+
+fn apply_namespace_entries(
+    state: &mut NamespaceState,
+    entries: crate::store::Entries,
+) -> Result<(), OpenError> {
+    for (index, body) in entries {
         state
             .apply_entry(index, &body)
             .map_err(|e| OpenError::Replay(e.to_string()))?;
     }
-    Ok(state)
+    Ok(())
 }
 
 impl Sequencer {
@@ -298,6 +307,7 @@ impl Sequencer {
                 metrics,
                 size: latest.size,
                 refresh_every: None,
+                namespaces_at: Some(latest.size),
             },
             view,
         ))
@@ -329,8 +339,23 @@ impl Sequencer {
                 entries: self.store.log_size().await?,
             });
         };
-        let state = load_namespaces_below(self.store.as_ref(), latest.size).await?;
-        self.view.namespaces_mut(|ns| *ns = state);
+        match self.namespaces_at.filter(|&at| at <= latest.size) {
+            // The state is exact at `at`: apply the namespace records appended since.
+            Some(at) => {
+                let added = self
+                    .store
+                    .namespace_entries_between(at, latest.size)
+                    .await?;
+                self.namespaces_at = None;
+                self.view
+                    .namespaces_mut(|ns| apply_namespace_entries(ns, added))?;
+            }
+            None => {
+                let state = load_namespaces_below(self.store.as_ref(), latest.size).await?;
+                self.view.namespaces_mut(|ns| *ns = state);
+            }
+        }
+        self.namespaces_at = Some(latest.size);
         self.size = latest.size;
         self.metrics.set_log_size(latest.size);
         // The view only moves forward: a checkpoint already served stays the floor.
@@ -462,6 +487,8 @@ impl Sequencer {
         let mut released: HashSet<(String, String)> = HashSet::new();
         let mut yanked: HashSet<(String, String)> = HashSet::new();
         let mut rejected = Vec::new();
+        // From here until the commit lands, the namespace state holds this batch's records.
+        self.namespaces_at = None;
         self.view.namespaces_mut(|ns| {
             for (s, stored) in pending.into_iter().zip(existing) {
                 let stored = match stored {
@@ -615,6 +642,7 @@ impl Sequencer {
         // 5. Publish: the checkpoint becomes visible to readers, then each publisher gets its
         // index. Only now is a publish acknowledged, so every acknowledged record is durable.
         self.size = new_size;
+        self.namespaces_at = Some(new_size);
         let checkpoint = Arc::new(checkpoint);
         self.view.set_latest(checkpoint.clone());
         self.metrics.set_log_size(new_size);
@@ -643,6 +671,7 @@ impl Sequencer {
             (Ok(state), Ok(size)) => {
                 self.view.namespaces_mut(|ns| *ns = state);
                 self.size = size;
+                self.namespaces_at = None;
             }
             (Err(e), _) => tracing::error!(error = %e, "reloading namespace state failed"),
             (_, Err(e)) => tracing::error!(error = %e, "reloading log size failed"),

@@ -358,6 +358,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn namespace_entries_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT idx, body FROM entries WHERE kind = 'namespace' AND idx >= ? AND idx < ? \
+                 ORDER BY idx",
+            )
+            .bind(int(start)?)
+            .bind(int(end)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(|r| Ok((uint(r, "idx")?, r.try_get("body").map_err(db)?)))
+                .collect()
+        })
+    }
+
     fn release_state<'a>(
         &'a self,
         package: &'a str,

@@ -196,6 +196,22 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         namespace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Entries, StoreError>>;
+    /// Namespace records (of every namespace) with `start <= index < end`, in log order: what a
+    /// sequencer following other replicas applies to the namespace state it already has.
+    fn namespace_entries_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .namespace_entries(None)
+                .await?
+                .into_iter()
+                .filter(|(i, _)| (start..end).contains(i))
+                .collect())
+        })
+    }
     /// Whether the release exists, and whether it is yanked.
     fn release_state<'a>(
         &'a self,

@@ -10,10 +10,14 @@ use common::*;
 use gridreg_protocol::merkle;
 use gridreg_registry::server::open_metadata;
 use gridreg_registry::store::{
-    Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, StoreError,
+    Batch, CheckpointRow, Derived, EntryKind, NewEntry, NewRelease, Search, Store, StoreError,
 };
 
-backend_tests!(stale_batches_are_refused, concurrent_commits_serialise);
+backend_tests!(
+    stale_batches_are_refused,
+    concurrent_commits_serialise,
+    releases_and_yanks_share_a_batch
+);
 
 /// A batch of namespace-kind leaves `start..start+n` (the store does not parse bodies), with
 /// hashes and a checkpoint computed the way the sequencer does.
@@ -162,5 +166,104 @@ async fn concurrent_commits_serialise(backend: Backend) {
     let all = store.entries(0, landed).await.unwrap();
     let leaves: Vec<_> = all.iter().map(|(_, b)| merkle::leaf_hash(b)).collect();
     assert_eq!(mth(&leaves), cp.root);
+    store.close().await;
+}
+
+/// `batch` with its entries' derived rows replaced (bodies stay placeholders).
+async fn derived_batch(store: &dyn Store, start: u64, derived: Vec<Derived>, tag: &str) -> Batch {
+    let mut b = batch(store, start, derived.len() as u64, tag).await;
+    for (e, d) in b.entries.iter_mut().zip(derived) {
+        e.kind = match &d {
+            Derived::Release(_) => EntryKind::Release,
+            Derived::Yank { .. } => EntryKind::Yank,
+            Derived::Namespace => EntryKind::Namespace,
+        };
+        e.derived = d;
+    }
+    b
+}
+
+fn release(version: &str, import: &str) -> Derived {
+    Derived::Release(Box::new(NewRelease {
+        package: "acme:x".into(),
+        version: version.into(),
+        digest: format!("sha256:{version}"),
+        size: 10,
+        kind: "component".into(),
+        capabilities: vec!["stdio".into()],
+        audit_json: "{}".into(),
+        wit: None,
+        imports: vec![(import.into(), "stdio".into())],
+        exports: vec!["wasi:cli/run@0.2.0".into()],
+    }))
+}
+
+fn yank(version: &str, reason: &str) -> Derived {
+    Derived::Yank {
+        package: "acme:x".into(),
+        version: version.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One batch may release a version and yank it, and yank a version of an earlier batch; the
+/// derived rows (versions, yank state, imports for search) come out as if applied in log order.
+async fn releases_and_yanks_share_a_batch(backend: Backend) {
+    let (_dir, store, _db) = open(backend).await;
+    store.commit(batch(&*store, 0, 0, "e").await).await.unwrap();
+    let first = derived_batch(
+        &*store,
+        0,
+        vec![release("1.0.0", "wasi:cli/stdout@0.2.0")],
+        "a",
+    )
+    .await;
+    store.commit(first).await.unwrap();
+    let second = derived_batch(
+        &*store,
+        1,
+        vec![
+            release("1.1.0", "wasi:cli/stderr@0.2.0"),
+            yank("1.1.0", "bad build"),
+            yank("1.0.0", "CVE-1"),
+            release("1.2.0", "wasi:cli/stdin@0.2.0"),
+        ],
+        "b",
+    )
+    .await;
+    store.commit(second).await.unwrap();
+    assert_eq!(store.log_size().await.unwrap(), 5);
+    let versions = store.versions("acme:x").await.unwrap();
+    let seen: Vec<(String, u64, bool, Option<String>)> = versions
+        .into_iter()
+        .map(|v| (v.version, v.log_index, v.yanked, v.yank_reason))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("1.0.0".into(), 0, true, Some("CVE-1".into())),
+            ("1.1.0".into(), 1, true, Some("bad build".into())),
+            ("1.2.0".into(), 4, false, None),
+        ]
+    );
+    assert_eq!(
+        store.release_state("acme:x", "1.2.0").await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(store.release_count().await.unwrap(), 3);
+    let hits = store
+        .search(&Search {
+            imports: Some("wasi:cli/stderr".into()),
+            limit: 10,
+            ..Search::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.iter()
+            .map(|h| h.row.version.as_str())
+            .collect::<Vec<_>>(),
+        vec!["1.1.0"]
+    );
     store.close().await;
 }

@@ -77,7 +77,10 @@ fn features() -> WasmFeatures {
 /// the digest is computed alongside, so the audit costs about what validation alone costs.
 pub fn audit(bytes: &[u8]) -> Result<Audit, AuditError> {
     check_header(bytes)?;
-    let (surface, digest) = rayon::join(|| parse_and_validate(bytes), || digest(bytes));
+    let (surface, digest) = rayon::join(
+        || parse_and_validate(bytes, Threads::Pool),
+        || digest(bytes),
+    );
     finish(bytes, surface, digest)
 }
 
@@ -87,7 +90,25 @@ pub fn audit(bytes: &[u8]) -> Result<Audit, AuditError> {
 pub fn audit_with_digest(bytes: &[u8], digest: String) -> Result<Audit, AuditError> {
     debug_assert_eq!(digest, self::digest(bytes));
     check_header(bytes)?;
-    finish(bytes, parse_and_validate(bytes), digest)
+    finish(bytes, parse_and_validate(bytes, Threads::Pool), digest)
+}
+
+/// [`audit`] entirely on the calling thread: the same checks and the same result, without handing
+/// work to other threads. For a server, whose concurrent requests already keep every core busy,
+/// so that splitting each one only adds hand-offs and wake-ups.
+pub fn audit_serial(bytes: &[u8]) -> Result<Audit, AuditError> {
+    check_header(bytes)?;
+    let digest = digest(bytes);
+    finish(bytes, parse_and_validate(bytes, Threads::Caller), digest)
+}
+
+/// Where function bodies are validated.
+#[derive(Clone, Copy)]
+enum Threads {
+    /// On every core (rayon's pool).
+    Pool,
+    /// On the calling thread.
+    Caller,
 }
 
 fn finish(
@@ -184,7 +205,7 @@ fn invalid(e: wasmparser::BinaryReaderError) -> AuditError {
     }
 }
 
-fn parse_and_validate(bytes: &[u8]) -> Result<ParsedSurface, AuditError> {
+fn parse_and_validate(bytes: &[u8], threads: Threads) -> Result<ParsedSurface, AuditError> {
     let mut validator = Validator::new_with_features(features());
     let mut funcs: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'_>)> = Vec::new();
     let mut surface = Surface::default();
@@ -261,7 +282,7 @@ fn parse_and_validate(bytes: &[u8]) -> Result<ParsedSurface, AuditError> {
             _ => {}
         }
     }
-    validate_bodies(funcs)?;
+    validate_bodies(funcs, threads)?;
     let kind = surface.kind.ok_or(AuditError::Invalid {
         offset: 0,
         message: "no module or component header found".to_string(),
@@ -274,21 +295,31 @@ fn parse_and_validate(bytes: &[u8]) -> Result<ParsedSurface, AuditError> {
     })
 }
 
-/// Validates function bodies on all cores, reusing allocations per worker; reports the error with
-/// the lowest offset so the message is the same however the work was split.
+/// Validates function bodies (on all cores, or on this thread), reusing allocations per worker;
+/// reports the error with the lowest offset so the message is the same however the work was split.
 fn validate_bodies(
     funcs: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'_>)>,
+    threads: Threads,
 ) -> Result<(), AuditError> {
-    let first_error = funcs
-        .into_par_iter()
-        .map_init(FuncValidatorAllocations::default, |allocs, (func, body)| {
-            let mut v = func.into_validator(std::mem::take(allocs));
-            let result = v.validate(&body);
-            *allocs = v.into_allocations();
-            result.err()
-        })
-        .flatten()
-        .min_by_key(|e| e.offset());
+    let one = |allocs: &mut FuncValidatorAllocations,
+               (func, body): (FuncToValidate<ValidatorResources>, FunctionBody<'_>)| {
+        let mut v = func.into_validator(std::mem::take(allocs));
+        let result = v.validate(&body);
+        *allocs = v.into_allocations();
+        result.err()
+    };
+    let first_error = match threads {
+        Threads::Pool => funcs
+            .into_par_iter()
+            .map_init(FuncValidatorAllocations::default, one)
+            .flatten()
+            .min_by_key(|e| e.offset()),
+        Threads::Caller => {
+            let mut allocs = FuncValidatorAllocations::default();
+            // Bodies come in offset order, so the first error is the lowest.
+            funcs.into_iter().find_map(|f| one(&mut allocs, f))
+        }
+    };
     match first_error {
         Some(e) => Err(invalid(e)),
         None => Ok(()),

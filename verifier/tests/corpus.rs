@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use gridreg_verifier::{Kind, audit, wit_text};
+use gridreg_verifier::{Kind, audit, audit_serial, wit_text};
 
 fn corpus_dir() -> PathBuf {
     let dir = std::env::var_os("GRIDREG_CORPUS")
@@ -159,7 +159,28 @@ fn flipped_bytes_never_panic() {
         let mut copy = bytes.clone();
         let pos = (state % copy.len() as u64) as usize;
         copy[pos] ^= (state >> 32) as u8 | 1;
-        // Either outcome is fine; what matters is an answer instead of a panic.
-        let _ = audit(&copy);
+        // Either outcome is fine; what matters is an answer instead of a panic, and the same
+        // answer (the error with the lowest offset) whether bodies are validated on one thread
+        // or on every core.
+        let pooled = format!("{:?}", audit(&copy));
+        assert_eq!(
+            pooled,
+            format!("{:?}", audit_serial(&copy)),
+            "flip at {pos}"
+        );
+    }
+}
+
+#[test]
+fn serial_and_parallel_audits_agree() {
+    for (file, _) in FILES {
+        let bytes = std::fs::read(corpus_dir().join(file)).unwrap();
+        let pooled = audit(&bytes).unwrap();
+        let serial = audit_serial(&bytes).unwrap();
+        assert_eq!(
+            serde_json::to_string(&pooled).unwrap(),
+            serde_json::to_string(&serial).unwrap(),
+            "{file}"
+        );
     }
 }
