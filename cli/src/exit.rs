@@ -1,7 +1,7 @@
 //! Exit statuses and how errors become them: a [`Failure`] (the input was fine but did not pass a
 //! policy or verification check) exits 1; every other error is a usage or input problem and exits 2.
 
-use std::process::ExitCode;
+use std::io::Write as _;
 
 /// What a command that ran to completion reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,12 +14,13 @@ pub enum Status {
     Code(u8),
 }
 
-impl From<Status> for ExitCode {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Ok => ExitCode::SUCCESS,
-            Status::Failed => ExitCode::from(1),
-            Status::Code(c) => ExitCode::from(c),
+impl Status {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Failed => 1,
+            Status::Code(c) => c,
         }
     }
 }
@@ -36,9 +37,9 @@ pub struct Failure(pub String);
 pub struct Reported;
 
 /// Prints an error chain the way rustc and cargo do and picks the exit status.
-pub fn report(err: &anyhow::Error) -> ExitCode {
+pub fn report(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<Reported>().is_some() {
-        return ExitCode::from(2);
+        return 2;
     }
     let mut msg = format!("error: {err}");
     for cause in err.chain().skip(1) {
@@ -46,8 +47,22 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     }
     eprintln!("{msg}");
     if err.downcast_ref::<Failure>().is_some() {
-        ExitCode::from(1)
+        1
     } else {
-        ExitCode::from(2)
+        2
     }
+}
+
+/// Ends the process with `code` once the command has finished (every value it owned is dropped,
+/// so files, databases and servers are closed): flushes standard output and error, then exits
+/// without the C runtime's exit handlers. Those only hand memory back to the system, which the
+/// exit does anyway; the allocator's (a forced collection that madvises every arena away) cost
+/// ~1 ms, a sixth of a `gridreg verify` of a typical component.
+#[allow(unsafe_code)]
+pub fn exit_now(code: u8) -> ! {
+    let _ = std::io::stdout().lock().flush();
+    let _ = std::io::stderr().lock().flush();
+    // SAFETY: `_exit` ends the process at once; nothing runs after it. Buffered Rust output was
+    // flushed above and no C stdio buffers are written by this program.
+    unsafe { libc::_exit(i32::from(code)) }
 }

@@ -1,8 +1,6 @@
 //! `gridreg`: the command-line entry point. Parses arguments, runs one command, maps the outcome
 //! onto the exit statuses CI relies on (0 ok, 1 policy or verification failure, 2 usage or input).
 
-use std::process::ExitCode;
-
 use clap::Parser;
 
 mod client;
@@ -19,11 +17,12 @@ mod runtime;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
+fn main() {
     let cli = commands::Cli::parse();
     output::init(&cli.global);
-    match cli.command.run() {
-        Ok(status) => status.into(),
+    let code = match cli.command.run() {
+        Ok(status) => status.code(),
         Err(err) => exit::report(&err),
-    }
+    };
+    exit::exit_now(code)
 }

@@ -3,8 +3,8 @@
 //! client share about what a component can reach.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmparser::{
@@ -205,9 +205,93 @@ fn invalid(e: wasmparser::BinaryReaderError) -> AuditError {
     }
 }
 
+/// A function body waiting for validation.
+type Body<'a> = (FuncToValidate<ValidatorResources>, FunctionBody<'a>);
+
+/// Bodies are handed to the pool in pieces of about this many bytes of code, so validation starts
+/// while the rest of the binary is still being parsed.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Validates `bytes` and reads its surface. With [`Threads::Pool`], function bodies are validated
+/// on the pool while parsing goes on; a parse error is reported before any body error (as if the
+/// bodies were validated after parsing), and of the body errors, the one with the lowest offset.
 fn parse_and_validate(bytes: &[u8], threads: Threads) -> Result<ParsedSurface, AuditError> {
+    match threads {
+        Threads::Caller => {
+            let mut funcs = Vec::new();
+            let surface = parse(bytes, &mut |f| funcs.push(f))?;
+            let mut allocs = FuncValidatorAllocations::default();
+            // Bodies come in offset order, so the first error is the lowest.
+            match funcs
+                .into_iter()
+                .find_map(|f| validate_one(&mut allocs, f).err())
+            {
+                Some(e) => Err(invalid(e)),
+                None => Ok(surface),
+            }
+        }
+        Threads::Pool => {
+            let first_error: Mutex<Option<wasmparser::BinaryReaderError>> = Mutex::new(None);
+            let errors = &first_error;
+            let surface = rayon::scope(|scope| {
+                let mut chunk: Vec<Body<'_>> = Vec::new();
+                let mut chunk_bytes = 0;
+                let parsed = parse(bytes, &mut |f| {
+                    chunk_bytes += f.1.range().len();
+                    chunk.push(f);
+                    if chunk_bytes >= CHUNK_BYTES {
+                        let full = std::mem::take(&mut chunk);
+                        chunk_bytes = 0;
+                        scope.spawn(move |_| validate_chunk(full, errors));
+                    }
+                });
+                if !chunk.is_empty() {
+                    scope.spawn(move |_| validate_chunk(chunk, errors));
+                }
+                parsed
+            })?;
+            match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(e) => Err(invalid(e)),
+                None => Ok(surface),
+            }
+        }
+    }
+}
+
+fn validate_one(
+    allocs: &mut FuncValidatorAllocations,
+    (func, body): Body<'_>,
+) -> Result<(), wasmparser::BinaryReaderError> {
+    let mut v = func.into_validator(std::mem::take(allocs));
+    let result = v.validate(&body);
+    *allocs = v.into_allocations();
+    result
+}
+
+/// Validates consecutive bodies; keeps the error with the lowest offset seen by any chunk.
+fn validate_chunk(
+    chunk: Vec<Body<'_>>,
+    first_error: &Mutex<Option<wasmparser::BinaryReaderError>>,
+) {
+    let mut allocs = FuncValidatorAllocations::default();
+    for f in chunk {
+        if let Err(e) = validate_one(&mut allocs, f) {
+            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if first.as_ref().is_none_or(|seen| e.offset() < seen.offset()) {
+                *first = Some(e);
+            }
+            // Later bodies of this chunk have higher offsets.
+            return;
+        }
+    }
+}
+
+/// Parses and validates everything but function bodies, which go to `bodies` in offset order.
+fn parse<'a>(
+    bytes: &'a [u8],
+    bodies: &mut dyn FnMut(Body<'a>),
+) -> Result<ParsedSurface, AuditError> {
     let mut validator = Validator::new_with_features(features());
-    let mut funcs: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'_>)> = Vec::new();
     let mut surface = Surface::default();
     // Depth 1 is the top-level unit; nested modules and components are deeper.
     let mut depth = 0usize;
@@ -216,7 +300,7 @@ fn parse_and_validate(bytes: &[u8], threads: Threads) -> Result<ParsedSurface, A
     for payload in parser.parse_all(bytes) {
         let payload = payload.map_err(invalid)?;
         match validator.payload(&payload).map_err(invalid)? {
-            ValidPayload::Func(func, body) => funcs.push((func, body)),
+            ValidPayload::Func(func, body) => bodies((func, body)),
             ValidPayload::End(_) | ValidPayload::Ok | ValidPayload::Parser(_) => {}
         }
         match &payload {
@@ -282,7 +366,6 @@ fn parse_and_validate(bytes: &[u8], threads: Threads) -> Result<ParsedSurface, A
             _ => {}
         }
     }
-    validate_bodies(funcs, threads)?;
     let kind = surface.kind.ok_or(AuditError::Invalid {
         offset: 0,
         message: "no module or component header found".to_string(),
@@ -293,35 +376,4 @@ fn parse_and_validate(bytes: &[u8], threads: Threads) -> Result<ParsedSurface, A
         exports: surface.exports,
         producers: surface.producers,
     })
-}
-
-/// Validates function bodies (on all cores, or on this thread), reusing allocations per worker;
-/// reports the error with the lowest offset so the message is the same however the work was split.
-fn validate_bodies(
-    funcs: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'_>)>,
-    threads: Threads,
-) -> Result<(), AuditError> {
-    let one = |allocs: &mut FuncValidatorAllocations,
-               (func, body): (FuncToValidate<ValidatorResources>, FunctionBody<'_>)| {
-        let mut v = func.into_validator(std::mem::take(allocs));
-        let result = v.validate(&body);
-        *allocs = v.into_allocations();
-        result.err()
-    };
-    let first_error = match threads {
-        Threads::Pool => funcs
-            .into_par_iter()
-            .map_init(FuncValidatorAllocations::default, one)
-            .flatten()
-            .min_by_key(|e| e.offset()),
-        Threads::Caller => {
-            let mut allocs = FuncValidatorAllocations::default();
-            // Bodies come in offset order, so the first error is the lowest.
-            funcs.into_iter().find_map(|f| one(&mut allocs, f))
-        }
-    };
-    match first_error {
-        Some(e) => Err(invalid(e)),
-        None => Ok(()),
-    }
 }
