@@ -322,6 +322,15 @@ impl BatchColumns {
     }
 }
 
+/// The log size: the one `tree_state` row.
+async fn tree_size(pool: &PgPool) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT size FROM tree_state WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative log size {n}")))
+}
+
 async fn commit_batch(pool: &PgPool, batch: Batch) -> Result<(), StoreError> {
     check_batch(&batch)?;
     let c = BatchColumns::of(&batch)?;
@@ -363,17 +372,10 @@ async fn commit_batch(pool: &PgPool, batch: Batch) -> Result<(), StoreError> {
     // default); a crash before that leaves none of the batch behind.
     match result {
         Ok(true) => Ok(()),
-        Ok(false) => {
-            let found: i64 = sqlx::query_scalar("SELECT size FROM tree_state WHERE id = 1")
-                .fetch_one(pool)
-                .await
-                .map_err(db)?;
-            Err(StoreError::Conflict {
-                expected: batch.start,
-                found: u64::try_from(found)
-                    .map_err(|_| StoreError::Corrupt(format!("negative log size {found}")))?,
-            })
-        }
+        Ok(false) => Err(StoreError::Conflict {
+            expected: batch.start,
+            found: tree_size(pool).await?,
+        }),
         // An empty batch (the first start's checkpoint of the empty tree) does not move the
         // size, so a second replica starting at once passes `ts`; the checkpoint's primary key
         // refuses it rather than signing size 0 twice.
@@ -454,13 +456,7 @@ impl Store for PostgresStore {
     }
 
     fn log_size(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let n: i64 = sqlx::query_scalar("SELECT size FROM tree_state WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative log size {n}")))
-        })
+        Box::pin(tree_size(&self.pool))
     }
 
     fn read_hashes(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<Hash>, StoreError>> {

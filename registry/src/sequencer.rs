@@ -192,11 +192,7 @@ impl std::fmt::Debug for Sequencer {
 /// change it, so replaying only namespace records at their own indexes gives the same state.
 async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
-    for (index, body) in store.namespace_entries(None).await? {
-        state
-            .apply_entry(index, &body)
-            .map_err(|e| OpenError::Replay(e.to_string()))?;
-    }
+    apply_namespace_entries(&mut state, store.namespace_entries(None).await?)?;
     Ok(state)
 }
 

@@ -44,6 +44,13 @@ fn uint(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {col}: {v}")))
 }
 
+/// `(idx, body)` rows as log entries.
+fn entries_of(rows: &[SqliteRow]) -> Result<Entries, StoreError> {
+    rows.iter()
+        .map(|r| Ok((uint(r, "idx")?, r.try_get("body").map_err(db)?)))
+        .collect()
+}
+
 fn hash(bytes: &[u8]) -> Result<Hash, StoreError> {
     Hash::try_from(bytes).map_err(|_| {
         StoreError::Corrupt(format!(
@@ -329,9 +336,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((uint(r, "idx")?, r.try_get("body").map_err(db)?)))
-                .collect()
+            entries_of(&rows)
         })
     }
 
@@ -352,9 +357,7 @@ impl Store for SqliteStore {
                     .await,
             }
             .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((uint(r, "idx")?, r.try_get("body").map_err(db)?)))
-                .collect()
+            entries_of(&rows)
         })
     }
 
@@ -373,9 +376,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-            rows.iter()
-                .map(|r| Ok((uint(r, "idx")?, r.try_get("body").map_err(db)?)))
-                .collect()
+            entries_of(&rows)
         })
     }
 

@@ -202,16 +202,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         start: u64,
         end: u64,
-    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
-        Box::pin(async move {
-            Ok(self
-                .namespace_entries(None)
-                .await?
-                .into_iter()
-                .filter(|(i, _)| (start..end).contains(i))
-                .collect())
-        })
-    }
+    ) -> BoxFuture<'_, Result<Entries, StoreError>>;
     /// Whether the release exists, and whether it is yanked.
     fn release_state<'a>(
         &'a self,

@@ -80,6 +80,13 @@ impl Store for Faulty {
     ) -> BoxFuture<'a, Result<Entries, StoreError>> {
         self.inner.namespace_entries(namespace)
     }
+    fn namespace_entries_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
+        self.inner.namespace_entries_between(start, end)
+    }
     fn release_state<'a>(
         &'a self,
         package: &'a str,
