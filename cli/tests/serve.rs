@@ -9,15 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::decode_hashes;
-use gridreg_protocol::{
-    Digest, Namespace, NamespaceOp, NamespaceRecord, Record, Role, SignedCheckpoint, SignerKey,
-    Timestamp, VerifierKey, merkle,
-};
+use gridreg_protocol::{Digest, SignedCheckpoint, SignerKey, merkle};
 
 const ORIGIN: &str = "crash.test/log";
 
 mod common;
-use common::{fixture_bytes as fixture, free_port, http, json, release};
+use common::{claim, fixture_bytes as fixture, free_port, http, json, log_key, release};
 
 fn start(data: &Path, port: u16) -> Child {
     common::start_serve(data, port, ORIGIN)
@@ -34,23 +31,10 @@ fn kill_9_during_publishes_keeps_every_served_checkpoint_and_ack() {
     let data = dir.path().join("data");
     let port = free_port();
     let mut server = start(&data, port);
-    let log_key = VerifierKey::parse(
-        String::from_utf8(http(port, "GET", "/v1/log/key", b"").unwrap().1)
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
+    let log_key = log_key(port);
 
     let alice = Arc::new(SignerKey::generate("alice").unwrap());
-    let claim = Record::Namespace(NamespaceRecord {
-        namespace: Namespace::parse("acme").unwrap(),
-        op: NamespaceOp::Claim,
-        key: alice.verifier(),
-        role: Role::Owner,
-        time: Timestamp::now(),
-    })
-    .sign(&[&alice])
-    .unwrap();
+    let claim = claim(&alice, "acme");
     assert_eq!(
         http(port, "POST", "/v1/records", claim.as_bytes())
             .unwrap()

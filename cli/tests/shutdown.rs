@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::decode_hashes;
-use gridreg_protocol::{
-    Digest, Namespace, NamespaceOp, NamespaceRecord, Record, Role, SignedCheckpoint, SignerKey,
-    Timestamp, VerifierKey, merkle,
-};
+use gridreg_protocol::{Digest, SignedCheckpoint, SignerKey, merkle};
 
 const ORIGIN: &str = "shutdown.test/log";
 
 mod common;
-use common::{fixture_bytes as fixture, free_port, http, json, read_answer, release, request_head};
+use common::{
+    claim, fixture_bytes as fixture, free_port, http, json, log_key, read_answer, release,
+    request_head,
+};
 
 fn start(data: &Path, port: u16) -> Child {
     common::start_serve(data, port, ORIGIN)
@@ -69,23 +69,10 @@ fn sigterm_finishes_in_flight_publishes_and_exits_zero() {
     let data = dir.path().join("data");
     let port = free_port();
     let mut server = start(&data, port);
-    let log_key = VerifierKey::parse(
-        String::from_utf8(http(port, "GET", "/v1/log/key", b"").unwrap().1)
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
+    let log_key = log_key(port);
 
     let alice = Arc::new(SignerKey::generate("alice").unwrap());
-    let claim = Record::Namespace(NamespaceRecord {
-        namespace: Namespace::parse("acme").unwrap(),
-        op: NamespaceOp::Claim,
-        key: alice.verifier(),
-        role: Role::Owner,
-        time: Timestamp::now(),
-    })
-    .sign(&[&alice])
-    .unwrap();
+    let claim = claim(&alice, "acme");
     let (status, body) = http(port, "POST", "/v1/records", claim.as_bytes()).unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let hello = Arc::new(fixture("hello.wasm"));

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gridreg_protocol::{Digest, PackageName, Record, Release, SignerKey, Timestamp};
+use gridreg_protocol::{
+    Digest, Namespace, NamespaceOp, NamespaceRecord, PackageName, Record, Release, Role, SignerKey,
+    Timestamp, VerifierKey,
+};
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -163,6 +166,26 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
         "{}/../examples/wasm/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
+    .unwrap()
+}
+
+/// The log key the registry on `port` serves (`GET /v1/log/key`).
+pub fn log_key(port: u16) -> VerifierKey {
+    let (status, body) = http(port, "GET", "/v1/log/key", b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    VerifierKey::parse(String::from_utf8(body).unwrap().trim()).unwrap()
+}
+
+/// `owner`'s self-signed claim of namespace `ns`.
+pub fn claim(owner: &SignerKey, ns: &str) -> String {
+    Record::Namespace(NamespaceRecord {
+        namespace: Namespace::parse(ns).unwrap(),
+        op: NamespaceOp::Claim,
+        key: owner.verifier(),
+        role: Role::Owner,
+        time: Timestamp::now(),
+    })
+    .sign(&[owner])
     .unwrap()
 }
 
