@@ -152,22 +152,23 @@ impl World {
     }
 
     fn publish(&self, file: &str, package: &str, version: &str, key: &str) -> String {
-        let f = fixture(file);
-        self.ok(&[
-            "publish",
-            f.to_str().unwrap(),
-            "--package",
-            package,
-            "--version",
-            version,
-            "--key",
-            key,
-        ])
+        self.publish_with(file, package, version, key, &[])
     }
 
     fn publish_to(&self, registry: &str, file: &str, package: &str, version: &str, key: &str) {
+        self.publish_with(file, package, version, key, &["--registry", registry]);
+    }
+
+    fn publish_with(
+        &self,
+        file: &str,
+        package: &str,
+        version: &str,
+        key: &str,
+        extra: &[&str],
+    ) -> String {
         let f = fixture(file);
-        self.ok(&[
+        let mut args = vec![
             "publish",
             f.to_str().unwrap(),
             "--package",
@@ -176,9 +177,9 @@ impl World {
             version,
             "--key",
             key,
-            "--registry",
-            registry,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args)
     }
 
     fn db<T>(&self, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
