@@ -34,4 +34,4 @@ pub mod server;
 pub mod sqlite;
 pub mod store;
 
-pub use server::{AppState, Config, Registry};
+pub use server::{AppState, Config, Registry, Shared};

@@ -207,28 +207,28 @@ WITH ts AS (
     SELECT u.* FROM UNNEST($7::BIGINT[], $8::BYTEA[]) AS u
     WHERE EXISTS (SELECT 1 FROM ts)
 ), r AS (
-    INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit, wit, \
+    INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit, \
                           yank_idx, yank_reason)
     SELECT u.* FROM UNNEST($9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::TEXT[], $13::BIGINT[], \
-                           $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], $18::BIGINT[], \
-                           $19::TEXT[]) AS u
+                           $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::BIGINT[], \
+                           $18::TEXT[]) AS u
     WHERE EXISTS (SELECT 1 FROM ts)
 ), y AS (
     UPDATE releases SET yank_idx = u.idx, yank_reason = u.reason
-    FROM UNNEST($20::BIGINT[], $21::TEXT[], $22::TEXT[], $23::TEXT[]) AS u (idx, package, version, reason)
+    FROM UNNEST($19::BIGINT[], $20::TEXT[], $21::TEXT[], $22::TEXT[]) AS u (idx, package, version, reason)
     WHERE releases.package = u.package AND releases.version = u.version
       AND releases.yank_idx IS NULL AND EXISTS (SELECT 1 FROM ts)
 ), i AS (
     INSERT INTO release_imports (idx, name, class)
-    SELECT u.* FROM UNNEST($24::BIGINT[], $25::TEXT[], $26::TEXT[]) AS u
+    SELECT u.* FROM UNNEST($23::BIGINT[], $24::TEXT[], $25::TEXT[]) AS u
     WHERE EXISTS (SELECT 1 FROM ts)
 ), x AS (
     INSERT INTO release_exports (idx, name)
-    SELECT u.* FROM UNNEST($27::BIGINT[], $28::TEXT[]) AS u
+    SELECT u.* FROM UNNEST($26::BIGINT[], $27::TEXT[]) AS u
     WHERE EXISTS (SELECT 1 FROM ts)
 ), c AS (
     INSERT INTO checkpoints (size, root, body)
-    SELECT $1, $29, $30 WHERE EXISTS (SELECT 1 FROM ts)
+    SELECT $1, $28, $29 WHERE EXISTS (SELECT 1 FROM ts)
 )
 SELECT EXISTS (SELECT 1 FROM ts) AS moved";
 
@@ -285,7 +285,6 @@ impl BatchColumns {
                         serde_json::to_string(&r.capabilities).unwrap_or_else(|_| "[]".into()),
                     );
                     c.rel.audit.push(r.audit_json.clone());
-                    c.rel.wit.push(r.wit.clone());
                     c.rel.yank_idx.push(None);
                     c.rel.yank_reason.push(None);
                     for (n, class) in &r.imports {
@@ -352,7 +351,6 @@ async fn commit_batch(pool: &PgPool, batch: Batch) -> Result<(), StoreError> {
         .bind(c.rel.kind)
         .bind(c.rel.capabilities)
         .bind(c.rel.audit)
-        .bind(c.rel.wit)
         .bind(c.rel.yank_idx)
         .bind(c.rel.yank_reason)
         .bind(c.yank_idx)
@@ -397,7 +395,6 @@ struct ReleaseColumns {
     kind: Vec<String>,
     capabilities: Vec<String>,
     audit: Vec<String>,
-    wit: Vec<Option<String>>,
     yank_idx: Vec<Option<i64>>,
     yank_reason: Vec<Option<String>>,
 }
@@ -732,7 +729,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {VERSION_COLUMNS}, r.audit, r.wit, e.body FROM releases r \
+                "SELECT {VERSION_COLUMNS}, r.kind, r.audit, r.wit, e.body FROM releases r \
                  JOIN entries e ON e.idx = r.idx WHERE r.package = $1 AND r.version = $2"
             )))
             .bind(package)
@@ -747,9 +744,30 @@ impl Store for PostgresStore {
                 row: version_row(&row)?,
                 record: String::from_utf8(body)
                     .map_err(|_| StoreError::Corrupt("a log entry is not UTF-8".into()))?,
+                kind: row.try_get("kind").map_err(db)?,
                 audit_json: row.try_get("audit").map_err(db)?,
                 wit: row.try_get("wit").map_err(db)?,
             }))
+        })
+    }
+
+    fn set_wit<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        wit: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE releases SET wit = $1 WHERE package = $2 AND version = $3 AND wit IS NULL",
+            )
+            .bind(wit)
+            .bind(package)
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
         })
     }
 

@@ -92,9 +92,27 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares. Cloned for every request (axum hands each handler and middleware
+/// its own copy), so it is one reference count, not one per field.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`]. The sequencer stops once every copy of `submit` is dropped, that
+/// is once the last [`AppState`] is.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
     pub view: Arc<LogView>,
@@ -106,7 +124,7 @@ pub struct AppState {
     pub require_token: bool,
 }
 
-impl std::fmt::Debug for AppState {
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("origin", &self.origin)
@@ -261,7 +279,7 @@ impl Registry {
         let (submit, rx) = mpsc::channel(4 * crate::sequencer::MAX_BATCH);
         let task = tokio::spawn(sequencer.run(rx));
         Ok(Registry {
-            state: AppState {
+            state: AppState::new(Shared {
                 store: store_dyn,
                 blobs,
                 view,
@@ -271,7 +289,7 @@ impl Registry {
                 log_key,
                 max_blob_size: config.max_blob_size,
                 require_token: config.require_token,
-            },
+            }),
             sequencer: task,
         })
     }

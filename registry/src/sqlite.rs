@@ -174,8 +174,8 @@ async fn commit_batch(pool: &SqlitePool, batch: Batch) -> Result<(), StoreError>
             Derived::Release(r) => {
                 let idx = int(e.index)?;
                 sqlx::query(
-                    "INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit, wit) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO releases (package, version, idx, digest, size, kind, capabilities, audit) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&r.package)
                 .bind(&r.version)
@@ -185,7 +185,6 @@ async fn commit_batch(pool: &SqlitePool, batch: Batch) -> Result<(), StoreError>
                 .bind(&r.kind)
                 .bind(serde_json::to_string(&r.capabilities).unwrap_or_else(|_| "[]".into()))
                 .bind(&r.audit_json)
-                .bind(r.wit.as_deref())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -503,7 +502,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {VERSION_COLUMNS}, r.audit, r.wit, e.body FROM releases r \
+                "SELECT {VERSION_COLUMNS}, r.kind, r.audit, r.wit, e.body FROM releases r \
                  JOIN entries e ON e.idx = r.idx WHERE r.package = ? AND r.version = ?"
             )))
             .bind(package)
@@ -518,9 +517,30 @@ impl Store for SqliteStore {
                 row: version_row(&row)?,
                 record: String::from_utf8(body)
                     .map_err(|_| StoreError::Corrupt("a log entry is not UTF-8".into()))?,
+                kind: row.try_get("kind").map_err(db)?,
                 audit_json: row.try_get("audit").map_err(db)?,
                 wit: row.try_get("wit").map_err(db)?,
             }))
+        })
+    }
+
+    fn set_wit<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        wit: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE releases SET wit = ? WHERE package = ? AND version = ? AND wit IS NULL",
+            )
+            .bind(wit)
+            .bind(package)
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
         })
     }
 

@@ -65,7 +65,6 @@ pub struct NewRelease {
     pub kind: String,
     pub capabilities: Vec<String>,
     pub audit_json: String,
-    pub wit: Option<String>,
     /// (name, class)
     pub imports: Vec<(String, String)>,
     pub exports: Vec<String>,
@@ -124,7 +123,10 @@ pub struct ReleaseRow {
     pub package: String,
     pub row: VersionRow,
     pub record: String,
+    /// `component` or `module`.
+    pub kind: String,
     pub audit_json: String,
+    /// `None` until first asked for (see [`crate::routes::wit`]), and always for a module.
     pub wit: Option<String>,
 }
 
@@ -243,6 +245,14 @@ pub trait Store: Send + Sync + 'static {
         package: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>>;
+    /// Stores a release's WIT text, extracted on its first read, unless a concurrent read stored
+    /// it first (the text is a function of the content, so either copy is the same).
+    fn set_wit<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        wit: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Number of releases (tests and metrics).
     fn release_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 

@@ -132,7 +132,16 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     assert_eq!(v["versions"][0]["version"], "1.0.0");
     assert_eq!(v["versions"][0]["log_index"], 1);
     assert_eq!(v["versions"][0]["yanked"], false);
+    // The WIT is extracted on the release's first read, not at publish, then kept in its row.
+    let stored = h.registry.state.store.release("acme:hello", "1.0.0");
+    assert_eq!(stored.await.unwrap().unwrap().wit, None);
     let rel = h.get("/v1/packages/acme:hello/1.0.0").await.json();
+    let stored = h.registry.state.store.release("acme:hello", "1.0.0");
+    assert_eq!(
+        stored.await.unwrap().unwrap().wit.as_deref(),
+        rel["wit"].as_str()
+    );
+    assert_eq!(h.get("/v1/packages/acme:hello/1.0.0").await.json(), rel);
     assert_eq!(rel["record"], leaf);
     assert_eq!(rel["audit"]["kind"], "component");
     assert_eq!(rel["digest"], Digest::of(&hello).to_string());

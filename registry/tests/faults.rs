@@ -15,7 +15,6 @@ use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::{Digest, Hash, SignedCheckpoint, SignerKey, VerifierKey, merkle};
-use gridreg_registry::AppState;
 use gridreg_registry::blob::FileBlobStore;
 use gridreg_registry::metrics::Metrics;
 use gridreg_registry::paths::DataDir;
@@ -25,6 +24,7 @@ use gridreg_registry::store::{
     Batch, BoxFuture, CheckpointRow, Entries, ExistingVersions, ReleaseRow, Search, SearchHit,
     Store, StoreError, TokenRow, VersionRow,
 };
+use gridreg_registry::{AppState, Shared};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -123,6 +123,14 @@ impl Store for Faulty {
     ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>> {
         self.inner.release(package, version)
     }
+    fn set_wit<'a>(
+        &'a self,
+        package: &'a str,
+        version: &'a str,
+        wit: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.set_wit(package, version, wit)
+    }
     fn release_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.release_count()
     }
@@ -188,7 +196,7 @@ async fn rig() -> Rig {
         .unwrap();
     let (submit, rx) = mpsc::channel(64);
     let task = tokio::spawn(sequencer.run(rx));
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: dyn_store,
         blobs: Arc::new(FileBlobStore::open(data).await.unwrap()),
         view,
@@ -198,7 +206,7 @@ async fn rig() -> Rig {
         log_key: log_key.to_string().into(),
         max_blob_size: gridreg_registry::server::DEFAULT_MAX_BLOB_SIZE,
         require_token: false,
-    };
+    });
     Rig {
         _dir: dir,
         store,

@@ -192,7 +192,6 @@ fn release(version: &str, import: &str) -> Derived {
         kind: "component".into(),
         capabilities: vec!["stdio".into()],
         audit_json: "{}".into(),
-        wit: None,
         imports: vec![(import.into(), "stdio".into())],
         exports: vec!["wasi:cli/run@0.2.0".into()],
     }))

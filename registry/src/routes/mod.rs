@@ -21,6 +21,7 @@ pub mod ops;
 pub mod packages;
 pub mod pages;
 pub mod records;
+pub mod wit;
 
 /// Who is calling: the grant of a valid bearer token, if one was presented.
 #[derive(Debug, Clone, Default)]

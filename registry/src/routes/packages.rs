@@ -119,7 +119,7 @@ async fn release(
     let version = parse_version(&version)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?
         .to_string();
-    let Some(r) = state.store.release(&package, &version).await? else {
+    let Some(r) = crate::routes::wit::release_with_wit(&state, &package, &version).await? else {
         return Err(ApiError::NotFound(format!(
             "no release {package}@{version}"
         )));

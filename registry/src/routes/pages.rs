@@ -346,7 +346,8 @@ async fn release(
     let version = parse_version(&version)
         .map_err(|e| PageError::BadRequest(e.to_string()))?
         .to_string();
-    let Some(r) = state.store.release(&package, &version).await? else {
+    let release = crate::routes::wit::release_with_wit(&state, &package, &version).await;
+    let Some(r) = release.map_err(|e| PageError::Internal(e.to_string()))? else {
         return Err(PageError::NotFound(format!(
             "no release {package}@{version}"
         )));

@@ -226,17 +226,11 @@ async fn check_release(
         .read(r.digest)
         .await?
         .ok_or_else(|| ApiError::ContentMissing(format!("content {} vanished", r.digest)))?;
-    let (audit, wit) = tokio::task::spawn_blocking(move || {
-        // Serial: concurrent publishes already fill the cores.
-        let audit = gridreg_verifier::audit_serial(&bytes);
-        let wit = match &audit {
-            Ok(a) if a.kind == Kind::Component => gridreg_verifier::wit_text(&bytes).ok(),
-            _ => None,
-        };
-        (audit, wit)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
+    // Serial: concurrent publishes already fill the cores. The WIT is extracted on first
+    // read (routes/wit.rs), not here.
+    let audit = tokio::task::spawn_blocking(move || gridreg_verifier::audit_serial(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
     let audit = audit.map_err(|e| ApiError::InvalidWasm(format!("content {}: {e}", r.digest)))?;
     if audit.digest != r.digest.to_string() {
         return Err(ApiError::Internal(format!(
@@ -268,7 +262,6 @@ async fn check_release(
             .collect(),
         audit_json: serde_json::to_string(&audit)
             .map_err(|e| ApiError::Internal(format!("encoding the audit: {e}")))?,
-        wit,
         imports: audit
             .imports
             .iter()
