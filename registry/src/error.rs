@@ -144,6 +144,7 @@ impl From<Rejection> for ApiError {
             }
             Rejection::NoSuchRelease { .. } => ApiError::NotFound(r.to_string()),
             Rejection::Namespace(e) => namespace_error(e),
+            Rejection::PolicyViolation(m) => ApiError::PolicyViolation(m),
             Rejection::Internal(detail) => ApiError::Internal(detail),
         }
     }

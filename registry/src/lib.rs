@@ -27,6 +27,7 @@ pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod paths;
+pub mod policy;
 pub mod postgres;
 pub mod routes;
 pub mod sequencer;

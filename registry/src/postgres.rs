@@ -570,32 +570,26 @@ impl Store for PostgresStore {
         })
     }
 
-    fn release_context<'a>(
-        &'a self,
-        package: &'a str,
-        version: &'a str,
-        namespace: &'a str,
-    ) -> BoxFuture<'a, Result<crate::store::ReleaseContext, StoreError>> {
+    fn policies(
+        &self,
+        namespaces: Vec<String>,
+    ) -> BoxFuture<'_, Result<std::collections::HashMap<String, String>, StoreError>> {
         Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT \
-                   EXISTS (SELECT 1 FROM releases WHERE package = $1 AND version = $2) AS found, \
-                   (SELECT yank_idx IS NOT NULL FROM releases WHERE package = $1 AND version = $2) AS yanked, \
-                   (SELECT policy FROM namespace_policies WHERE namespace = $3) AS policy",
+            let rows = sqlx::query(
+                "SELECT namespace, policy FROM namespace_policies WHERE namespace = ANY($1)",
             )
-            .bind(package)
-            .bind(version)
-            .bind(namespace)
-            .fetch_one(&self.pool)
+            .bind(namespaces)
+            .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-            let found: bool = row.try_get("found").map_err(db)?;
-            let yanked: Option<bool> = row.try_get("yanked").map_err(db)?;
-            let policy: Option<String> = row.try_get("policy").map_err(db)?;
-            Ok(crate::store::ReleaseContext {
-                exists: found.then_some(yanked.unwrap_or(false)),
-                policy,
-            })
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("namespace").map_err(db)?,
+                        r.try_get("policy").map_err(db)?,
+                    ))
+                })
+                .collect()
         })
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::log::{LogError, with_hashes};
 use crate::metrics::Metrics;
+use crate::policy::BatchPolicies;
 use crate::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, StoreError};
 
 /// Most records integrated under one checkpoint.
@@ -39,8 +40,10 @@ pub struct Submission {
     pub record: Record,
     /// The keys whose signatures on `leaf` verified.
     pub signers: Vec<VerifierKey>,
-    /// The release row (audit, WIT, surface) computed by the publisher's task.
+    /// The release row (audit, surface) computed by the publisher's task.
     pub derived: Derived,
+    /// A release's audit, which its namespace's policy is judged on.
+    pub audit: Option<Box<gridreg_verifier::Audit>>,
     pub reply: oneshot::Sender<Result<Accepted, Rejection>>,
 }
 
@@ -62,6 +65,8 @@ pub enum Rejection {
     AlreadyYanked { package: String, version: String },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("the log could not be written: {0}")]
     Internal(String),
 }
@@ -471,6 +476,25 @@ impl Sequencer {
             .release_states(keys.iter().flatten().cloned().collect())
             .await
             .map_err(|e| e.to_string());
+        // The server-side policies of the namespaces this batch releases into.
+        let mut release_namespaces: Vec<String> = pending
+            .iter()
+            .filter_map(|s| match &s.record {
+                Record::Release(r) => Some(r.package.namespace().to_string()),
+                _ => None,
+            })
+            .collect();
+        release_namespaces.sort_unstable();
+        release_namespaces.dedup();
+        let policies = if release_namespaces.is_empty() {
+            Ok(BatchPolicies::default())
+        } else {
+            self.store
+                .policies(release_namespaces)
+                .await
+                .map(BatchPolicies::parse)
+                .map_err(|e| e.to_string())
+        };
         let existing: Vec<Result<Option<Option<bool>>, String>> = keys
             .into_iter()
             .map(|k| match (&looked_up, k) {
@@ -504,7 +528,14 @@ impl Sequencer {
                                 version: key.1,
                             })
                         } else {
-                            Ok(Some((true, key)))
+                            match (&policies, &s.audit) {
+                                (Err(e), _) => Err(Rejection::Internal(e.clone())),
+                                (Ok(p), Some(audit)) => p.judge(r, audit),
+                                (Ok(_), None) => Err(Rejection::Internal(
+                                    "a release reached the sequencer without its audit".into(),
+                                )),
+                            }
+                            .map(|()| Some((true, key)))
                         }
                     }
                     Record::Yank(y) => {
@@ -543,8 +574,8 @@ impl Sequencer {
                 }
             }
         });
+        // The publish handler counts each refusal it answers (metrics::rejection), once.
         for (s, why) in rejected {
-            self.metrics.rejection(rejection_code(&why));
             let _ = s.reply.send(Err(why));
         }
         if accepted.is_empty() {
@@ -657,7 +688,6 @@ impl Sequencer {
     async fn fail(&mut self, accepted: Vec<(u64, Submission)>, why: String) {
         tracing::error!(error = %why, "sequencer batch failed");
         for (_, s) in accepted {
-            self.metrics.rejection("internal");
             let _ = s.reply.send(Err(Rejection::Internal(why.clone())));
         }
         match (
@@ -682,6 +712,7 @@ pub fn rejection_code(r: &Rejection) -> &'static str {
         Rejection::NoSuchRelease { .. } => "not_found",
         Rejection::AlreadyYanked { .. } => "already_yanked",
         Rejection::Namespace(e) => namespace_code(e),
+        Rejection::PolicyViolation(_) => "policy_violation",
         Rejection::Internal(_) => "internal",
     }
 }

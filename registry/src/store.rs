@@ -162,14 +162,6 @@ pub struct TokenRow {
 /// The (package, version) pairs that exist, each mapped to whether it is yanked.
 pub type ExistingVersions = std::collections::HashMap<(String, String), bool>;
 
-/// [`Store::release_context`]: whether the version exists (and is yanked), and the namespace's
-/// server-side policy text.
-#[derive(Debug, Clone, Default)]
-pub struct ReleaseContext {
-    pub exists: Option<bool>,
-    pub policy: Option<String>,
-}
-
 /// A held [`Store::sequencer_lock`]. Release it with [`SequencerLock::release`]; dropping it
 /// without releasing also frees it (by closing its connection).
 pub trait SequencerLock: Send {
@@ -211,19 +203,20 @@ pub trait Store: Send + Sync + 'static {
         package: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
-    /// What publishing a release needs to know first, in one round trip where the store can:
-    /// [`Store::release_state`] of the version and [`Store::policy`] of its namespace.
-    fn release_context<'a>(
-        &'a self,
-        package: &'a str,
-        version: &'a str,
-        namespace: &'a str,
-    ) -> BoxFuture<'a, Result<ReleaseContext, StoreError>> {
+    /// The server-side policy texts of `namespaces` (those that have one). The sequencer asks
+    /// once per batch, so a policy set on any replica applies from the next batch on.
+    fn policies(
+        &self,
+        namespaces: Vec<String>,
+    ) -> BoxFuture<'_, Result<std::collections::HashMap<String, String>, StoreError>> {
         Box::pin(async move {
-            Ok(ReleaseContext {
-                exists: self.release_state(package, version).await?,
-                policy: self.policy(namespace).await?,
-            })
+            let mut found = std::collections::HashMap::new();
+            for ns in namespaces {
+                if let Some(text) = self.policy(&ns).await? {
+                    found.insert(ns, text);
+                }
+            }
+            Ok(found)
         })
     }
     /// [`Store::release_state`] for many releases in one query: the ones that exist, with

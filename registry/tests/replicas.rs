@@ -568,3 +568,67 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
     }
     drop(db);
 }
+
+/// The sequencer judges namespace policies with the policy text read for each batch: a policy
+/// set through one replica refuses the very next publish through another, and removing it lets
+/// the same release through, with nothing stored for the refused attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_set_through_one_replica_binds_the_others_at_once() {
+    let db = TestDb::create();
+    let (_dirs, configs) = replica_configs(&db, 2);
+    let mut replicas = Vec::new();
+    for c in &configs {
+        replicas.push(Registry::open(c).await.unwrap());
+    }
+    let apps: Vec<Router> = replicas.iter().map(Registry::router).collect();
+    let tcp = fixture("tcp-client.wasm");
+    for app in &apps {
+        let uri = format!("/v1/content/{}", gridreg_protocol::Digest::of(&tcp));
+        let r = send(app, Method::PUT, &uri, tcp.clone(), None).await;
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    let alice = key("alice");
+    let r = post(&apps[0], &claim(&alice, "acme")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let store = replicas[0].state.store.as_ref();
+    let (admin, _) =
+        gridreg_registry::auth::create_token(store, gridreg_registry::auth::Scope::Admin, None)
+            .await
+            .unwrap();
+    let policy = "[policy]\nname = \"no-network\"\n[capabilities]\ndeny = [\"network\"]\ndefault = \"allow\"\n";
+    let r = send(
+        &apps[0],
+        Method::PUT,
+        "/v1/namespaces/acme/policy",
+        policy.into(),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+
+    let leaf = release(&alice, "acme:tcp", "1.0.0", &tcp);
+    let size = store.log_size().await.unwrap();
+    let r = post(&apps[1], &leaf).await;
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "policy_violation");
+    assert!(r.text().contains("no-network"), "{}", r.text());
+    assert_eq!(store.log_size().await.unwrap(), size);
+    assert_eq!(store.release_count().await.unwrap(), 0);
+
+    let r = send(
+        &apps[0],
+        Method::DELETE,
+        "/v1/namespaces/acme/policy",
+        Vec::new(),
+        Some(&admin),
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let r = post(&apps[1], &leaf).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(store.release_count().await.unwrap(), 1);
+    drop(apps);
+    for r in replicas {
+        r.stop().await;
+    }
+}

@@ -1,8 +1,9 @@
 //! `POST /v1/records`: one signed release, namespace or yank record. Everything that can be
-//! checked without the log's order is checked here, in parallel across requests (note syntax,
-//! signatures, content, audit, declared surface, policy); then the sequencer decides what
-//! depends on order (versions taken, who is authorised at the record's index) and answers once
-//! the record is durable.
+//! checked without the log's order or a database query is checked here, in parallel across
+//! requests (note syntax, signatures, content, audit, declared surface); then the sequencer
+//! decides, once per batch, what depends on order or shared state (versions taken, who is
+//! authorised at the record's index, the namespace's policy) and answers once the record is
+//! durable.
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -12,7 +13,7 @@ use gridreg_protocol::api::{PublishResponse, encode_hashes};
 use gridreg_protocol::note::{self, NoteError};
 use gridreg_protocol::record::MAX_VALUE_LEN;
 use gridreg_protocol::{NamespaceOp, Note, Record, Release};
-use gridreg_verifier::{Audit, Kind, Policy, Subject, Verdict};
+use gridreg_verifier::{Audit, Kind};
 use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 
@@ -88,28 +89,14 @@ async fn publish(
         signers = verified_signers(state, &record, &leaf)?;
     }
 
-    let derived = match &record {
+    let (derived, audit) = match &record {
         Record::Release(r) => {
             // Fail fast on what the sequencer would refuse anyway, before reading the content.
             precheck_publisher(state, &record, &signers)?;
-            let context = state
-                .store
-                .release_context(
-                    &r.package.to_string(),
-                    &r.version.to_string(),
-                    r.package.namespace().as_str(),
-                )
-                .await?;
-            if context.exists.is_some() {
-                return Err(ApiError::Conflict {
-                    code: "version_exists",
-                    message: format!(
-                        "{}@{} already exists; versions are immutable, even after a yank",
-                        r.package, r.version
-                    ),
-                });
-            }
-            Derived::Release(Box::new(check_release(state, r, context.policy).await?))
+            // Whether the version is taken and the namespace's policy are the sequencer's to
+            // judge, once per batch: a publish makes no query of its own here.
+            let (row, audit) = check_release(state, r).await?;
+            (Derived::Release(Box::new(row)), Some(Box::new(audit)))
         }
         Record::Yank(y) => {
             precheck_publisher(state, &record, &signers)?;
@@ -132,13 +119,14 @@ async fn publish(
                 }
                 Some(false) => {}
             }
-            Derived::Yank {
+            let yank = Derived::Yank {
                 package: y.package.to_string(),
                 version: y.version.to_string(),
                 reason: y.reason.chars().take(MAX_VALUE_LEN).collect(),
-            }
+            };
+            (yank, None)
         }
-        Record::Namespace(_) => Derived::Namespace,
+        Record::Namespace(_) => (Derived::Namespace, None),
     };
 
     let (reply, answer) = oneshot::channel();
@@ -149,6 +137,7 @@ async fn publish(
             record,
             signers,
             derived,
+            audit,
             reply,
         })
         .await
@@ -203,12 +192,9 @@ fn precheck_publisher(
 }
 
 /// The content checks of a release: uploaded, same size, valid wasm, declared surface equal to
-/// the binary's, namespace policy passes. Returns the derived row to store with the entry.
-async fn check_release(
-    state: &AppState,
-    r: &Release,
-    policy: Option<String>,
-) -> Result<NewRelease, ApiError> {
+/// the binary's. Returns the derived row to store with the entry, and the audit the sequencer
+/// judges the namespace's policy on.
+async fn check_release(state: &AppState, r: &Release) -> Result<(NewRelease, Audit), ApiError> {
     let Some(size) = state.blobs.get(r.digest).await?.map(|s| s.size()) else {
         return Err(ApiError::ContentMissing(format!(
             "expected content {} to be uploaded first (PUT /v1/content/{}), found none",
@@ -244,8 +230,7 @@ async fn check_release(
             diff.what
         )));
     }
-    check_policy(policy, r, &audit)?;
-    Ok(NewRelease {
+    let row = NewRelease {
         package: r.package.to_string(),
         version: r.version.to_string(),
         digest: r.digest.to_string(),
@@ -268,31 +253,6 @@ async fn check_release(
             .map(|i| (i.name.clone(), i.class.as_str().to_string()))
             .collect(),
         exports: audit.exports.clone(),
-    })
-}
-
-/// Judges the release by its namespace's server-side policy, when an admin set one.
-fn check_policy(policy: Option<String>, r: &Release, audit: &Audit) -> Result<(), ApiError> {
-    let ns = r.package.namespace().to_string();
-    let Some(text) = policy else {
-        return Ok(());
     };
-    let policy = Policy::parse(&text, &format!("policy of namespace {ns}"))
-        .map_err(|e| ApiError::Internal(format!("stored policy of {ns} does not parse: {e}")))?;
-    let today =
-        gridreg_verifier::Date::from_unix_seconds(time::OffsetDateTime::now_utc().unix_timestamp());
-    let package = r.package.to_string();
-    let mut subject = Subject::new(audit, today);
-    subject.package = Some(&package);
-    let eval = policy.evaluate(&subject);
-    if eval.verdict == Verdict::Fail {
-        let reasons: Vec<String> = eval.errors().map(|v| v.message.clone()).collect();
-        return Err(ApiError::PolicyViolation(format!(
-            "namespace {ns} policy `{}` refuses {package}@{}: {}",
-            policy.name(),
-            r.version,
-            reasons.join("; ")
-        )));
-    }
-    Ok(())
+    Ok((row, audit))
 }

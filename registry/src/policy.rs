@@ -1,0 +1,61 @@
+//! The server-side policy an admin sets per namespace, judged by the sequencer: it reads the
+//! policies of a batch's namespaces in one query and judges each release on the audit its
+//! publisher computed. A policy set through any replica so applies from the next batch on, and
+//! a publish costs no policy query of its own.
+
+use std::collections::HashMap;
+
+use gridreg_protocol::Release;
+use gridreg_verifier::{Audit, Policy, Subject, Verdict};
+
+use crate::sequencer::Rejection;
+
+/// The parsed policies of one batch's namespaces.
+#[derive(Debug, Default)]
+pub struct BatchPolicies {
+    /// By namespace; a stored text that does not parse is kept as its error.
+    policies: HashMap<String, Result<Policy, String>>,
+}
+
+impl BatchPolicies {
+    /// Parses each stored policy text once for the batch.
+    pub fn parse(texts: HashMap<String, String>) -> Self {
+        let policies = texts
+            .into_iter()
+            .map(|(ns, text)| {
+                let parsed = Policy::parse(&text, &format!("policy of namespace {ns}"))
+                    .map_err(|e| format!("stored policy of {ns} does not parse: {e}"));
+                (ns, parsed)
+            })
+            .collect();
+        Self { policies }
+    }
+
+    /// Refuses the release when its namespace's policy fails it (`policy_violation`, with the
+    /// policy's reasons). A namespace without a policy accepts everything.
+    pub fn judge(&self, r: &Release, audit: &Audit) -> Result<(), Rejection> {
+        let ns = r.package.namespace().to_string();
+        let policy = match self.policies.get(&ns) {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(Rejection::Internal(e.clone())),
+            Some(Ok(p)) => p,
+        };
+        let today = gridreg_verifier::Date::from_unix_seconds(
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        let package = r.package.to_string();
+        let mut subject = Subject::new(audit, today);
+        subject.package = Some(&package);
+        let eval = policy.evaluate(&subject);
+        if eval.verdict == Verdict::Fail {
+            let reasons: Vec<String> = eval.errors().map(|v| v.message.clone()).collect();
+            return Err(Rejection::PolicyViolation(format!(
+                "namespace {ns} policy `{}` refuses {package}@{}: {}",
+                policy.name(),
+                r.version,
+                reasons.join("; ")
+            )));
+        }
+        Ok(())
+    }
+}
