@@ -6,18 +6,25 @@
 use std::collections::HashMap;
 
 use gridreg_protocol::Release;
-use gridreg_verifier::{Audit, Policy, Subject, Verdict};
+use gridreg_verifier::{Audit, Date, Policy, Subject, Verdict};
 
 use crate::sequencer::Rejection;
 
 /// The parsed policies of one batch's namespaces.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BatchPolicies {
     /// By namespace; a stored text that does not parse is kept as its error.
     policies: HashMap<String, Result<Policy, String>>,
+    /// The date the batch's releases are judged on (policies can carry expiring exemptions).
+    today: Date,
 }
 
 impl BatchPolicies {
+    /// No namespace has a policy.
+    pub fn none() -> Self {
+        Self::parse(HashMap::new())
+    }
+
     /// Parses each stored policy text once for the batch.
     pub fn parse(texts: HashMap<String, String>) -> Self {
         let policies = texts
@@ -28,23 +35,21 @@ impl BatchPolicies {
                 (ns, parsed)
             })
             .collect();
-        Self { policies }
+        let today = Date::from_unix_seconds(time::OffsetDateTime::now_utc().unix_timestamp());
+        Self { policies, today }
     }
 
     /// Refuses the release when its namespace's policy fails it (`policy_violation`, with the
     /// policy's reasons). A namespace without a policy accepts everything.
     pub fn judge(&self, r: &Release, audit: &Audit) -> Result<(), Rejection> {
-        let ns = r.package.namespace().to_string();
-        let policy = match self.policies.get(&ns) {
+        let ns = r.package.namespace().as_str();
+        let policy = match self.policies.get(ns) {
             None => return Ok(()),
             Some(Err(e)) => return Err(Rejection::Internal(e.clone())),
             Some(Ok(p)) => p,
         };
-        let today = gridreg_verifier::Date::from_unix_seconds(
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        );
         let package = r.package.to_string();
-        let mut subject = Subject::new(audit, today);
+        let mut subject = Subject::new(audit, self.today);
         subject.package = Some(&package);
         let eval = policy.evaluate(&subject);
         if eval.verdict == Verdict::Fail {

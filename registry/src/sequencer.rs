@@ -487,7 +487,7 @@ impl Sequencer {
         release_namespaces.sort_unstable();
         release_namespaces.dedup();
         let policies = if release_namespaces.is_empty() {
-            Ok(BatchPolicies::default())
+            Ok(BatchPolicies::none())
         } else {
             self.store
                 .policies(release_namespaces)
