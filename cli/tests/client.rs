@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::{Checkpoint, Note, Record, SignerKey};
@@ -21,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 mod common;
-use common::free_port;
+use common::{free_port, start_serve_with};
 
 /// One server and one client home.
 struct World {
@@ -66,34 +65,12 @@ impl World {
     }
 
     fn start(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
-            .args(["serve", "--data"])
-            .arg(self.data())
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{}", self.port),
-                "--origin",
-                ORIGIN,
-            ])
-            .args(&self.serve_flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the server did not come up on port {}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        self.server = Some(child);
+        self.server = Some(start_serve_with(
+            &self.data(),
+            self.port,
+            ORIGIN,
+            &self.serve_flags,
+        ));
     }
 
     fn stop(&mut self) {

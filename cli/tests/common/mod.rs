@@ -85,10 +85,16 @@ pub fn s3fs(root: &Path, bucket: &str, access_key: &str, secret_key: &str) -> (R
 
 /// Starts `gridreg serve` on `data` and `port` with `origin`, and waits until `/healthz` answers.
 pub fn start_serve(data: &Path, port: u16, origin: &str) -> Child {
+    start_serve_with(data, port, origin, &[])
+}
+
+/// [`start_serve`] with more `serve` flags (`--require-token`, ...).
+pub fn start_serve_with(data: &Path, port: u16, origin: &str, flags: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridreg"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--addr", &format!("127.0.0.1:{port}"), "--origin", origin])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
