@@ -10,6 +10,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -434,10 +436,19 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
         assert!(reply.status.is_success(), "{}", reply.text());
     }
 
+    // Replica 1 crashes once it has acknowledged a few publishes, so its clients (never idle)
+    // have publishes in flight. The client that sees the sixth answer aborts it at once: a
+    // trigger in this test's own task could run too late (here it was woken up to 250 ms after
+    // being notified, with every core busy), when replica 1's clients were nearly done.
+    let victim = Arc::new(Mutex::new(replicas[1].take()));
+    let crashed = Arc::new(tokio::sync::Notify::new());
+    let acked_by_1 = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (r, slot) in slots.iter().enumerate() {
         for c in 0..CLIENTS_PER_REPLICA {
             let slot = slot.clone();
+            let (victim, crashed, acked_by_1) =
+                (victim.clone(), crashed.clone(), acked_by_1.clone());
             let leaves: Vec<String> = (0..VERSIONS)
                 .map(|v| release(&alice, "acme:hello", &format!("{r}.{c}.{v}"), &hello))
                 .collect();
@@ -453,6 +464,13 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
                         match reply.status {
                             StatusCode::OK => {
                                 out.push((leaf, Some(reply.json()), retried));
+                                if r == 1 && acked_by_1.fetch_add(1, Ordering::SeqCst) == 5 {
+                                    let registry = victim.lock().unwrap().take();
+                                    if let Some(registry) = registry {
+                                        registry.abort().await;
+                                    }
+                                    crashed.notify_one();
+                                }
                                 break;
                             }
                             // The crashed attempt made it durable without an answer.
@@ -474,18 +492,12 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
         }
     }
 
-    // Crash replica 1 once the log is moving, then start a new replica in its place.
+    // Once replica 1 has crashed, start a new replica in its place.
     let store = replicas[0].as_ref().unwrap().state.store.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.log_size().await.unwrap() < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the log never reached 20 entries"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(30), crashed.notified())
+        .await
+        .expect("replica 1 never acknowledged 6 publishes");
     let crashed_at = store.log_size().await.unwrap();
-    replicas[1].take().unwrap().abort().await;
     let restarted = Registry::open(&configs[1]).await.unwrap();
     *slots[1].write().unwrap() = restarted.router();
     replicas[1] = Some(restarted);
