@@ -20,7 +20,7 @@ use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use crate::store::{
     Batch, BoxFuture, CheckpointRow, Derived, Entries, ExistingVersions, ReleaseRow, Search,
-    SearchHit, Store, StoreError, TokenRow, VersionRow,
+    SearchHit, StageRequest, Staged, Store, StoreError, TokenRow, VersionRow,
 };
 
 /// Connections per replica; the sequencer holds one for a batch, readers share the rest.
@@ -183,6 +183,104 @@ fn check_batch(batch: &Batch) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Most stored hashes [`STAGE`] prefetches: the newest ones, which the next append needs.
+const STAGE_HASHES: i64 = 4096;
+
+/// Everything a sequencer reads before staging a batch, as one statement, so from one snapshot
+/// and in one round trip (under the replicas' lock, every round trip delays all of them). Each
+/// row is tagged with what it is: `v` an existing version of the batch ($1, $2; `n` its yank
+/// index), `p` a namespace policy ($3); and when following other replicas ($4): `c` the newest
+/// checkpoint, `e` a namespace record from index $5 on, `h` a stored hash from index $6 on.
+const STAGE: &str = "\
+SELECT 'v' AS k, r.package AS a, r.version AS b, r.yank_idx AS n, NULL::BYTEA AS bin
+    FROM releases r JOIN UNNEST($1::TEXT[], $2::TEXT[]) AS q (package, version)
+    ON r.package = q.package AND r.version = q.version
+UNION ALL
+SELECT 'p', namespace, policy, NULL, NULL FROM namespace_policies WHERE namespace = ANY($3::TEXT[])
+UNION ALL
+(SELECT 'c', NULL, body, size, root FROM checkpoints WHERE $4::BOOLEAN ORDER BY size DESC LIMIT 1)
+UNION ALL
+SELECT 'e', NULL, NULL, idx, body FROM entries WHERE $4 AND kind = 'namespace' AND idx >= $5::BIGINT
+UNION ALL
+(SELECT 'h', NULL, NULL, idx, hash FROM hashes WHERE $4 AND idx >= $6::BIGINT ORDER BY idx DESC LIMIT $7)";
+
+/// Runs [`STAGE`] and sorts its rows out; prefetched hashes go into `cache`.
+async fn stage(
+    pool: &PgPool,
+    cache: &crate::store::HashCache,
+    req: StageRequest,
+) -> Result<Staged, StoreError> {
+    let (packages, versions): (Vec<String>, Vec<String>) = req.versions.into_iter().unzip();
+    let follow = req.follow;
+    let (namespaces_from, hashes_from) = match follow {
+        Some(f) => (
+            f.namespaces_from,
+            gridreg_protocol::merkle::stored_hash_count(f.known_size),
+        ),
+        None => (0, 0),
+    };
+    let rows = sqlx::query(STAGE)
+        .bind(packages)
+        .bind(versions)
+        .bind(req.namespaces)
+        .bind(follow.is_some())
+        .bind(int(namespaces_from)?)
+        .bind(int(hashes_from)?)
+        .bind(STAGE_HASHES)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    let mut staged = Staged::default();
+    let mut hashes = Vec::new();
+    for row in &rows {
+        let kind: &str = row.try_get("k").map_err(db)?;
+        let text = |col: &str| -> Result<String, StoreError> {
+            row.try_get::<Option<String>, _>(col)
+                .map_err(db)?
+                .ok_or_else(|| StoreError::Corrupt(format!("staging row {kind} lacks {col}")))
+        };
+        let bytes = || -> Result<Vec<u8>, StoreError> {
+            row.try_get::<Option<Vec<u8>>, _>("bin")
+                .map_err(db)?
+                .ok_or_else(|| StoreError::Corrupt(format!("staging row {kind} lacks bin")))
+        };
+        let number = || -> Result<u64, StoreError> {
+            let n: Option<i64> = row.try_get("n").map_err(db)?;
+            n.and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("staging row {kind} lacks n")))
+        };
+        match kind {
+            "v" => {
+                let yank: Option<i64> = row.try_get("n").map_err(db)?;
+                staged
+                    .versions
+                    .insert((text("a")?, text("b")?), yank.is_some());
+            }
+            "p" => {
+                staged.policies.insert(text("a")?, text("b")?);
+            }
+            "c" => {
+                staged.latest = Some(CheckpointRow {
+                    size: number()?,
+                    root: hash(&bytes()?)?,
+                    body: text("b")?,
+                });
+            }
+            "e" => staged.namespace_entries.push((number()?, bytes()?)),
+            "h" => hashes.push((number()?, hash(&bytes()?)?)),
+            other => {
+                return Err(StoreError::Corrupt(format!("unknown staging row {other}")));
+            }
+        }
+    }
+    // One snapshot: no record or hash beyond the checkpoint exists in it, and all are committed.
+    staged
+        .namespace_entries
+        .sort_unstable_by_key(|(idx, _)| *idx);
+    cache.insert(hashes.into_iter());
+    Ok(staged)
 }
 
 /// The whole batch as one statement: the compare-and-swap on the log size and every insert are
@@ -570,29 +668,6 @@ impl Store for PostgresStore {
         })
     }
 
-    fn policies(
-        &self,
-        namespaces: Vec<String>,
-    ) -> BoxFuture<'_, Result<std::collections::HashMap<String, String>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT namespace, policy FROM namespace_policies WHERE namespace = ANY($1)",
-            )
-            .bind(namespaces)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("namespace").map_err(db)?,
-                        r.try_get("policy").map_err(db)?,
-                    ))
-                })
-                .collect()
-        })
-    }
-
     fn release_states(
         &self,
         keys: Vec<(String, String)>,
@@ -625,6 +700,10 @@ impl Store for PostgresStore {
             }
             Ok(out)
         })
+    }
+
+    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
+        Box::pin(stage(&self.pool, &self.hashes, req))
     }
 
     fn sequencer_lock(

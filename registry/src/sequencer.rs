@@ -23,7 +23,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::log::{LogError, with_hashes};
 use crate::metrics::Metrics;
 use crate::policy::BatchPolicies;
-use crate::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store, StoreError};
+use crate::store::{
+    Batch, CheckpointRow, Derived, EntryKind, Follow, NewEntry, StageRequest, Store, StoreError,
+};
 
 /// Most records integrated under one checkpoint.
 pub const MAX_BATCH: usize = 1024;
@@ -211,7 +213,7 @@ async fn load_namespaces_below(store: &dyn Store, size: u64) -> Result<Namespace
 
 fn apply_namespace_entries(
     state: &mut NamespaceState,
-    entries: crate::store::Entries,
+    entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
 ) -> Result<(), OpenError> {
     for (index, body) in entries {
         state
@@ -334,24 +336,59 @@ impl Sequencer {
     }
 
     async fn reload(&mut self) -> Result<(), OpenError> {
-        let Some(latest) = self.store.latest_checkpoint().await? else {
+        let follow = self.follow();
+        let staged = self
+            .store
+            .stage(StageRequest {
+                follow: Some(follow),
+                ..StageRequest::default()
+            })
+            .await?;
+        self.follow_to(follow, staged.latest, staged.namespace_entries)
+            .await
+    }
+
+    /// What this sequencer knows of the log, for [`Store::stage`] to read what is new.
+    fn follow(&self) -> Follow {
+        Follow {
+            // Without an exact state, all namespace records are read and the state rebuilt.
+            namespaces_from: self.namespaces_at.unwrap_or(0),
+            known_size: self.size,
+        }
+    }
+
+    /// Makes `latest` (read with `follow`) the view's checkpoint and brings the namespace state
+    /// to its size, from `added`: the namespace records from `follow.namespaces_from` on.
+    async fn follow_to(
+        &mut self,
+        follow: Follow,
+        latest: Option<CheckpointRow>,
+        added: crate::store::Entries,
+    ) -> Result<(), OpenError> {
+        let Some(latest) = latest else {
             return Err(OpenError::Inconsistent {
                 checkpoint: 0,
                 entries: self.store.log_size().await?,
             });
         };
-        match self.namespaces_at.filter(|&at| at <= latest.size) {
+        if latest.size == self.size && self.namespaces_at == Some(latest.size) {
+            return Ok(());
+        }
+        let added = added.into_iter().filter(|(index, _)| *index < latest.size);
+        match self.namespaces_at {
             // The state is exact at `at`: apply the namespace records appended since.
-            Some(at) => {
-                let added = self
-                    .store
-                    .namespace_entries_between(at, latest.size)
-                    .await?;
+            Some(at) if at == follow.namespaces_from && at <= latest.size => {
                 self.namespaces_at = None;
                 self.view
                     .namespaces_mut(|ns| apply_namespace_entries(ns, added))?;
             }
-            None => {
+            // No exact state: `added` holds every namespace record; rebuild from them.
+            _ if follow.namespaces_from == 0 => {
+                let mut state = NamespaceState::new();
+                apply_namespace_entries(&mut state, added)?;
+                self.view.namespaces_mut(|ns| *ns = state);
+            }
+            _ => {
                 let state = load_namespaces_below(self.store.as_ref(), latest.size).await?;
                 self.view.namespaces_mut(|ns| *ns = state);
             }
@@ -435,12 +472,9 @@ impl Sequencer {
                 Err(_) => break,
             }
         }
+        // Each attempt first catches up with what the others committed (in the same read as
+        // its versions and policies).
         for attempt in 1..=MAX_ATTEMPTS {
-            if let Err(e) = self.refresh().await {
-                let accepted = pending.into_iter().map(|s| (0, s)).collect();
-                self.fail(accepted, e.to_string()).await;
-                break;
-            }
             match self.attempt(pending, attempt < MAX_ATTEMPTS).await {
                 Attempt::Done => break,
                 Attempt::Lost(again) => {
@@ -457,12 +491,12 @@ impl Sequencer {
     /// The whole commit path for one batch, top to bottom. With `may_lose`, a commit refused
     /// because the log moved hands the accepted submissions back unanswered.
     async fn attempt(&mut self, pending: Vec<Submission>, may_lose: bool) -> Attempt {
-        let start = self.size;
-
-        // 1. Stage. Look up, outside any lock, which versions the store already holds, then
-        // decide record by record in arrival order: a version taken earlier (in the store or in
-        // this batch) loses, and the namespace state decides authorisation at the exact index
-        // the record would get, so two conflicting records in one batch cannot both win.
+        // 1. Stage. Read which versions the store already holds and the policies of the
+        // batch's namespaces (with replicas, in the same read: where the log now stands, which
+        // the view follows first). Then decide record by record in arrival order: a version
+        // taken earlier (in the store or in this batch) loses, and the namespace state decides
+        // authorisation at the exact index the record would get, so two conflicting records in
+        // one batch cannot both win.
         let keys: Vec<Option<(String, String)>> = pending
             .iter()
             .map(|s| match &s.record {
@@ -471,11 +505,6 @@ impl Sequencer {
                 Record::Namespace(_) => None,
             })
             .collect();
-        let looked_up = self
-            .store
-            .release_states(keys.iter().flatten().cloned().collect())
-            .await
-            .map_err(|e| e.to_string());
         // The server-side policies of the namespaces this batch releases into.
         let mut release_namespaces: Vec<String> = pending
             .iter()
@@ -486,22 +515,38 @@ impl Sequencer {
             .collect();
         release_namespaces.sort_unstable();
         release_namespaces.dedup();
-        let policies = if release_namespaces.is_empty() {
-            Ok(BatchPolicies::none())
-        } else {
-            self.store
-                .policies(release_namespaces)
-                .await
-                .map(BatchPolicies::parse)
-                .map_err(|e| e.to_string())
-        };
-        let existing: Vec<Result<Option<Option<bool>>, String>> = keys
-            .into_iter()
-            .map(|k| match (&looked_up, k) {
-                (Err(e), Some(_)) => Err(e.clone()),
-                (Ok(found), Some(k)) => Ok(Some(found.get(&k).copied())),
-                (_, None) => Ok(None),
+        let follow = self.refresh_every.map(|_| self.follow());
+        let staged = self
+            .store
+            .stage(StageRequest {
+                versions: keys.iter().flatten().cloned().collect(),
+                namespaces: release_namespaces,
+                follow,
             })
+            .await;
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                let pending = pending.into_iter().map(|s| (0, s)).collect();
+                self.fail(pending, e.to_string()).await;
+                return Attempt::Done;
+            }
+        };
+        if let Some(follow) = follow
+            && let Err(e) = self
+                .follow_to(follow, staged.latest, staged.namespace_entries)
+                .await
+        {
+            let pending = pending.into_iter().map(|s| (0, s)).collect();
+            self.fail(pending, e.to_string()).await;
+            return Attempt::Done;
+        }
+        let start = self.size;
+        let policies = BatchPolicies::parse(staged.policies);
+        let found = staged.versions;
+        let existing: Vec<Option<Option<bool>>> = keys
+            .into_iter()
+            .map(|k| k.map(|k| found.get(&k).copied()))
             .collect();
         let mut accepted: Vec<(u64, Submission)> = Vec::with_capacity(pending.len());
         let mut released: HashSet<(String, String)> = HashSet::new();
@@ -511,13 +556,7 @@ impl Sequencer {
         self.namespaces_at = None;
         self.view.namespaces_mut(|ns| {
             for (s, stored) in pending.into_iter().zip(existing) {
-                let stored = match stored {
-                    Ok(v) => v.flatten(),
-                    Err(e) => {
-                        rejected.push((s, Rejection::Internal(e)));
-                        continue;
-                    }
-                };
+                let stored = stored.flatten();
                 let index = start + accepted.len() as u64;
                 let check = match &s.record {
                     Record::Release(r) => {
@@ -528,10 +567,9 @@ impl Sequencer {
                                 version: key.1,
                             })
                         } else {
-                            match (&policies, &s.audit) {
-                                (Err(e), _) => Err(Rejection::Internal(e.clone())),
-                                (Ok(p), Some(audit)) => p.judge(r, audit),
-                                (Ok(_), None) => Err(Rejection::Internal(
+                            match &s.audit {
+                                Some(audit) => policies.judge(r, audit),
+                                None => Err(Rejection::Internal(
                                     "a release reached the sequencer without its audit".into(),
                                 )),
                             }
@@ -655,9 +693,7 @@ impl Sequencer {
         match self.store.commit(batch).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. } | StoreError::CheckpointExists { .. }) if may_lose => {
-                if let Err(e) = self.reload().await {
-                    tracing::error!(error = %e, "reloading after a lost race failed");
-                }
+                // The next attempt's read catches up with the log that won.
                 return Attempt::Lost(accepted.into_iter().map(|(_, s)| s).collect());
             }
             Err(e) => {

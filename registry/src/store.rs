@@ -162,6 +162,40 @@ pub struct TokenRow {
 /// The (package, version) pairs that exist, each mapped to whether it is yanked.
 pub type ExistingVersions = std::collections::HashMap<(String, String), bool>;
 
+/// What a sequencer reads before staging a batch: see [`Store::stage`].
+#[derive(Debug, Clone, Default)]
+pub struct StageRequest {
+    /// The (package, version) pairs the batch releases or yanks.
+    pub versions: Vec<(String, String)>,
+    /// The namespaces the batch releases into, whose policies judge it.
+    pub namespaces: Vec<String>,
+    /// With replicas sharing the store: also where the log stands now.
+    pub follow: Option<Follow>,
+}
+
+/// What a sequencer following other replicas already knows of the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    /// Namespace records from this log index on are returned (0: all of them).
+    pub namespaces_from: u64,
+    /// The log size the caller last saw: stored hashes committed since may be prefetched.
+    pub known_size: u64,
+}
+
+/// What [`Store::stage`] read.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// The batch's versions that exist, each with whether it is yanked.
+    pub versions: ExistingVersions,
+    /// The policy texts of the requested namespaces that have one.
+    pub policies: std::collections::HashMap<String, String>,
+    /// With [`StageRequest::follow`]: the newest checkpoint (`None` only for a log that never
+    /// signed one) ...
+    pub latest: Option<CheckpointRow>,
+    /// ... and the namespace records from [`Follow::namespaces_from`] up to its size, in log order.
+    pub namespace_entries: Entries,
+}
+
 /// A held [`Store::sequencer_lock`]. Release it with [`SequencerLock::release`]; dropping it
 /// without releasing also frees it (by closing its connection).
 pub trait SequencerLock: Send {
@@ -225,6 +259,32 @@ pub trait Store: Send + Sync + 'static {
         &self,
         keys: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>>;
+    /// Everything a sequencer reads before staging a batch. A store shared by replicas answers
+    /// from one snapshot, in one round trip, so the versions and policies are exactly those of
+    /// the returned checkpoint's log. The default asks [`Store::latest_checkpoint`] first, so
+    /// the versions it reads are never older than that checkpoint.
+    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
+        Box::pin(async move {
+            let mut staged = Staged::default();
+            if let Some(follow) = req.follow {
+                staged.latest = self.latest_checkpoint().await?;
+                if let Some(cp) = &staged.latest
+                    && follow.namespaces_from < cp.size
+                {
+                    staged.namespace_entries = self
+                        .namespace_entries_between(follow.namespaces_from, cp.size)
+                        .await?;
+                }
+            }
+            if !req.versions.is_empty() {
+                staged.versions = self.release_states(req.versions).await?;
+            }
+            if !req.namespaces.is_empty() {
+                staged.policies = self.policies(req.namespaces).await?;
+            }
+            Ok(staged)
+        })
+    }
     /// Writes a whole sequencer batch in one durable transaction, or nothing.
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 

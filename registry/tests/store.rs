@@ -10,13 +10,15 @@ use common::*;
 use gridreg_protocol::merkle;
 use gridreg_registry::server::open_metadata;
 use gridreg_registry::store::{
-    Batch, CheckpointRow, Derived, EntryKind, NewEntry, NewRelease, Search, Store, StoreError,
+    Batch, CheckpointRow, Derived, EntryKind, Follow, NewEntry, NewRelease, Search, StageRequest,
+    Store, StoreError,
 };
 
 backend_tests!(
     stale_batches_are_refused,
     concurrent_commits_serialise,
-    releases_and_yanks_share_a_batch
+    releases_and_yanks_share_a_batch,
+    stage_reads_versions_policies_and_the_log
 );
 
 /// A batch of namespace-kind leaves `start..start+n` (the store does not parse bodies), with
@@ -264,5 +266,81 @@ async fn releases_and_yanks_share_a_batch(backend: Backend) {
             .collect::<Vec<_>>(),
         vec!["1.1.0"]
     );
+    store.close().await;
+}
+
+/// `Store::stage`, a sequencer's whole read before a batch: which of the batch's versions exist
+/// (and whether yanked), the policies of its namespaces, and, when following other replicas,
+/// the newest checkpoint with the namespace records from a given index up to it.
+async fn stage_reads_versions_policies_and_the_log(backend: Backend) {
+    use std::collections::HashMap;
+    let (_dir, store, _db) = open(backend).await;
+    store.commit(batch(&*store, 0, 0, "e").await).await.unwrap();
+    // Namespace records 0..3, releases and a yank 3..6, namespace records 6..8.
+    store.commit(batch(&*store, 0, 3, "a").await).await.unwrap();
+    let derived = vec![
+        release("1.0.0", "wasi:cli/stdout@0.2.0"),
+        release("1.1.0", "wasi:cli/stdout@0.2.0"),
+        yank("1.0.0", "CVE-1"),
+    ];
+    store
+        .commit(derived_batch(&*store, 3, derived, "b").await)
+        .await
+        .unwrap();
+    store.commit(batch(&*store, 6, 2, "c").await).await.unwrap();
+    let policy = "[capabilities]\ndeny = [\"sockets\"]\n";
+    store.set_policy("acme", Some(policy)).await.unwrap();
+
+    let key = |v: &str| ("acme:x".to_string(), v.to_string());
+    let req = StageRequest {
+        versions: vec![key("1.0.0"), key("1.1.0"), key("2.0.0")],
+        namespaces: vec!["acme".into(), "other".into()],
+        follow: None,
+    };
+    let want_versions = HashMap::from([(key("1.0.0"), true), (key("1.1.0"), false)]);
+    let want_policies = HashMap::from([("acme".to_string(), policy.to_string())]);
+
+    let staged = store.stage(req.clone()).await.unwrap();
+    assert_eq!(staged.versions, want_versions);
+    assert_eq!(staged.policies, want_policies);
+    assert!(staged.latest.is_none(), "not asked to follow");
+    assert!(staged.namespace_entries.is_empty());
+
+    let followed = store
+        .stage(StageRequest {
+            follow: Some(Follow {
+                namespaces_from: 2,
+                known_size: 3,
+            }),
+            ..req
+        })
+        .await
+        .unwrap();
+    assert_eq!(followed.versions, want_versions);
+    assert_eq!(followed.policies, want_policies);
+    let latest = followed.latest.unwrap();
+    let stored = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(
+        (latest.size, latest.root, &latest.body),
+        (8, stored.root, &stored.body)
+    );
+    let all = store.entries(0, 8).await.unwrap();
+    let want_entries: Vec<(u64, Vec<u8>)> = [2, 6, 7].iter().map(|&i| all[i].clone()).collect();
+    assert_eq!(followed.namespace_entries, want_entries);
+
+    // Following from the end: the checkpoint, no records; nothing asked, nothing read.
+    let at_end = store
+        .stage(StageRequest {
+            follow: Some(Follow {
+                namespaces_from: 8,
+                known_size: 8,
+            }),
+            ..StageRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(at_end.latest.map(|c| c.size), Some(8));
+    assert!(at_end.namespace_entries.is_empty());
+    assert!(at_end.versions.is_empty() && at_end.policies.is_empty());
     store.close().await;
 }
