@@ -1,6 +1,6 @@
 //! The server-side policy an admin sets per namespace, judged by the sequencer: it reads the
-//! policies of a batch's namespaces in one query and judges each release on the audit its
-//! publisher computed. A policy set through any replica so applies from the next batch on, and
+//! policies of a batch's namespaces once per batch ([`crate::store::Store::stage`]) and judges
+//! each release on the audit its publisher computed. A policy set through any replica so applies from the next batch on, and
 //! a publish costs no policy query of its own.
 
 use std::collections::HashMap;

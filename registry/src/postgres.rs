@@ -19,8 +19,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use crate::store::{
-    Batch, BoxFuture, CheckpointRow, Derived, Entries, ExistingVersions, ReleaseRow, Search,
-    SearchHit, StageRequest, Staged, Store, StoreError, TokenRow, VersionRow,
+    Batch, BoxFuture, CheckpointRow, Derived, Entries, ReleaseRow, Search, SearchHit, StageRequest,
+    Staged, Store, StoreError, TokenRow, VersionRow,
 };
 
 /// Connections per replica; the sequencer holds one for a batch, readers share the rest.
@@ -665,40 +665,6 @@ impl Store for PostgresStore {
             .await
             .map_err(db)?;
             Ok(row.map(|y| y.is_some()))
-        })
-    }
-
-    fn release_states(
-        &self,
-        keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>> {
-        Box::pin(async move {
-            let mut out = HashMap::new();
-            if keys.is_empty() {
-                return Ok(out);
-            }
-            let (packages, versions): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-            let rows = sqlx::query(
-                "SELECT r.package, r.version, r.yank_idx FROM releases r \
-                 JOIN UNNEST($1::TEXT[], $2::TEXT[]) AS k (package, version) \
-                 ON r.package = k.package AND r.version = k.version",
-            )
-            .bind(packages)
-            .bind(versions)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-            for row in rows {
-                let yank: Option<i64> = row.try_get("yank_idx").map_err(db)?;
-                out.insert(
-                    (
-                        row.try_get("package").map_err(db)?,
-                        row.try_get("version").map_err(db)?,
-                    ),
-                    yank.is_some(),
-                );
-            }
-            Ok(out)
         })
     }
 

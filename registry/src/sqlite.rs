@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use crate::store::{
-    Batch, BoxFuture, CheckpointRow, Derived, Entries, ReleaseRow, Search, SearchHit, Store,
-    StoreError, TokenRow, VersionRow,
+    Batch, BoxFuture, CheckpointRow, Derived, Entries, ReleaseRow, Search, SearchHit, StageRequest,
+    Staged, Store, StoreError, TokenRow, VersionRow,
 };
 
 /// Rows per multi-row INSERT, well under SQLite's 32766 bound variables.
@@ -61,6 +61,34 @@ fn hash(bytes: &[u8]) -> Result<Hash, StoreError> {
 }
 
 impl SqliteStore {
+    /// Which of the (package, version) pairs exist, each with whether it is yanked.
+    async fn release_states(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<crate::store::ExistingVersions, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT package, version, yank_idx FROM releases WHERE (package, version) IN (",
+            );
+            q.push_values(chunk, |mut b, (p, v)| {
+                b.push_bind(p.clone()).push_bind(v.clone());
+            });
+            q.push(")");
+            for row in q.build().fetch_all(&self.pool).await.map_err(db)? {
+                let yank: Option<i64> = row.try_get("yank_idx").map_err(db)?;
+                out.insert(
+                    (
+                        row.try_get("package").map_err(db)?,
+                        row.try_get("version").map_err(db)?,
+                    ),
+                    yank.is_some(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens (creating if needed) the database at `path` and runs the migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite:")
@@ -397,32 +425,28 @@ impl Store for SqliteStore {
         })
     }
 
-    fn release_states(
-        &self,
-        keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<crate::store::ExistingVersions, StoreError>> {
+    /// The checkpoint first, so the versions and policies read after it are never older; one
+    /// process owns this store, so nothing moves between the reads anyway.
+    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
         Box::pin(async move {
-            let mut out = std::collections::HashMap::new();
-            for chunk in keys.chunks(INSERT_CHUNK) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT package, version, yank_idx FROM releases WHERE (package, version) IN (",
-                );
-                q.push_values(chunk, |mut b, (p, v)| {
-                    b.push_bind(p.clone()).push_bind(v.clone());
-                });
-                q.push(")");
-                for row in q.build().fetch_all(&self.pool).await.map_err(db)? {
-                    let yank: Option<i64> = row.try_get("yank_idx").map_err(db)?;
-                    out.insert(
-                        (
-                            row.try_get("package").map_err(db)?,
-                            row.try_get("version").map_err(db)?,
-                        ),
-                        yank.is_some(),
-                    );
+            let mut staged = Staged::default();
+            if let Some(follow) = req.follow {
+                staged.latest = self.latest_checkpoint().await?;
+                if let Some(cp) = &staged.latest
+                    && follow.namespaces_from < cp.size
+                {
+                    staged.namespace_entries = self
+                        .namespace_entries_between(follow.namespaces_from, cp.size)
+                        .await?;
                 }
             }
-            Ok(out)
+            staged.versions = self.release_states(&req.versions).await?;
+            for ns in req.namespaces {
+                if let Some(text) = self.policy(&ns).await? {
+                    staged.policies.insert(ns, text);
+                }
+            }
+            Ok(staged)
         })
     }
 

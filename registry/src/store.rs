@@ -237,54 +237,11 @@ pub trait Store: Send + Sync + 'static {
         package: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>>;
-    /// The server-side policy texts of `namespaces` (those that have one). The sequencer asks
-    /// once per batch, so a policy set on any replica applies from the next batch on.
-    fn policies(
-        &self,
-        namespaces: Vec<String>,
-    ) -> BoxFuture<'_, Result<std::collections::HashMap<String, String>, StoreError>> {
-        Box::pin(async move {
-            let mut found = std::collections::HashMap::new();
-            for ns in namespaces {
-                if let Some(text) = self.policy(&ns).await? {
-                    found.insert(ns, text);
-                }
-            }
-            Ok(found)
-        })
-    }
-    /// [`Store::release_state`] for many releases in one query: the ones that exist, with
-    /// whether each is yanked. The sequencer asks once per batch.
-    fn release_states(
-        &self,
-        keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>>;
-    /// Everything a sequencer reads before staging a batch. A store shared by replicas answers
-    /// from one snapshot, in one round trip, so the versions and policies are exactly those of
-    /// the returned checkpoint's log. The default asks [`Store::latest_checkpoint`] first, so
-    /// the versions it reads are never older than that checkpoint.
-    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
-        Box::pin(async move {
-            let mut staged = Staged::default();
-            if let Some(follow) = req.follow {
-                staged.latest = self.latest_checkpoint().await?;
-                if let Some(cp) = &staged.latest
-                    && follow.namespaces_from < cp.size
-                {
-                    staged.namespace_entries = self
-                        .namespace_entries_between(follow.namespaces_from, cp.size)
-                        .await?;
-                }
-            }
-            if !req.versions.is_empty() {
-                staged.versions = self.release_states(req.versions).await?;
-            }
-            if !req.namespaces.is_empty() {
-                staged.policies = self.policies(req.namespaces).await?;
-            }
-            Ok(staged)
-        })
-    }
+    /// Everything a sequencer reads before staging a batch, once per batch. A store shared by
+    /// replicas answers from one snapshot, in one round trip, so the versions and policies are
+    /// exactly those of the returned checkpoint's log; a store that one process owns may read
+    /// them one after the other, as long as nothing it returns is older than the checkpoint.
+    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>>;
     /// Writes a whole sequencer batch in one durable transaction, or nothing.
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -21,7 +21,7 @@ use gridreg_registry::paths::DataDir;
 use gridreg_registry::sequencer::Sequencer;
 use gridreg_registry::sqlite::SqliteStore;
 use gridreg_registry::store::{
-    Batch, BoxFuture, CheckpointRow, Entries, ExistingVersions, ReleaseRow, Search, SearchHit,
+    Batch, BoxFuture, CheckpointRow, Entries, ReleaseRow, Search, SearchHit, StageRequest, Staged,
     Store, StoreError, TokenRow, VersionRow,
 };
 use gridreg_registry::{AppState, Shared};
@@ -94,11 +94,8 @@ impl Store for Faulty {
     ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
         self.inner.release_state(package, version)
     }
-    fn release_states(
-        &self,
-        keys: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<ExistingVersions, StoreError>> {
-        self.inner.release_states(keys)
+    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
+        self.inner.stage(req)
     }
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         self.commits.fetch_add(1, Ordering::SeqCst);
