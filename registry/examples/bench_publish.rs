@@ -1,7 +1,8 @@
 //! Publish throughput with the real log: an in-process registry on a temp data dir (SQLite,
 //! WAL, synchronous=FULL), C concurrent HTTP clients posting pre-signed release records of one
 //! small uploaded component, each answered only once its batch is durable. Prints appends/s and
-//! acknowledgement latency percentiles.
+//! acknowledgement latency percentiles, and the slowest and median whole second of the run (so a
+//! long run shows whether the rate holds as the log grows).
 //!
 //! `cargo run -p gridreg-registry --example bench_publish [--release] -- [RECORDS] [CLIENTS]`;
 //! with `GRIDREG_BENCH_DATABASE_URL=postgres://...` the store is PostgreSQL.
@@ -136,15 +137,23 @@ async fn main() {
                 let t = Instant::now();
                 let status = http(addr, "POST", "/v1/records", leaves[i].as_bytes()).await;
                 assert_eq!(status, 200);
-                lat.push(t.elapsed());
+                lat.push((t.elapsed(), start.elapsed()));
             }
         }));
     }
-    let mut lat: Vec<Duration> = Vec::new();
+    let mut acks: Vec<(Duration, Duration)> = Vec::new();
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        acks.extend(t.await.unwrap());
     }
     let took = start.elapsed();
+    // Acknowledgements per whole second of the run (the last, partial second left out).
+    let mut per_second = vec![0u64; took.as_secs() as usize];
+    for (_, at) in &acks {
+        if let Some(n) = per_second.get_mut(at.as_secs() as usize) {
+            *n += 1;
+        }
+    }
+    let mut lat: Vec<Duration> = acks.iter().map(|(l, _)| *l).collect();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
@@ -160,6 +169,27 @@ async fn main() {
         pct(0.99).as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3,
     );
+    if per_second.len() >= 10 {
+        // The rate in each tenth of the run, in order: whether it holds as the log grows.
+        let tenth = per_second.len() / 10;
+        let tenths: Vec<String> = per_second
+            .chunks(tenth)
+            .take(10)
+            .map(|c| format!("{}", c.iter().sum::<u64>() / c.len() as u64))
+            .collect();
+        println!("appends/s by tenth of the run: {}", tenths.join(" "));
+    }
+    if !per_second.is_empty() {
+        let first = per_second[0];
+        per_second.sort_unstable();
+        println!(
+            "per whole second ({} s): slowest {} appends, median {}, fastest {}, first {first}",
+            per_second.len(),
+            per_second[0],
+            per_second[per_second.len() / 2],
+            per_second[per_second.len() - 1],
+        );
+    }
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
     {
