@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use gridreg_protocol::api::{ErrorBody, ErrorDetail};
 
@@ -107,7 +108,12 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (self.status(), Json(body)).into_response()
+        let status = self.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Shutting down or a failed write: another try (or another replica) may succeed.
+            return (status, [(RETRY_AFTER, "1")], Json(body)).into_response();
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -145,7 +151,13 @@ impl From<Rejection> for ApiError {
             Rejection::NoSuchRelease { .. } => ApiError::NotFound(r.to_string()),
             Rejection::Namespace(e) => namespace_error(e),
             Rejection::PolicyViolation(m) => ApiError::PolicyViolation(m),
-            Rejection::Internal(detail) => ApiError::Internal(detail),
+            // Nothing of the batch was stored (the sequencer logged why), so the publisher may
+            // send the same record again; the detail (a database error) stays in the log.
+            Rejection::Internal(_) => ApiError::Unavailable(
+                "the log could not be written just now, so nothing of this record was stored; \
+                 send it again"
+                    .into(),
+            ),
         }
     }
 }

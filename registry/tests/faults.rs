@@ -295,7 +295,7 @@ fn assert_clean_5xx(r: &Reply) {
 }
 
 #[tokio::test]
-async fn failed_commit_answers_5xx_changes_nothing_and_recovers() {
+async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     let rig = rig().await;
     let alice = key("alice");
     let hello = fixture("hello.wasm");
@@ -318,6 +318,23 @@ async fn failed_commit_answers_5xx_changes_nothing_and_recovers() {
         .post(&release(&alice, "acme:hello", "1.1.0", &hello))
         .await;
     assert_clean_5xx(&r);
+    // Nothing was stored, so the answer says "try again": 503 with Retry-After, the
+    // status a client or load balancer retries on, not a 500.
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(
+        r.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing of this record was stored"),
+        "{}",
+        r.text()
+    );
     assert!(
         rig.store.commits.load(Ordering::SeqCst) > commits,
         "the fault was never reached: the publish failed elsewhere"
