@@ -913,3 +913,204 @@ fn content_downloads_are_cacheable_and_support_ranges() {
     std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
     assert_eq!(body, bytes[4..12]);
 }
+
+/// What the flaky proxy does with one `POST /v1/records`.
+#[derive(Debug, Clone, Copy)]
+enum Post {
+    /// Answer 503 without passing it on: nothing is stored.
+    Refuse,
+    /// Pass it on, then answer 503 anyway: stored, but the client never hears so (a replica
+    /// that crashed after its commit).
+    LoseTheAnswer,
+    Forward,
+}
+
+/// A proxy in front of the registry on `upstream` that passes every request through (one per
+/// connection) except `POST /v1/records`, which it treats as `plan` says, in order (then
+/// forwards). Returns its port.
+fn flaky_proxy(upstream: u16, plan: Vec<Post>) -> u16 {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plan = std::sync::Mutex::new(plan.into_iter());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            // The request: head, then a Content-Length body (the CLI sends no chunked bodies
+            // on the paths this test takes).
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            client.read_exact(&mut body).unwrap();
+            let action = if head.starts_with("POST /v1/records ") {
+                plan.lock().unwrap().next().unwrap_or(Post::Forward)
+            } else {
+                Post::Forward
+            };
+            let message = r#"{"error":{"code":"unavailable","message":"the log could not be written (test)"}}"#;
+            let busy = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                 retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{message}",
+                message.len()
+            );
+            let busy = busy.as_bytes();
+            if let Post::Refuse = action {
+                let _ = client.write_all(busy);
+                continue;
+            }
+            // Forward with `connection: close`, so the answer ends where the stream does.
+            let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let head: String = head
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            up.write_all(format!("{head}connection: close\r\n\r\n").as_bytes())
+                .unwrap();
+            up.write_all(&body).unwrap();
+            let mut answer = Vec::new();
+            let _ = up.read_to_end(&mut answer);
+            let _ = match action {
+                Post::LoseTheAnswer => client.write_all(busy),
+                _ => client.write_all(&answer),
+            };
+        }
+    });
+    port
+}
+
+#[test]
+fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
+    let mut w = world_with_releases();
+    let before = w.db(async |pool| {
+        sqlx::query("SELECT count(*) FROM entries")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    });
+    let proxy = flaky_proxy(
+        w.port,
+        vec![
+            // 1.3.0: refused once, then stored.
+            Post::Refuse,
+            Post::Forward,
+            // 1.4.0: stored on the first try but answered 503; the second try is a conflict.
+            Post::LoseTheAnswer,
+            Post::Forward,
+            // 1.5.0: refused three times: the CLI gives up with the registry's answer.
+            Post::Refuse,
+            Post::Refuse,
+            Post::Refuse,
+        ],
+    );
+    w.env.push((
+        "GRIDREG_REGISTRY".into(),
+        format!("http://127.0.0.1:{proxy}"),
+    ));
+
+    let out = w.run(&[
+        "publish",
+        fixture("hello.wasm").to_str().unwrap(),
+        "--package",
+        "acme:hello",
+        "--version",
+        "1.3.0",
+        "--key",
+        "alice.key",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("503 unavailable")
+            && stderr.contains("sending the record again in 1 s (attempt 2 of 3)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("published acme:hello@1.3.0 at log index"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verified: inclusion"), "{stdout}");
+
+    let out = w.run(&[
+        "publish",
+        fixture("hello.wasm").to_str().unwrap(),
+        "--package",
+        "acme:hello",
+        "--version",
+        "1.4.0",
+        "--key",
+        "alice.key",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("an earlier attempt was recorded after all, at log index"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("published acme:hello@1.4.0 at log index"),
+        "{stdout}"
+    );
+
+    let out = w.run(&[
+        "publish",
+        fixture("hello.wasm").to_str().unwrap(),
+        "--package",
+        "acme:hello",
+        "--version",
+        "1.5.0",
+        "--key",
+        "alice.key",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("attempt 3 of 3"), "{stderr}");
+    assert!(
+        stderr.contains("the log could not be written (test)"),
+        "{stderr}"
+    );
+
+    // Each stored exactly once; the refused version not at all.
+    w.stop();
+    let (entries, versions) = w.db(async |pool| {
+        let n = sqlx::query("SELECT count(*) FROM entries")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0);
+        let v: Vec<String> =
+            sqlx::query("SELECT version FROM releases WHERE version >= '1.3.0' ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+        (n, v)
+    });
+    assert_eq!(entries, before + 2);
+    assert_eq!(versions, ["1.3.0", "1.4.0"]);
+}

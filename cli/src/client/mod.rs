@@ -17,14 +17,20 @@ pub mod trust;
 pub mod verify;
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use gridreg_protocol::api::{PublishResponse, decode_hashes};
 use gridreg_protocol::merkle::{leaf_hash, verify_inclusion};
-use gridreg_protocol::{SignedCheckpoint, SignerKey, VerifierKey};
+use gridreg_protocol::{Hash, SignedCheckpoint, SignerKey, VerifierKey};
 
 use crate::exit::Failure;
+use http::HttpError;
 use trust::{Outcome, Session};
+
+/// How many times a record is sent while the registry answers 503 (it stored nothing and asks
+/// for another try: its log could not be written, or it is shutting down).
+const SEND_ATTEMPTS: u32 = 3;
 
 /// Reads a signer key file written by `gridreg keygen`.
 pub fn load_signer(path: &Path) -> anyhow::Result<SignerKey> {
@@ -69,28 +75,92 @@ pub struct Submitted {
 /// Posts a signed record and checks the registry's answer before believing it: the checkpoint
 /// is signed by the pinned log key, the record is included at the index it was given, and the
 /// checkpoint is consistent with the one this client trusted before.
+///
+/// A 503 is sent again, up to [`SEND_ATTEMPTS`] times, a second and then two apart. If a later
+/// attempt is refused as a conflict (the version exists, the yank or claim is already there), an
+/// attempt answered 503 may have landed after all (a replica that crashed after its commit): the
+/// record is then looked for in the log since the last checkpoint this client trusted, and if it
+/// is there, that entry is the answer, with the same checks.
 pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
-    let resp: PublishResponse = session.api.post_text("/v1/records", leaf)?;
-    let checkpoint = session.verify_checkpoint(&resp.checkpoint)?;
-    let proof = decode_hashes(&resp.proof)
-        .map_err(|e| Failure(format!("inclusion: the registry's proof is malformed: {e}")))?;
+    let mut attempt = 1;
+    loop {
+        let err = match session
+            .api
+            .post_text::<PublishResponse>("/v1/records", leaf)
+        {
+            Ok(resp) => {
+                let checkpoint = session.verify_checkpoint(&resp.checkpoint)?;
+                let proof = decode_hashes(&resp.proof).map_err(|e| {
+                    Failure(format!("inclusion: the registry's proof is malformed: {e}"))
+                })?;
+                return checked(session, leaf, resp.index, checkpoint, &proof);
+            }
+            Err(e) => e,
+        };
+        let status = err.downcast_ref::<HttpError>().and_then(|h| h.status);
+        if status == Some(503) && attempt < SEND_ATTEMPTS {
+            let wait = Duration::from_secs(u64::from(attempt));
+            eprintln!(
+                "{err}\n  sending the record again in {} s (attempt {} of {SEND_ATTEMPTS})",
+                wait.as_secs(),
+                attempt + 1
+            );
+            std::thread::sleep(wait);
+            attempt += 1;
+            continue;
+        }
+        if status == Some(409)
+            && attempt > 1
+            && let Some(landed) = find_landed(session, leaf)?
+        {
+            return Ok(landed);
+        }
+        return Err(err);
+    }
+}
+
+/// The record in the log after all (see [`submit`]), checked as an answer to a publish would be.
+fn find_landed(session: &Session, leaf: &str) -> anyhow::Result<Option<Submitted>> {
+    let from = session.trusted()?.map_or(0, |cp| cp.size());
+    let latest = session.latest()?;
+    let entries = remote::entries(&session.api, from, latest.size())?;
+    let Some(entry) = entries.iter().find(|e| e.body == leaf) else {
+        return Ok(None);
+    };
+    eprintln!(
+        "  an earlier attempt was recorded after all, at log index {}",
+        entry.index
+    );
+    let proof = remote::inclusion_proof(&session.api, entry.index, latest.size())?;
+    checked(session, leaf, entry.index, latest, &proof).map(Some)
+}
+
+/// Checks that `leaf` is at `index` in `checkpoint` (signed by the pinned key) and that the
+/// checkpoint extends the one this client trusted before.
+fn checked(
+    session: &Session,
+    leaf: &str,
+    index: u64,
+    checkpoint: SignedCheckpoint,
+    proof: &[Hash],
+) -> anyhow::Result<Submitted> {
     verify_inclusion(
-        &proof,
+        proof,
         checkpoint.size(),
         checkpoint.root(),
-        resp.index,
+        index,
         &leaf_hash(leaf.as_bytes()),
     )
     .map_err(|e| {
         Failure(format!(
             "inclusion: the registry says the record is at log index {}, but its proof does not show it in the checkpoint of size {}: {e}",
-            resp.index,
+            index,
             checkpoint.size()
         ))
     })?;
     let trust = session.advance(&checkpoint)?;
     Ok(Submitted {
-        index: resp.index,
+        index,
         checkpoint,
         trust,
     })
