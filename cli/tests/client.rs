@@ -922,6 +922,8 @@ enum Post {
     /// Pass it on, then answer 503 anyway: stored, but the client never hears so (a replica
     /// that crashed after its commit).
     LoseTheAnswer,
+    /// Pass it on, then hang up without an answer: stored, and the connection lost.
+    HangUp,
     Forward,
 }
 
@@ -988,6 +990,7 @@ fn flaky_proxy(upstream: u16, plan: Vec<Post>) -> u16 {
             let _ = up.read_to_end(&mut answer);
             let _ = match action {
                 Post::LoseTheAnswer => client.write_all(busy),
+                Post::HangUp => Ok(()),
                 _ => client.write_all(&answer),
             };
         }
@@ -996,7 +999,7 @@ fn flaky_proxy(upstream: u16, plan: Vec<Post>) -> u16 {
 }
 
 #[test]
-fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
+fn publish_sends_again_after_503_or_no_answer_and_finds_a_record_that_landed_anyway() {
     let mut w = world_with_releases();
     let before = w.db(async |pool| {
         sqlx::query("SELECT count(*) FROM entries")
@@ -1018,6 +1021,9 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
             Post::Refuse,
             Post::Refuse,
             Post::Refuse,
+            // 1.6.0: stored, but the connection drops before the answer.
+            Post::HangUp,
+            Post::Forward,
         ],
     );
     w.env.push((
@@ -1079,6 +1085,18 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
         "{stderr}"
     );
 
+    let (stdout, stderr) = publish(&w, "1.6.0");
+    assert!(
+        stderr.contains("cannot reach the registry")
+            && stderr.contains("sending the record again in 1 s (attempt 2 of 3)")
+            && stderr.contains("an earlier attempt was recorded after all"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("published acme:hello@1.6.0 at log index"),
+        "{stdout}"
+    );
+
     // Each stored exactly once; the refused version not at all.
     w.stop();
     let (entries, versions) = w.db(async |pool| {
@@ -1097,6 +1115,6 @@ fn publish_sends_again_on_503_and_finds_a_record_that_landed_anyway() {
                 .collect();
         (n, v)
     });
-    assert_eq!(entries, before + 2);
-    assert_eq!(versions, ["1.3.0", "1.4.0"]);
+    assert_eq!(entries, before + 3);
+    assert_eq!(versions, ["1.3.0", "1.4.0", "1.6.0"]);
 }

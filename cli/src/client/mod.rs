@@ -29,7 +29,8 @@ use http::HttpError;
 use trust::{Outcome, Session};
 
 /// How many times a record is sent while the registry answers 503 (it stored nothing and asks
-/// for another try: its log could not be written, or it is shutting down).
+/// for another try: its log could not be written, or it is shutting down) or cannot be reached
+/// (behind a load balancer, the next try may reach another replica).
 const SEND_ATTEMPTS: u32 = 3;
 
 /// Reads a signer key file written by `gridreg keygen`.
@@ -76,9 +77,10 @@ pub struct Submitted {
 /// is signed by the pinned log key, the record is included at the index it was given, and the
 /// checkpoint is consistent with the one this client trusted before.
 ///
-/// A 503 is sent again, up to [`SEND_ATTEMPTS`] times, a second and then two apart. If a later
-/// attempt is refused as a conflict (the version exists, the yank or claim is already there), an
-/// attempt answered 503 may have landed after all (a replica that crashed after its commit): the
+/// After a 503 or no answer at all, the record is sent again, up to [`SEND_ATTEMPTS`] times, a
+/// second and then two apart. If a later attempt is refused as a conflict (the version exists,
+/// the yank or claim is already there), an earlier attempt may have landed after all (a replica
+/// that crashed after its commit, or a connection lost before the answer): the
 /// record is then looked for in the log since the last checkpoint this client trusted, and if it
 /// is there, that entry is the answer, with the same checks.
 pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
@@ -97,8 +99,10 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
             }
             Err(e) => e,
         };
-        let status = err.downcast_ref::<HttpError>().and_then(|h| h.status);
-        if status == Some(503) && attempt < SEND_ATTEMPTS {
+        let http = err.downcast_ref::<HttpError>();
+        let status = http.and_then(|h| h.status);
+        let unanswered = http.is_some() && status.is_none();
+        if (status == Some(503) || unanswered) && attempt < SEND_ATTEMPTS {
             let wait = Duration::from_secs(u64::from(attempt));
             eprintln!(
                 "{err}\n  sending the record again in {} s (attempt {} of {SEND_ATTEMPTS})",

@@ -18,9 +18,10 @@ use crate::input;
 /// Audits FILE, signs a release record (package, version, digest, size, and every import and
 /// export line) with your key, uploads the bytes, posts the record, waits until the log has
 /// integrated it, then verifies the inclusion proof and checkpoint it got back (and their
-/// consistency with the last checkpoint this client saw) before printing the log index. A 503
-/// (nothing stored; the registry asks for another try) is sent again up to twice; if a try
-/// then meets a conflict, the record is looked for in the log, in case an earlier try landed.
+/// consistency with the last checkpoint this client saw) before printing the log index. After a
+/// 503 (nothing stored; the registry asks for another try) or a lost connection the record is
+/// sent again, up to twice; if a try then meets a conflict, the record is looked for in the log,
+/// in case an earlier try landed.
 #[derive(Debug, Args)]
 #[command(disable_version_flag = true)]
 #[command(after_help = "Examples:
