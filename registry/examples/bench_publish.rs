@@ -142,8 +142,13 @@ async fn main() {
         }));
     }
     let mut acks: Vec<(Duration, Duration)> = Vec::new();
-    for t in tasks {
-        acks.extend(t.await.unwrap());
+    // Publishes acknowledged per replica: with a shared queue of work, a replica whose
+    // sequencer got fewer turns on the lock answers fewer.
+    let mut per_replica = vec![0usize; addrs.len()];
+    for (c, t) in tasks.into_iter().enumerate() {
+        let done = t.await.unwrap();
+        per_replica[c % addrs.len()] += done.len();
+        acks.extend(done);
     }
     let took = start.elapsed();
     // Acknowledgements per whole second of the run (the last, partial second left out).
@@ -169,6 +174,9 @@ async fn main() {
         pct(0.99).as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3,
     );
+    if per_replica.len() > 1 {
+        println!("appends per replica: {per_replica:?}");
+    }
     if per_second.len() >= 10 {
         // The rate in each tenth of the run, in order: whether it holds as the log grows.
         let tenth = per_second.len() / 10;
