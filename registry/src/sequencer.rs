@@ -10,7 +10,7 @@
 //! when the store refuses a batch because another replica extended the log first, it reloads and
 //! rebuilds the batch from the same, still unanswered, submissions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -24,7 +24,8 @@ use crate::log::{LogError, with_hashes};
 use crate::metrics::Metrics;
 use crate::policy::BatchPolicies;
 use crate::store::{
-    Batch, CheckpointRow, Derived, EntryKind, Follow, NewEntry, StageRequest, Store, StoreError,
+    Batch, CheckpointRow, Derived, EntryKind, ExistingVersions, Follow, NewEntry, StageRequest,
+    Store, StoreError,
 };
 
 /// Most records integrated under one checkpoint.
@@ -332,20 +333,27 @@ impl Sequencer {
         if self.store.log_size().await? == self.size {
             return Ok(());
         }
-        self.reload().await
+        self.stage(StageRequest {
+            follow: Some(self.follow()),
+            ..StageRequest::default()
+        })
+        .await
+        .map(drop)
     }
 
-    async fn reload(&mut self) -> Result<(), OpenError> {
-        let follow = self.follow();
-        let staged = self
-            .store
-            .stage(StageRequest {
-                follow: Some(follow),
-                ..StageRequest::default()
-            })
-            .await?;
-        self.follow_to(follow, staged.latest, staged.namespace_entries)
-            .await
+    /// One [`Store::stage`] read. With [`StageRequest::follow`], the view is first brought to
+    /// where the log stands in that read. Returns the versions and policies it read.
+    async fn stage(
+        &mut self,
+        req: StageRequest,
+    ) -> Result<(ExistingVersions, HashMap<String, String>), OpenError> {
+        let follow = req.follow;
+        let staged = self.store.stage(req).await?;
+        if let Some(follow) = follow {
+            self.follow_to(follow, staged.latest, staged.namespace_entries)
+                .await?;
+        }
+        Ok((staged.versions, staged.policies))
     }
 
     /// What this sequencer knows of the log, for [`Store::stage`] to read what is new.
@@ -515,16 +523,14 @@ impl Sequencer {
             .collect();
         release_namespaces.sort_unstable();
         release_namespaces.dedup();
-        let follow = self.refresh_every.map(|_| self.follow());
         let staged = self
-            .store
             .stage(StageRequest {
                 versions: keys.iter().flatten().cloned().collect(),
                 namespaces: release_namespaces,
-                follow,
+                follow: self.refresh_every.map(|_| self.follow()),
             })
             .await;
-        let staged = match staged {
+        let (found, policies) = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 let pending = pending.into_iter().map(|s| (0, s)).collect();
@@ -532,18 +538,8 @@ impl Sequencer {
                 return Attempt::Done;
             }
         };
-        if let Some(follow) = follow
-            && let Err(e) = self
-                .follow_to(follow, staged.latest, staged.namespace_entries)
-                .await
-        {
-            let pending = pending.into_iter().map(|s| (0, s)).collect();
-            self.fail(pending, e.to_string()).await;
-            return Attempt::Done;
-        }
         let start = self.size;
-        let policies = BatchPolicies::parse(staged.policies);
-        let found = staged.versions;
+        let policies = BatchPolicies::parse(policies);
         let existing: Vec<Option<Option<bool>>> = keys
             .into_iter()
             .map(|k| k.map(|k| found.get(&k).copied()))
