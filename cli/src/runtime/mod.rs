@@ -281,7 +281,7 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
             allowed: capped
                 .socket_hosts
                 .iter()
-                .map(|rule| rule.host.trim_end_matches('.').to_ascii_lowercase())
+                .map(|rule| rule.host.trim_end_matches('.').to_string())
                 .collect(),
             denied: Vec::new(),
         },

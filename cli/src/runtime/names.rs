@@ -4,7 +4,7 @@
 //! answers for that domain), whatever the connect check would later say about the address.
 //! Literal IP addresses involve no query and pass; connecting to them is still checked.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
@@ -20,7 +20,7 @@ use wasmtime_wasi::sockets::WasiSocketsCtxView;
 /// run, as refused HTTP requests are).
 #[derive(Debug, Default)]
 pub struct NameList {
-    /// Lower case, without a trailing dot.
+    /// The `--allow-host` names, without a trailing dot.
     pub allowed: Vec<String>,
     pub denied: Vec<String>,
 }
@@ -30,7 +30,7 @@ impl NameList {
     /// a trailing dot aside).
     pub fn allows(&self, name: &str) -> bool {
         let bare = name.trim_start_matches('[').trim_end_matches(']');
-        if bare.parse::<IpAddr>().is_ok() || bare.parse::<Ipv6Addr>().is_ok() {
+        if bare.parse::<IpAddr>().is_ok() {
             return true;
         }
         let name = name.trim_end_matches('.');
