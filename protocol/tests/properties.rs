@@ -24,6 +24,7 @@ fn build(n: u64, salt: u8) -> (Vec<Hash>, Vec<Hash>) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    // docs/protocol.md §6.3 "Inclusion proofs"
     #[test]
     fn inclusion_proofs(size in 1u64..600, index_seed in any::<u64>(), bit in 0usize..256, other in 1u64..600) {
         let (s, leaves) = build(size, 0);
@@ -55,6 +56,7 @@ proptest! {
         }
     }
 
+    // docs/protocol.md §6.4 "Consistency proofs"
     #[test]
     fn consistency_proofs(new in 1u64..600, old_seed in any::<u64>(), bit in 0usize..256, wrong_seed in any::<u64>()) {
         let (s, _) = build(new, 1);
@@ -88,6 +90,7 @@ proptest! {
         }
     }
 
+    // docs/protocol.md §6.7 "Checking a checkpoint against a trusted one"
     #[test]
     fn a_different_history_is_a_fork(n1 in 1u64..200, extra in 0u64..200, flip in 0u64..1000) {
         let log = SignerKey::from_seed("log.example", &[4; 32]).unwrap();
@@ -124,6 +127,8 @@ proptest! {
         }
     }
 
+    // docs/protocol.md §4.1 "Release records", §4.3 "Yank records",
+    // §4.5 "Parsing strictness"
     #[test]
     fn release_records_roundtrip(
         ns in "[a-z][a-z0-9]{0,8}(-[a-z][a-z0-9]{0,5}){0,2}",
@@ -156,6 +161,7 @@ proptest! {
         prop_assert_eq!(Record::parse(&y.to_body()).unwrap(), y);
     }
 
+    // docs/protocol.md §4.5 "Parsing strictness"
     #[test]
     fn record_parser_never_panics(body in "(gridreg/(release|yank|namespace)/v1\n)?([a-z]{1,9} [ -~]{0,30}\n){0,8}") {
         if let Ok(r) = Record::parse(&body) {
@@ -163,6 +169,7 @@ proptest! {
         }
     }
 
+    // docs/protocol.md §3.4 "Signed notes", §6.6 "Checkpoints"
     #[test]
     fn note_and_checkpoint_parsers_never_panic(
         bytes in proptest::collection::vec(any::<u8>(), 0..300),

@@ -34,6 +34,7 @@ fn storage(v: &Value) -> Vec<Hash> {
     s
 }
 
+// docs/protocol.md §6.1 "Leaves and hashing", §6.2 "Tree hash"
 #[test]
 fn rfc6962_leaf_hashes_and_roots() {
     let v = load("rfc6962-merkle.json");
@@ -55,6 +56,7 @@ fn rfc6962_leaf_hashes_and_roots() {
     }
 }
 
+// docs/protocol.md §6.3 "Inclusion proofs"
 #[test]
 fn rfc6962_inclusion_proofs_generate_and_verify() {
     let v = load("rfc6962-merkle.json");
@@ -105,6 +107,7 @@ fn rfc6962_inclusion_proofs_generate_and_verify() {
     }
 }
 
+// docs/protocol.md §6.4 "Consistency proofs"
 #[test]
 fn rfc6962_consistency_proofs_generate_and_verify() {
     let v = load("rfc6962-merkle.json");
@@ -137,6 +140,8 @@ fn rfc6962_consistency_proofs_generate_and_verify() {
     }
 }
 
+// docs/protocol.md §3.1 "Key names and key ids", §3.2 "Verifier keys",
+// §3.3 "Signer keys and key files"
 #[test]
 fn go_note_keys() {
     let v = load("go-note.json");
@@ -183,6 +188,7 @@ fn go_note_keys() {
     }
 }
 
+// docs/protocol.md §3.4 "Signed notes", §3.5 "Verifying a note"
 #[test]
 fn go_note_sign_and_open() {
     let v = load("go-note.json");
@@ -249,6 +255,7 @@ fn go_note_sign_and_open() {
     }
 }
 
+// docs/protocol.md §6.6 "Checkpoints"
 #[test]
 fn c2sp_checkpoint_example() {
     let raw = std::fs::read_to_string(format!(

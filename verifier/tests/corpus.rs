@@ -1,6 +1,7 @@
 //! The audit over five real third-party components (numcodecs codecs, MPL-2.0, from PyPI wheels),
-//! fetched by `../shared/corpus/fetch.sh` into `$GRIDREG_CORPUS` (default `$TMPDIR/gridreg-corpus`,
-//! where the script puts them). The expected surfaces were cross-checked with
+//! listed in `tests/corpus/MANIFEST.tsv` and fetched by `scripts/fetch-corpus.sh` into
+//! `$GRIDREG_CORPUS` (default `$TMPDIR/gridreg-corpus`, where the script puts them when that
+//! variable is not set). The expected surfaces were cross-checked with
 //! `wasm-tools component wit` 1.262.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,7 +16,7 @@ fn corpus_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("gridreg-corpus"));
     assert!(
         dir.join("numcodecs-identity.wasm").is_file(),
-        "the real-component corpus is missing from {}: run `../shared/corpus/fetch.sh {}` \
+        "the real-component corpus is missing from {}: run `scripts/fetch-corpus.sh {}` \
          (scripts/test.sh does this) or set GRIDREG_CORPUS",
         dir.display(),
         dir.display()
@@ -23,7 +24,7 @@ fn corpus_dir() -> PathBuf {
     dir
 }
 
-/// (file, sha256 from shared/corpus/MANIFEST.tsv)
+/// (file, sha256 from tests/corpus/MANIFEST.tsv)
 const FILES: &[(&str, &str)] = &[
     (
         "numcodecs-identity.wasm",
@@ -75,6 +76,9 @@ const JPEG2000_SURFACE: &[(&str, &str)] = &[
     ("wasi:random/random@0.2.6", "random"),
 ];
 
+// docs/protocol.md §10.1 "Capability classes" (import names and their classes, export
+// names, the `sha256:<hex>` digest of §1.2 "Encodings"), the names a release lists in
+// §4.1 "Release records"
 #[test]
 fn every_corpus_component_shows_its_imports_exports_and_digest() {
     let dir = corpus_dir();

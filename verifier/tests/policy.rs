@@ -2,6 +2,9 @@
 //! hand-built audits, WAT modules and the checked-in example components.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The policy language itself is specified in policies/README.md; the tests that check a
+// format of docs/protocol.md name its section.
+
 use gridreg_protocol::SignerKey;
 use gridreg_verifier::policy::{DriftAction, Mode};
 use gridreg_verifier::taxonomy::classify_component_import;
@@ -310,6 +313,7 @@ fn unknown_imports_need_an_explicit_allow() {
     assert_eq!(rules(&eval(&denying, &a)), vec!["capability-denied"]);
 }
 
+// docs/protocol.md §10.1 "Capability classes" (core-module `module.field` names)
 #[test]
 fn preview1_modules_are_judged_by_the_same_classes() {
     let sockets = wat::parse_str(
@@ -614,6 +618,7 @@ fn warn_mode_reports_the_same_violations_without_failing() {
     assert!(!e2.violations.is_empty());
 }
 
+// docs/protocol.md §10.2 "verify --json lines" (verdict and violation fields)
 #[test]
 fn evaluations_serialise_as_the_design_says() {
     let e = eval(&policy(DEFAULT), &component(&["wasi:sockets/tcp@0.2.0"]));
@@ -627,6 +632,7 @@ fn evaluations_serialise_as_the_design_says() {
 
 // ---------------------------------------------------------------- signers
 
+// docs/protocol.md §3.2 "Verifier keys", §3.6 "Signature thresholds"
 #[test]
 fn signers_are_checked_keys_with_a_threshold() {
     let k1 = SignerKey::from_seed("acme-release", &[7; 32])
