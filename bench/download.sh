@@ -6,13 +6,19 @@
 #
 # Needs: nginx and wrk (Debian packages; the script installs them with apt-get if missing).
 # Usage: bench/download.sh [SECONDS] [FILE.wasm]    writes bench/results/download.md
+# Default FILE: the largest component of the real-component corpus (scripts/fetch-corpus.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 secs="${1:-10}"
 corpus="${GRIDREG_CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-corpus}"
-file="${2:-$(ls -S "$corpus"/*.wasm 2>/dev/null | head -1)}"
-[[ -f "$file" ]] || { echo "error: no component to serve; run scripts/test.sh once (it fetches the corpus) or pass FILE" >&2; exit 2; }
+if [[ -n "${2:-}" ]]; then
+  file="$2"
+else
+  bash "$root/scripts/fetch-corpus.sh" "$corpus" >/dev/null
+  file="$(ls -S "$corpus"/*.wasm | head -1)"
+fi
+[[ -f "$file" ]] || { echo "error: no component to serve at $file" >&2; exit 2; }
 command -v nginx >/dev/null && command -v wrk >/dev/null || apt-get install -y -q nginx-light wrk >/dev/null
 
 cargo build --release --locked -q -p gridreg

