@@ -1,18 +1,17 @@
-//! Links the `gridreg` executable at a fixed address (non-PIE), unless `GRIDREG_LINK_PIE` is set.
+//! Links the `gridreg` executable as a position-independent executable (the toolchain's
+//! default), so ASLR also randomises its own code and data: `gridreg serve` faces the network.
 //!
-//! A position-independent executable this size carries about 80,000 relative relocations, which
-//! the dynamic loader applies at every start, copying each page they touch: about 300 extra page
-//! faults, 1.5 ms of the 4.8 ms a `gridreg --version` took (bench/RESULTS.md, "verify"). That
-//! start-up is most of what separates `gridreg verify` from `wasm-tools validate` on a typical
-//! component. The cost of a fixed address is that the executable's own code and data are not
-//! randomised by ASLR (heap, stacks, libraries and wasmtime's compiled code still are); it is
-//! the same trade-off Go makes by default for its tools (cosign among them). Packagers who want a
-//! PIE build `GRIDREG_LINK_PIE=1 cargo build --release`.
+//! Packagers who prefer start-up time may opt out with `GRIDREG_LINK_NO_PIE=1 cargo build
+//! --release`: a fixed-address executable skips the roughly 80,000 relative relocations the
+//! dynamic loader otherwise applies at every start (about 300 page faults, 1.4 ms of a
+//! `gridreg --version` on the bench machine; bench/RESULTS.md, "verify"), at the cost of ASLR for
+//! the executable's own image (heap, stacks, libraries and wasmtime's compiled code stay
+//! randomised either way).
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=GRIDREG_LINK_PIE");
+    println!("cargo:rerun-if-env-changed=GRIDREG_LINK_NO_PIE");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if linux && std::env::var_os("GRIDREG_LINK_PIE").is_none() {
+    if linux && std::env::var_os("GRIDREG_LINK_NO_PIE").is_some_and(|v| !v.is_empty()) {
         println!("cargo:rustc-link-arg-bin=gridreg=-no-pie");
     }
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::{Checkpoint, SignerKey};
-use gridreg_registry::sqlite::SqliteStore;
-use gridreg_registry::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry, Store};
+use gridreg_registry::store::sqlite;
+use gridreg_registry::store::{Batch, CheckpointRow, Derived, EntryKind, NewEntry};
 use gridreg_registry::{Config, Registry};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -30,7 +30,7 @@ async fn seed(data: &std::path::Path, entries: u64) {
         format!("{}\n", key.to_secret_string()),
     )
     .unwrap();
-    let store = SqliteStore::open(&data.join("registry.db")).await.unwrap();
+    let store = sqlite::open(&data.join("registry.db")).await.unwrap();
     store.set_meta("origin", ORIGIN).await.unwrap();
     let mut stored: Vec<Hash> = Vec::new();
     let mut size = 0u64;

@@ -76,7 +76,7 @@ fn secret_hash(secret: &str) -> [u8; 32] {
 
 /// Creates a token and returns its full text (shown once; only the hash is kept).
 pub async fn create_token(
-    store: &dyn Store,
+    store: &Store,
     scope: Scope,
     namespace: Option<String>,
 ) -> Result<(String, TokenRow), StoreError> {
@@ -100,7 +100,7 @@ pub async fn create_token(
 
 /// Checks a presented token. Every failure reads the same to the caller, so a wrong secret
 /// and an unknown id cannot be told apart.
-pub async fn check_token(store: &dyn Store, text: &str) -> Result<Grant, ApiError> {
+pub async fn check_token(store: &Store, text: &str) -> Result<Grant, ApiError> {
     let invalid = || ApiError::Unauthenticated("expected a valid, unrevoked token".to_string());
     let Some((id, secret)) = text.strip_prefix("grt_").and_then(|r| r.split_once('_')) else {
         return Err(invalid());

@@ -3,9 +3,10 @@
 //!
 //! Entry points:
 //! - [`server::Registry::open`] opens a data directory (SQLite `registry.db`, or PostgreSQL
-//!   with `Config::database_url`; `blobs/`, `log.key`), checks the stored origin, rebuilds the namespace state and starts the
-//!   sequencer; [`server::Registry::serve`] serves it with graceful shutdown;
-//! - [`routes::app`] builds the axum router from an [`server::AppState`] (tests drive it with
+//!   with `Config::database_url`; `blobs/`, `log.key`), checks the stored origin, rebuilds the
+//!   namespace state and starts the sequencer; [`server::Registry::serve`] serves it with
+//!   graceful shutdown;
+//! - [`routes::app`] builds the axum router from an [`state::AppState`] (tests drive it with
 //!   `oneshot`);
 //! - [`auth::create_token`] and the [`store::Store`] token methods back
 //!   `gridreg serve token ...`.
@@ -17,22 +18,25 @@
 //!   acknowledged, only after that transaction is durable, and a size never gets two roots;
 //! - a rejected record changes nothing: every check runs before the sequencer assigns an index;
 //! - storage paths come only from [`paths`], and the only input-derived part (a digest) is hex;
-//! - [`store::Store`] and [`blob::BlobStore`] are the seams for PostgreSQL and object storage
-//!   ([`blob_s3`]: an S3-compatible bucket, `Config::blobs`).
+//! - [`store::Store`] is written once for SQLite and PostgreSQL; only [`store::Log`] (size,
+//!   stored hashes, staging read, commit, sequencer lock) differs between them;
+//!   [`blob::BlobStore`] has files ([`blob::files`]) and an S3-compatible bucket ([`blob::s3`]);
+//! - modules import only downward: no file imports one that imports it back
+//!   (`tests/layout.rs`).
 
 pub mod auth;
 pub mod blob;
-pub mod blob_s3;
 pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod paths;
 pub mod policy;
-pub mod postgres;
+pub mod rejection;
 pub mod routes;
 pub mod sequencer;
 pub mod server;
-pub mod sqlite;
+pub mod state;
 pub mod store;
 
-pub use server::{AppState, Config, Registry, Shared};
+pub use server::{Config, Registry};
+pub use state::{AppState, Shared};

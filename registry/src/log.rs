@@ -88,7 +88,7 @@ impl HashReader for Fetched<'_> {
 /// Runs `f` over the stored hashes of a tree whose stored-hash array is the `base_len` hashes in
 /// the store followed by `new`.
 pub async fn with_hashes<T>(
-    store: &dyn Store,
+    store: &Store,
     base_len: u64,
     new: &[Hash],
     f: impl Fn(&dyn HashReader) -> Result<T, MerkleError>,
@@ -110,11 +110,7 @@ pub async fn with_hashes<T>(
 }
 
 /// Inclusion proof of leaf `index` in the stored tree of `size` leaves.
-pub async fn inclusion_proof(
-    store: &dyn Store,
-    size: u64,
-    index: u64,
-) -> Result<Vec<Hash>, LogError> {
+pub async fn inclusion_proof(store: &Store, size: u64, index: u64) -> Result<Vec<Hash>, LogError> {
     let base = merkle::stored_hash_count(size);
     with_hashes(store, base, &[], |r| {
         merkle::prove_inclusion(size, index, r)
@@ -123,11 +119,7 @@ pub async fn inclusion_proof(
 }
 
 /// Consistency proof from tree size `from` to `to` over the stored tree.
-pub async fn consistency_proof(
-    store: &dyn Store,
-    from: u64,
-    to: u64,
-) -> Result<Vec<Hash>, LogError> {
+pub async fn consistency_proof(store: &Store, from: u64, to: u64) -> Result<Vec<Hash>, LogError> {
     let base = merkle::stored_hash_count(to);
     with_hashes(store, base, &[], |r| merkle::prove_consistency(to, from, r)).await
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use gridreg_protocol::Release;
 use gridreg_verifier::{Audit, Date, Policy, Subject, Verdict};
 
-use crate::sequencer::Rejection;
+use crate::rejection::Rejection;
 
 /// The parsed policies of one batch's namespaces.
 #[derive(Debug)]

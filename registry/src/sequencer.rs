@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::log::{LogError, with_hashes};
 use crate::metrics::Metrics;
 use crate::policy::BatchPolicies;
+pub use crate::rejection::Rejection;
 use crate::store::{
     Batch, CheckpointRow, Derived, EntryKind, ExistingVersions, Follow, NewEntry, StageRequest,
     Store, StoreError,
@@ -57,23 +58,6 @@ pub struct Accepted {
     pub checkpoint: Arc<CheckpointRow>,
 }
 
-/// Why the sequencer refused a record. Nothing was written for it.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejection {
-    #[error("{package}@{version} already exists; versions are immutable, even after a yank")]
-    VersionExists { package: String, version: String },
-    #[error("{package}@{version} does not exist, so it cannot be yanked")]
-    NoSuchRelease { package: String, version: String },
-    #[error("{package}@{version} is already yanked")]
-    AlreadyYanked { package: String, version: String },
-    #[error(transparent)]
-    Namespace(#[from] NamespaceError),
-    #[error("{0}")]
-    PolicyViolation(String),
-    #[error("the log could not be written: {0}")]
-    Internal(String),
-}
-
 /// Longest a request waits for its replica's view to catch up with the stored log.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -95,7 +79,7 @@ impl LogView {
     /// store held when called, so a request judged here sees what another replica already
     /// acknowledged (a claim made through one replica, then a publish through another). Does
     /// nothing on a store this process has to itself.
-    pub async fn catch_up(&self, store: &dyn Store) -> Result<(), StoreError> {
+    pub async fn catch_up(&self, store: &Store) -> Result<(), StoreError> {
         if !self.shared.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -165,7 +149,7 @@ pub enum OpenError {
 
 /// The sequencer task's state.
 pub struct Sequencer {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     key: SignerKey,
     origin: String,
     view: Arc<LogView>,
@@ -198,7 +182,7 @@ impl std::fmt::Debug for Sequencer {
 
 /// Rebuilds the namespace state from the namespace records alone: releases and yanks never
 /// change it, so replaying only namespace records at their own indexes gives the same state.
-async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError> {
+async fn load_namespaces(store: &Store) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
     apply_namespace_entries(&mut state, store.namespace_entries(None).await?)?;
     Ok(state)
@@ -206,7 +190,7 @@ async fn load_namespaces(store: &dyn Store) -> Result<NamespaceState, OpenError>
 
 /// [`load_namespaces`] up to (not including) log index `size`: the state a checkpoint of that
 /// size describes, even while another replica appends.
-async fn load_namespaces_below(store: &dyn Store, size: u64) -> Result<NamespaceState, OpenError> {
+async fn load_namespaces_below(store: &Store, size: u64) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
     apply_namespace_entries(&mut state, store.namespace_entries_between(0, size).await?)?;
     Ok(state)
@@ -228,7 +212,7 @@ impl Sequencer {
     /// Opens the log: checks the store is consistent, signs the empty checkpoint on first start,
     /// rebuilds the namespace state. Returns the sequencer and the view readers share.
     pub async fn open(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         key: SignerKey,
         origin: String,
         metrics: Arc<Metrics>,

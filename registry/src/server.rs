@@ -1,6 +1,7 @@
 //! Opening a registry over a data directory (store, blobs, log key, sequencer) and serving it
 //! with graceful shutdown. Metadata lives in SQLite under the data directory unless
-//! [`Config::database_url`] names a PostgreSQL database. [`crate::routes::app`] builds the router from the shared [`AppState`].
+//! [`Config::database_url`] names a PostgreSQL database. [`crate::routes::app`] builds the
+//! router from the shared [`AppState`].
 
 use std::future::Future;
 use std::io::Write as _;
@@ -12,13 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::blob::{BlobError, BlobLocation, BlobStore, FileBlobStore};
-use crate::blob_s3::S3BlobStore;
+use crate::blob::files::FileBlobStore;
+use crate::blob::s3::S3BlobStore;
+use crate::blob::{BlobError, BlobLocation, BlobStore};
 use crate::metrics::Metrics;
 use crate::paths::DataDir;
-use crate::postgres::PostgresStore;
-use crate::sequencer::{LogView, OpenError, Sequencer, Submission};
-use crate::sqlite::SqliteStore;
+use crate::sequencer::{OpenError, Sequencer};
+use crate::state::{AppState, Shared};
 use crate::store::{Store, StoreError};
 
 /// The origin a bare `gridreg serve` uses.
@@ -92,48 +93,6 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// What every handler shares. Cloned for every request (axum hands each handler and middleware
-/// its own copy), so it is one reference count, not one per field.
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The fields of [`AppState`]. The sequencer stops once every copy of `submit` is dropped, that
-/// is once the last [`AppState`] is.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub view: Arc<LogView>,
-    pub metrics: Arc<Metrics>,
-    pub submit: mpsc::Sender<Submission>,
-    pub origin: Arc<str>,
-    pub log_key: Arc<str>,
-    pub max_blob_size: u64,
-    pub require_token: bool,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("origin", &self.origin)
-            .field("max_blob_size", &self.max_blob_size)
-            .field("require_token", &self.require_token)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A running registry: the shared state plus the sequencer task.
 #[derive(Debug)]
 pub struct Registry {
@@ -142,13 +101,13 @@ pub struct Registry {
 }
 
 /// Opens just the metadata store of a data directory (for `gridreg serve token ...`).
-pub async fn open_store(data: &std::path::Path) -> Result<SqliteStore, StartError> {
+pub async fn open_store(data: &std::path::Path) -> Result<Store, StartError> {
     let dir = DataDir::new(data);
     std::fs::create_dir_all(dir.root()).map_err(|source| StartError::DataDir {
         path: dir.root().to_path_buf(),
         source,
     })?;
-    Ok(SqliteStore::open(&dir.database()).await?)
+    Ok(crate::store::sqlite::open(&dir.database()).await?)
 }
 
 /// Opens the metadata store: PostgreSQL at `database_url` when given, else SQLite in `data`
@@ -156,13 +115,15 @@ pub async fn open_store(data: &std::path::Path) -> Result<SqliteStore, StartErro
 pub async fn open_metadata(
     data: &std::path::Path,
     database_url: Option<&str>,
-) -> Result<Arc<dyn Store>, StartError> {
+) -> Result<Arc<Store>, StartError> {
     match database_url {
         Some(url) => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(StartError::DatabaseUrl(crate::postgres::redact_url(url)));
+                return Err(StartError::DatabaseUrl(crate::store::postgres::redact_url(
+                    url,
+                )));
             }
-            Ok(Arc::new(PostgresStore::open(url).await?))
+            Ok(Arc::new(crate::store::postgres::open(url).await?))
         }
         None => Ok(Arc::new(open_store(data).await?)),
     }
@@ -262,14 +223,8 @@ impl Registry {
         let blobs = open_blobs(&dir, config.blobs.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
         let log_key: Arc<str> = key.verifier().to_string().into();
-        let store_dyn: Arc<dyn Store> = store;
-        let (sequencer, view) = Sequencer::open(
-            store_dyn.clone(),
-            key,
-            config.origin.clone(),
-            metrics.clone(),
-        )
-        .await?;
+        let (sequencer, view) =
+            Sequencer::open(store.clone(), key, config.origin.clone(), metrics.clone()).await?;
         // Replicas on one database each run a sequencer; each follows the others' appends.
         let sequencer = if config.database_url.is_some() {
             sequencer.with_refresh(REPLICA_REFRESH)
@@ -280,7 +235,7 @@ impl Registry {
         let task = tokio::spawn(sequencer.run(rx));
         Ok(Registry {
             state: AppState::new(Shared {
-                store: store_dyn,
+                store,
                 blobs,
                 view,
                 metrics,

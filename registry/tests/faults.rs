@@ -1,5 +1,5 @@
-//! Store faults through the real router and sequencer: a [`Store`] that wraps a real SQLite
-//! store and fails `commit` or `read_hashes` on command. A publish whose batch cannot be made
+//! Store faults through the real router and sequencer: a [`Log`] that wraps a real SQLite
+//! log and fails `commit` or `read_hashes` on command. A publish whose batch cannot be made
 //! durable answers a 5xx with the JSON error body and no internals, changes nothing (log size,
 //! checkpoint, packages, namespace state), and once the fault clears the next publish succeeds
 //! on a log whose root still matches its leaves.
@@ -15,14 +15,12 @@ use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::{Digest, Hash, SignedCheckpoint, SignerKey, VerifierKey, merkle};
-use gridreg_registry::blob::FileBlobStore;
+use gridreg_registry::blob::files::FileBlobStore;
 use gridreg_registry::metrics::Metrics;
 use gridreg_registry::paths::DataDir;
 use gridreg_registry::sequencer::Sequencer;
-use gridreg_registry::sqlite::SqliteStore;
 use gridreg_registry::store::{
-    Batch, BoxFuture, CheckpointRow, Entries, ReleaseRow, Search, SearchHit, StageRequest, Staged,
-    Store, StoreError, TokenRow, VersionRow,
+    Batch, BatchRows, BoxFuture, Log, StageRequest, Staged, Store, StoreError, sqlite,
 };
 use gridreg_registry::{AppState, Shared};
 use tokio::sync::mpsc;
@@ -32,9 +30,9 @@ const ORIGIN: &str = "faults.test/log";
 /// Carried by every injected error; must never reach a client.
 const MARKER: &str = "injected-fault-7c1e";
 
-/// A real SQLite store whose `commit` and `read_hashes` fail while their switch is on.
+/// A real SQLite log whose `commit` and `read_hashes` fail while their switch is on.
 struct Faulty {
-    inner: SqliteStore,
+    inner: Arc<dyn Log>,
     fail_commit: AtomicBool,
     fail_read_hashes: AtomicBool,
     commits: AtomicU64,
@@ -48,127 +46,43 @@ impl Faulty {
     }
 }
 
-impl Store for Faulty {
-    fn meta<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        self.inner.meta(key)
+impl Log for Faulty {
+    fn size(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.size()
     }
-    fn set_meta<'a>(
-        &'a self,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.set_meta(key, value)
-    }
-    fn latest_checkpoint(&self) -> BoxFuture<'_, Result<Option<CheckpointRow>, StoreError>> {
-        self.inner.latest_checkpoint()
-    }
-    fn log_size(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.log_size()
-    }
-    fn read_hashes(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<Hash>, StoreError>> {
+    fn read_hashes(
+        &self,
+        indexes: Vec<u64>,
+    ) -> BoxFuture<'_, Result<Vec<(u64, Hash)>, StoreError>> {
         if self.fail_read_hashes.load(Ordering::SeqCst) {
             return Box::pin(async { Err(Faulty::injected("read_hashes")) });
         }
         self.inner.read_hashes(indexes)
     }
-    fn entries(&self, start: u64, end: u64) -> BoxFuture<'_, Result<Entries, StoreError>> {
-        self.inner.entries(start, end)
-    }
-    fn namespace_entries<'a>(
+    fn stage<'a>(
         &'a self,
-        namespace: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Entries, StoreError>> {
-        self.inner.namespace_entries(namespace)
-    }
-    fn namespace_entries_between(
-        &self,
-        start: u64,
-        end: u64,
-    ) -> BoxFuture<'_, Result<Entries, StoreError>> {
-        self.inner.namespace_entries_between(start, end)
-    }
-    fn release_state<'a>(
-        &'a self,
-        package: &'a str,
-        version: &'a str,
-    ) -> BoxFuture<'a, Result<Option<bool>, StoreError>> {
-        self.inner.release_state(package, version)
-    }
-    fn stage(&self, req: StageRequest) -> BoxFuture<'_, Result<Staged, StoreError>> {
+        req: &'a StageRequest,
+    ) -> BoxFuture<'a, Result<Option<Staged>, StoreError>> {
         self.inner.stage(req)
     }
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a Batch,
+        rows: BatchRows,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         if self.fail_commit.load(Ordering::SeqCst) {
             return Box::pin(async { Err(Faulty::injected("commit")) });
         }
-        self.inner.commit(batch)
-    }
-    fn search<'a>(&'a self, s: &'a Search) -> BoxFuture<'a, Result<Vec<SearchHit>, StoreError>> {
-        self.inner.search(s)
-    }
-    fn versions<'a>(
-        &'a self,
-        package: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<VersionRow>, StoreError>> {
-        self.inner.versions(package)
-    }
-    fn release<'a>(
-        &'a self,
-        package: &'a str,
-        version: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ReleaseRow>, StoreError>> {
-        self.inner.release(package, version)
-    }
-    fn set_wit<'a>(
-        &'a self,
-        package: &'a str,
-        version: &'a str,
-        wit: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.set_wit(package, version, wit)
-    }
-    fn release_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.release_count()
-    }
-    fn policy<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        self.inner.policy(namespace)
-    }
-    fn set_policy<'a>(
-        &'a self,
-        namespace: &'a str,
-        policy: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.set_policy(namespace, policy)
-    }
-    fn create_token(&self, token: TokenRow) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.create_token(token)
-    }
-    fn token<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TokenRow>, StoreError>> {
-        self.inner.token(id)
-    }
-    fn revoke_token<'a>(
-        &'a self,
-        id: &'a str,
-        when: &'a str,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.revoke_token(id, when)
-    }
-    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StoreError>> {
-        self.inner.tokens()
-    }
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Store::close(&self.inner)
+        self.inner.commit(batch, rows)
     }
 }
 
 /// A registry assembled by hand over the faulty store: the real sequencer, blob store and router.
 struct Rig {
     _dir: tempfile::TempDir,
-    store: Arc<Faulty>,
+    store: Arc<Store>,
+    faults: Arc<Faulty>,
     app: Router,
     log_key: VerifierKey,
     _sequencer: JoinHandle<()>,
@@ -178,23 +92,24 @@ async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path().join("data"));
     std::fs::create_dir_all(data.root()).unwrap();
-    let store = Arc::new(Faulty {
-        inner: SqliteStore::open(&data.database()).await.unwrap(),
+    let store = sqlite::open(&data.database()).await.unwrap();
+    let faults = Arc::new(Faulty {
+        inner: store.log(),
         fail_commit: AtomicBool::new(false),
         fail_read_hashes: AtomicBool::new(false),
         commits: AtomicU64::new(0),
     });
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let store = Arc::new(store.with_log(faults.clone()));
     let key = SignerKey::generate(ORIGIN).unwrap();
     let log_key = key.verifier();
     let metrics = Arc::new(Metrics::new());
-    let (sequencer, view) = Sequencer::open(dyn_store.clone(), key, ORIGIN.into(), metrics.clone())
+    let (sequencer, view) = Sequencer::open(store.clone(), key, ORIGIN.into(), metrics.clone())
         .await
         .unwrap();
     let (submit, rx) = mpsc::channel(64);
     let task = tokio::spawn(sequencer.run(rx));
     let state = AppState::new(Shared {
-        store: dyn_store,
+        store: store.clone(),
         blobs: Arc::new(FileBlobStore::open(data).await.unwrap()),
         view,
         metrics,
@@ -207,6 +122,7 @@ async fn rig() -> Rig {
     Rig {
         _dir: dir,
         store,
+        faults,
         app: gridreg_registry::routes::app(state),
         log_key,
         _sequencer: task,
@@ -312,8 +228,8 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     let cp_before = rig.check_log().await;
     assert_eq!(cp_before.size(), 2);
 
-    rig.store.fail_commit.store(true, Ordering::SeqCst);
-    let commits = rig.store.commits.load(Ordering::SeqCst);
+    rig.faults.fail_commit.store(true, Ordering::SeqCst);
+    let commits = rig.faults.commits.load(Ordering::SeqCst);
     let r = rig
         .post(&release(&alice, "acme:hello", "1.1.0", &hello))
         .await;
@@ -336,7 +252,7 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
         r.text()
     );
     assert!(
-        rig.store.commits.load(Ordering::SeqCst) > commits,
+        rig.faults.commits.load(Ordering::SeqCst) > commits,
         "the fault was never reached: the publish failed elsewhere"
     );
     // A claim that fails to commit must not linger in the namespace state either.
@@ -361,7 +277,7 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
 
     // The fault clears: the same records go through, at the indexes the failed ones would
     // have had, on a tree consistent with the checkpoint served before the fault.
-    rig.store.fail_commit.store(false, Ordering::SeqCst);
+    rig.faults.fail_commit.store(false, Ordering::SeqCst);
     let r = rig
         .post(&release(&alice, "acme:hello", "1.1.0", &hello))
         .await;
@@ -421,15 +337,15 @@ async fn failed_hash_reads_answer_5xx_and_change_nothing() {
     let before = rig.state().await;
     let cp_before = rig.check_log().await;
 
-    rig.store.fail_read_hashes.store(true, Ordering::SeqCst);
-    let commits = rig.store.commits.load(Ordering::SeqCst);
+    rig.faults.fail_read_hashes.store(true, Ordering::SeqCst);
+    let commits = rig.faults.commits.load(Ordering::SeqCst);
     // Integrating a leaf at size 4 needs stored hashes: the batch fails before commit.
     assert_clean_5xx(
         &rig.post(&release(&alice, "acme:hello", "2.0.0", &hello))
             .await,
     );
     assert_eq!(
-        rig.store.commits.load(Ordering::SeqCst),
+        rig.faults.commits.load(Ordering::SeqCst),
         commits,
         "a batch that could not be integrated must not reach commit"
     );
@@ -438,7 +354,7 @@ async fn failed_hash_reads_answer_5xx_and_change_nothing() {
     assert_clean_5xx(&rig.get("/v1/log/proof/consistency?from=1&to=4").await);
     assert_eq!(rig.state().await, before);
 
-    rig.store.fail_read_hashes.store(false, Ordering::SeqCst);
+    rig.faults.fail_read_hashes.store(false, Ordering::SeqCst);
     let leaf = release(&alice, "acme:hello", "2.0.0", &hello);
     let r = rig.post(&leaf).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -469,7 +385,7 @@ async fn a_batch_of_concurrent_publishes_fails_whole() {
     rig.upload(&hello).await;
     let before = rig.state().await;
 
-    rig.store.fail_commit.store(true, Ordering::SeqCst);
+    rig.faults.fail_commit.store(true, Ordering::SeqCst);
     let mut tasks = Vec::new();
     for i in 0..16 {
         let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());
@@ -483,7 +399,7 @@ async fn a_batch_of_concurrent_publishes_fails_whole() {
     }
     assert_eq!(rig.state().await, before);
 
-    rig.store.fail_commit.store(false, Ordering::SeqCst);
+    rig.faults.fail_commit.store(false, Ordering::SeqCst);
     let mut tasks = Vec::new();
     for i in 0..16 {
         let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());

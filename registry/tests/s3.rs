@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::Digest;
+use gridreg_registry::blob::s3::{MEMORY_UPLOAD_MAX, PART_SIZE};
 use gridreg_registry::blob::{BlobLocation, S3Credentials};
-use gridreg_registry::blob_s3::{MEMORY_UPLOAD_MAX, PART_SIZE};
 use gridreg_registry::{Config, Registry};
 
 const BUCKET: &str = "gridreg-test";

@@ -23,7 +23,7 @@ backend_tests!(
 
 /// A batch of namespace-kind leaves `start..start+n` (the store does not parse bodies), with
 /// hashes and a checkpoint computed the way the sequencer does.
-async fn batch(store: &dyn Store, start: u64, n: u64, tag: &str) -> Batch {
+async fn batch(store: &Store, start: u64, n: u64, tag: &str) -> Batch {
     let leaves: Vec<Vec<u8>> = (start..start + n)
         .map(|i| format!("leaf {i} {tag}\n").into_bytes())
         .collect();
@@ -74,7 +74,7 @@ fn mth(leaves: &[gridreg_protocol::Hash]) -> gridreg_protocol::Hash {
     }
 }
 
-async fn open(backend: Backend) -> (tempfile::TempDir, Arc<dyn Store>, Option<TestDb>) {
+async fn open(backend: Backend) -> (tempfile::TempDir, Arc<Store>, Option<TestDb>) {
     let dir = tempfile::tempdir().unwrap();
     let (config, db) = backend.config(dir.path().join("data"));
     let store = open_metadata(&config.data, config.database_url.as_deref())
@@ -85,10 +85,10 @@ async fn open(backend: Backend) -> (tempfile::TempDir, Arc<dyn Store>, Option<Te
 
 async fn stale_batches_are_refused(backend: Backend) {
     let (_dir, store, _db) = open(backend).await;
-    store.commit(batch(&*store, 0, 0, "a").await).await.unwrap();
-    let first = batch(&*store, 0, 3, "a").await;
+    store.commit(batch(&store, 0, 0, "a").await).await.unwrap();
+    let first = batch(&store, 0, 3, "a").await;
     // A second batch built on the same (empty) tree by "another sequencer".
-    let rival = batch(&*store, 0, 2, "b").await;
+    let rival = batch(&store, 0, 2, "b").await;
     store.commit(first).await.unwrap();
     let err = store.commit(rival).await.unwrap_err();
     assert!(
@@ -113,10 +113,10 @@ async fn stale_batches_are_refused(backend: Backend) {
     assert_eq!(entries.len(), 3);
     assert!(entries.iter().all(|(_, b)| b.ends_with(b" a\n")));
     // The empty tree's checkpoint is never signed twice.
-    let again = batch(&*store, 0, 0, "c").await;
+    let again = batch(&store, 0, 0, "c").await;
     assert!(store.commit(again).await.is_err());
     // A batch on the right size goes through, and the stored tree matches the signed root.
-    let next = batch(&*store, 3, 2, "a").await;
+    let next = batch(&store, 3, 2, "a").await;
     let root = next.checkpoint.root;
     store.commit(next).await.unwrap();
     assert_eq!(store.log_size().await.unwrap(), 5);
@@ -131,13 +131,13 @@ async fn stale_batches_are_refused(backend: Backend) {
 /// is the root of the stored leaves at its size.
 async fn concurrent_commits_serialise(backend: Backend) {
     let (_dir, store, _db) = open(backend).await;
-    store.commit(batch(&*store, 0, 0, "x").await).await.unwrap();
+    store.commit(batch(&store, 0, 0, "x").await).await.unwrap();
     let mut landed = 0u64;
     for round in 0..5 {
         let size = store.log_size().await.unwrap();
         let mut tasks = Vec::new();
         for s in 0..4 {
-            let b = batch(&*store, size, 1 + s, &format!("r{round}s{s}")).await;
+            let b = batch(&store, size, 1 + s, &format!("r{round}s{s}")).await;
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let n = b.entries.len() as u64;
@@ -172,7 +172,7 @@ async fn concurrent_commits_serialise(backend: Backend) {
 }
 
 /// `batch` with its entries' derived rows replaced (bodies stay placeholders).
-async fn derived_batch(store: &dyn Store, start: u64, derived: Vec<Derived>, tag: &str) -> Batch {
+async fn derived_batch(store: &Store, start: u64, derived: Vec<Derived>, tag: &str) -> Batch {
     let mut b = batch(store, start, derived.len() as u64, tag).await;
     for (e, d) in b.entries.iter_mut().zip(derived) {
         e.kind = match &d {
@@ -211,9 +211,9 @@ fn yank(version: &str, reason: &str) -> Derived {
 /// derived rows (versions, yank state, imports for search) come out as if applied in log order.
 async fn releases_and_yanks_share_a_batch(backend: Backend) {
     let (_dir, store, _db) = open(backend).await;
-    store.commit(batch(&*store, 0, 0, "e").await).await.unwrap();
+    store.commit(batch(&store, 0, 0, "e").await).await.unwrap();
     let first = derived_batch(
-        &*store,
+        &store,
         0,
         vec![release("1.0.0", "wasi:cli/stdout@0.2.0")],
         "a",
@@ -221,7 +221,7 @@ async fn releases_and_yanks_share_a_batch(backend: Backend) {
     .await;
     store.commit(first).await.unwrap();
     let second = derived_batch(
-        &*store,
+        &store,
         1,
         vec![
             release("1.1.0", "wasi:cli/stderr@0.2.0"),
@@ -275,19 +275,19 @@ async fn releases_and_yanks_share_a_batch(backend: Backend) {
 async fn stage_reads_versions_policies_and_the_log(backend: Backend) {
     use std::collections::HashMap;
     let (_dir, store, _db) = open(backend).await;
-    store.commit(batch(&*store, 0, 0, "e").await).await.unwrap();
+    store.commit(batch(&store, 0, 0, "e").await).await.unwrap();
     // Namespace records 0..3, releases and a yank 3..6, namespace records 6..8.
-    store.commit(batch(&*store, 0, 3, "a").await).await.unwrap();
+    store.commit(batch(&store, 0, 3, "a").await).await.unwrap();
     let derived = vec![
         release("1.0.0", "wasi:cli/stdout@0.2.0"),
         release("1.1.0", "wasi:cli/stdout@0.2.0"),
         yank("1.0.0", "CVE-1"),
     ];
     store
-        .commit(derived_batch(&*store, 3, derived, "b").await)
+        .commit(derived_batch(&store, 3, derived, "b").await)
         .await
         .unwrap();
-    store.commit(batch(&*store, 6, 2, "c").await).await.unwrap();
+    store.commit(batch(&store, 6, 2, "c").await).await.unwrap();
     let policy = "[capabilities]\ndeny = [\"sockets\"]\n";
     store.set_policy("acme", Some(policy)).await.unwrap();
 

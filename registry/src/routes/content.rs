@@ -25,7 +25,7 @@ use crate::blob::{BlobSource, HOT_MAX_BLOB};
 use crate::error::ApiError;
 use crate::paths::parse_digest;
 use crate::routes::Caller;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/content/{digest}", put(upload).get(download))
@@ -210,7 +210,7 @@ fn range_ask(header: Option<&str>, size: u64) -> RangeAsk {
 /// Serves a blob from object storage: whole, or the one range asked for (streamed through a
 /// ranged read of the object), with the status and headers `ServeFile` gives a file.
 async fn serve_object(
-    object: &crate::blob_s3::ObjectBlob,
+    object: &crate::blob::ObjectBlob,
     headers: &axum::http::HeaderMap,
     etag: &str,
 ) -> Result<Response, ApiError> {

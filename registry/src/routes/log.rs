@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::log::{consistency_proof, inclusion_proof};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Most entries one page returns.
 pub const MAX_PAGE: u64 = 1000;

@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Grant, Scope};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub mod content;
 pub mod log;

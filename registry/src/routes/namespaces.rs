@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::routes::Caller;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Longest policy text accepted.
 pub const MAX_POLICY_LEN: usize = 256 * 1024;

@@ -12,7 +12,7 @@ use gridreg_protocol::name::parse_version;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Search, VersionRow};
 
 /// Most releases a search returns.

@@ -19,7 +19,7 @@ use gridreg_protocol::name::parse_version;
 use gridreg_protocol::{Note, PackageName, Record};
 use serde::Deserialize;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Search, StoreError, VersionRow};
 
 /// Most releases the package list reads (as the search endpoint).

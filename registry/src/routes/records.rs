@@ -22,7 +22,7 @@ use crate::error::{ApiError, namespace_error};
 use crate::log::inclusion_proof;
 use crate::routes::Caller;
 use crate::sequencer::Submission;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Derived, NewRelease};
 
 pub fn routes() -> Router<AppState> {

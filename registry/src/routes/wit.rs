@@ -9,7 +9,7 @@
 use gridreg_protocol::Digest;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::ReleaseRow;
 
 /// The release with its WIT filled in where the content has one.

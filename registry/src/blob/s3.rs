@@ -11,18 +11,17 @@
 //! and each may keep small popular blobs in memory.
 
 use std::io;
-use std::ops::Range;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use gridreg_protocol::Digest;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayloadMut, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayloadMut, WriteMultipart};
 
-use crate::blob::{BlobError, BlobSource, BlobStore, BlobWriter, HotBlobs, S3Credentials};
+use super::{
+    BlobError, BlobSource, BlobStore, BlobWriter, HotBlobs, ObjectBlob, S3Credentials, object_error,
+};
 use crate::paths::BlobDir;
 use crate::store::BoxFuture;
 
@@ -32,57 +31,8 @@ pub const MEMORY_UPLOAD_MAX: usize = 8 * 1024 * 1024;
 /// Multipart part size (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
-fn err(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> BlobError {
-    let context = context.into();
-    move |e| {
-        let kind = match &e {
-            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
-            _ => io::ErrorKind::Other,
-        };
-        BlobError::new(context, io::Error::new(kind, e.to_string()))
-    }
-}
-
 fn key(digest: &Digest) -> ObjectPath {
     ObjectPath::from(BlobDir::object_key(digest))
-}
-
-/// A blob stored as an object: where it is and how long it is.
-#[derive(Clone)]
-pub struct ObjectBlob {
-    store: Arc<dyn ObjectStore>,
-    key: ObjectPath,
-    size: u64,
-}
-
-impl std::fmt::Debug for ObjectBlob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectBlob")
-            .field("key", &self.key.as_ref())
-            .field("size", &self.size)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ObjectBlob {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Streams the whole object, or `range` of it (which the caller has checked lies within
-    /// [`ObjectBlob::size`]), straight from the bucket.
-    pub async fn body(&self, range: Option<Range<u64>>) -> Result<Body, BlobError> {
-        let options = GetOptions {
-            range: range.map(GetRange::Bounded),
-            ..GetOptions::default()
-        };
-        let got = self
-            .store
-            .get_opts(&self.key, options)
-            .await
-            .map_err(err(format!("reading {}", self.key)))?;
-        Ok(Body::from_stream(got.into_stream()))
-    }
 }
 
 /// Blobs in an S3-compatible bucket.
@@ -127,7 +77,7 @@ impl S3BlobStore {
         }
         let s3 = builder
             .build()
-            .map_err(err(format!("configuring bucket {bucket}")))?;
+            .map_err(object_error(format!("configuring bucket {bucket}")))?;
         let store = Self {
             store: Arc::new(s3),
             bucket: bucket.to_string(),
@@ -138,7 +88,7 @@ impl S3BlobStore {
             .store
             .list_with_delimiter(Some(&ObjectPath::from("sha256")))
             .await
-            .map_err(err(format!(
+            .map_err(object_error(format!(
                 "listing bucket {bucket}{}",
                 endpoint.map(|e| format!(" at {e}")).unwrap_or_default()
             )))?;
@@ -203,11 +153,13 @@ impl BlobWriter for S3Writer {
                 }
                 Upload::Memory(buf) => {
                     let tmp = random_tmp_key();
-                    let started = self
-                        .store
-                        .put_multipart(&tmp)
-                        .await
-                        .map_err(err(format!("starting a multipart upload to {tmp}")))?;
+                    let started =
+                        self.store
+                            .put_multipart(&tmp)
+                            .await
+                            .map_err(object_error(format!(
+                                "starting a multipart upload to {tmp}"
+                            )))?;
                     let mut upload = WriteMultipart::new_with_chunk_size(started, PART_SIZE);
                     for part in std::mem::take(buf).freeze().iter() {
                         upload.put(part.clone());
@@ -221,7 +173,7 @@ impl BlobWriter for S3Writer {
                     upload
                         .wait_for_capacity(2)
                         .await
-                        .map_err(err(format!("uploading to {tmp}")))?;
+                        .map_err(object_error(format!("uploading to {tmp}")))?;
                     upload.write(chunk);
                     Ok(())
                 }
@@ -239,18 +191,18 @@ impl BlobWriter for S3Writer {
                     .put(&dest, buf.freeze())
                     .await
                     .map(|_| ())
-                    .map_err(err(format!("storing {dest}"))),
+                    .map_err(object_error(format!("storing {dest}"))),
                 Upload::Multipart { upload, tmp } => {
                     let result = async {
                         upload
                             .finish()
                             .await
-                            .map_err(err(format!("finishing the upload to {tmp}")))?;
+                            .map_err(object_error(format!("finishing the upload to {tmp}")))?;
                         // The checked bytes get their content name only now, in one copy.
                         self.store
                             .copy(&tmp, &dest)
                             .await
-                            .map_err(err(format!("copying {tmp} to {dest}")))
+                            .map_err(object_error(format!("copying {tmp} to {dest}")))
                     }
                     .await;
                     if let Err(e) = self.store.delete(&tmp).await {
@@ -284,7 +236,7 @@ impl BlobStore for S3BlobStore {
                     size: meta.size,
                 }))),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(err(format!("looking up {key}"))(e)),
+                Err(e) => Err(object_error(format!("looking up {key}"))(e)),
             }
         })
     }
@@ -315,7 +267,7 @@ impl BlobStore for S3BlobStore {
                 .store
                 .list_with_delimiter(Some(&prefix))
                 .await
-                .map_err(err(format!("listing {prefix}")))?;
+                .map_err(object_error(format!("listing {prefix}")))?;
             Ok(listed.objects.len() as u64)
         })
     }
@@ -327,11 +279,11 @@ impl S3BlobStore {
         let got = match self.store.get(&key).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(err(format!("reading {key}"))(e)),
+            Err(e) => return Err(object_error(format!("reading {key}"))(e)),
         };
         got.bytes()
             .await
             .map(Some)
-            .map_err(err(format!("reading {key}")))
+            .map_err(object_error(format!("reading {key}")))
     }
 }
