@@ -1,5 +1,7 @@
-//! JSON bodies of the log's HTTP API (DESIGN.md "HTTP API"), shared by the registry that serves
-//! them and the client that checks them. Hashes travel as standard base64 strings.
+//! The registry's HTTP API on the wire (DESIGN.md "HTTP API"): every JSON body the registry
+//! serves, as one set of types that the registry serialises and the client deserialises. Field
+//! names and order are the JSON's, and `registry/openapi.json` documents the same shapes. Hashes
+//! travel as standard base64 strings.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -69,6 +71,97 @@ pub struct PublishResponse {
     pub proof: Vec<String>,
 }
 
+/// `GET /healthz`. The fields are in the order the registry has always sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The newest checkpoint's size, as this replica sees it.
+    pub log_size: u64,
+    /// Always `ok`: a registry that answers is alive.
+    pub status: String,
+}
+
+/// `PUT /v1/content/sha256:<hex>`: the content the registry holds under that digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// One version of a package, as the versions list, a search hit and a release show it. The
+/// registry derives these fields from the log; a client takes the digest and size it trusts from
+/// the signed record instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: String,
+    pub size: u64,
+    /// The index of the release record in the log.
+    pub log_index: u64,
+    pub yanked: bool,
+    /// Present only for a yanked version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yank_reason: Option<String>,
+    /// The capability classes of the release's imports, sorted.
+    pub capabilities: Vec<String>,
+}
+
+/// `GET /v1/packages/<ns>:<name>`: every version of a package, yanked ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageVersions {
+    pub package: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One package in a search answer, with the versions that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageHit {
+    pub name: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// `GET /v1/packages?q=&capability=&imports=&exports=&limit=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub packages: Vec<PackageHit>,
+}
+
+/// `GET /v1/packages/<ns>:<name>/<version>`: the version's fields, flattened, with the signed
+/// record, the registry's audit report and the WIT.
+///
+/// `A` is the audit report's form: the registry serves the report it stored (as JSON), and a
+/// client that audits the bytes itself may skip it (`serde::de::IgnoredAny`). This crate stays
+/// free of a JSON library, so it does not pick one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo<A> {
+    pub package: String,
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    /// The signed record: the exact log leaf.
+    pub record: String,
+    pub audit: A,
+    /// The component's WIT; `null` for a module, or until the registry could extract it.
+    pub wit: Option<String>,
+}
+
+/// A key that holds a role in a namespace now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The verifier key, `NAME+KEYID+BASE64`.
+    pub key: String,
+    /// `owner` or `publish`.
+    pub role: String,
+}
+
+/// `GET /v1/namespaces/<ns>`: the namespace's records in log order and its current members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    pub namespace: String,
+    pub records: Vec<LogEntry>,
+    pub members: Vec<Member>,
+}
+
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -78,6 +171,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
+    /// For people: what was expected and what was found.
     pub message: String,
 }
 
@@ -103,5 +197,37 @@ mod tests {
             serde_json::from_str(r#"{"error":{"code":"not_found","message":"no such package"}}"#)
                 .unwrap();
         assert_eq!(e.error.code, "not_found");
+    }
+
+    #[test]
+    fn release_flattens_its_version() {
+        let release = ReleaseInfo {
+            package: "acme:auth".into(),
+            info: VersionInfo {
+                version: "1.0.0".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 5,
+                log_index: 1,
+                yanked: false,
+                yank_reason: None,
+                capabilities: vec!["stdio".into()],
+            },
+            record: "text".into(),
+            audit: serde_json::json!({"kind": "component"}),
+            wit: None,
+        };
+        let json = serde_json::to_string(&release).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"package":"acme:auth","version":"1.0.0","digest":"sha256:{}","size":5,"log_index":1,"yanked":false,"capabilities":["stdio"],"record":"text","audit":{{"kind":"component"}},"wit":null}}"#,
+                "ab".repeat(32)
+            )
+        );
+        let back: ReleaseInfo<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, release);
+        // A client that does not read the audit skips it.
+        let skipped: ReleaseInfo<serde::de::IgnoredAny> = serde_json::from_str(&json).unwrap();
+        assert_eq!(skipped.info, release.info);
     }
 }

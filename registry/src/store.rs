@@ -8,7 +8,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use gridreg_protocol::Hash;
-use serde::Serialize;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -105,14 +104,13 @@ pub struct Batch {
 }
 
 /// One version of a package, as listed on the package endpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct VersionRow {
     pub version: String,
     pub digest: String,
     pub size: u64,
     pub log_index: u64,
     pub yanked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub yank_reason: Option<String>,
     pub capabilities: Vec<String>,
 }

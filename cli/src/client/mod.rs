@@ -204,7 +204,7 @@ pub fn fetch_reference(
     eprintln!(
         "verified {name} from {} (log index {}, {}, signed by {})",
         session.remote.url,
-        fetched.release.log_index,
+        fetched.release.info.log_index,
         fetched.digest,
         fetched
             .verified

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use gridreg_protocol::api::LogEntry;
+use gridreg_protocol::api::{LogEntry, ReleaseInfo};
 use gridreg_protocol::checkpoint::Checkpoint;
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
@@ -28,9 +28,10 @@ use gridreg_protocol::{
 };
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
+use serde::de::IgnoredAny;
 
 use super::http::Api;
-use super::remote::{self, ReleaseInfo};
+use super::remote;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
 
@@ -69,7 +70,7 @@ fn failed(check: Check, message: impl fmt::Display) -> anyhow::Error {
 /// What the caller hands in.
 pub struct Request<'a> {
     pub session: &'a Session,
-    pub release: &'a ReleaseInfo,
+    pub release: &'a ReleaseInfo<IgnoredAny>,
     /// The downloaded bytes and what the download computed of them.
     pub bytes: &'a [u8],
     pub sha256: [u8; 32],
@@ -123,13 +124,13 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         ));
     };
     if release.package.to_string() != req.release.package
-        || release.version.to_string() != req.release.version
+        || release.version.to_string() != req.release.info.version
     {
         return Err(failed(
             Check::Signature,
             format!(
                 "asked for {}@{}, the signed record is for {}@{}",
-                req.release.package, req.release.version, release.package, release.version
+                req.release.package, req.release.info.version, release.package, release.version
             ),
         ));
     }
@@ -162,7 +163,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             )
         })?;
     t.proofs += clock.elapsed();
-    let index = req.release.log_index;
+    let index = req.release.info.log_index;
     if index >= unverified.size {
         return Err(failed(
             Check::Inclusion,

@@ -128,14 +128,14 @@ impl Opts {
         } = fetched;
         let size = *size;
         let verified = verified.as_ref();
-        let name = format!("{}@{}", release.package, release.version);
+        let name = format!("{}@{}", release.package, release.info.version);
         if self.json {
             let mut obj = serde_json::json!({
                 "package": release.package,
-                "version": release.version,
+                "version": release.info.version,
                 "digest": digest.to_string(),
                 "size": size,
-                "log_index": release.log_index,
+                "log_index": release.info.log_index,
                 "output": out.display().to_string(),
                 "registry": session.remote.url,
                 "verified": verified.is_some(),
@@ -187,14 +187,14 @@ impl Opts {
                     "authorisation",
                     format!(
                         "may publish in {ns} at log index {} ({} namespace records replayed, each proven in the log)",
-                        release.log_index, v.namespace_records
+                        release.info.log_index, v.namespace_records
                     ),
                 ),
                 (
                     "inclusion",
                     format!(
                         "log index {} is in the tree of size {}",
-                        release.log_index,
+                        release.info.log_index,
                         v.checkpoint.size()
                     ),
                 ),
