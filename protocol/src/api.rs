@@ -1,11 +1,13 @@
 //! The registry's HTTP API on the wire (DESIGN.md "HTTP API"): every JSON body the registry
-//! serves, as one set of types that the registry serialises and the client deserialises. Field
-//! names and order are the JSON's, and `registry/openapi.json` documents the same shapes. Hashes
-//! travel as standard base64 strings.
+//! serves, and the error codes it answers with, as one set of types that the registry serialises
+//! and the client deserialises. Field names and order are the JSON's, and `registry/openapi.json`
+//! documents the same shapes. Hashes travel as standard base64 strings.
+
+use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::merkle::Hash;
 
@@ -170,9 +172,170 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    pub code: String,
+    pub code: ErrorCode,
     /// For people: what was expected and what was found.
     pub message: String,
+}
+
+/// What went wrong, as the `code` of an error body. Each code is served with one HTTP status
+/// ([`ErrorCode::status`]); on the wire it is the snake_case string ([`ErrorCode::as_str`]). A
+/// code this build does not know (from a newer registry) is kept as [`ErrorCode::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A malformed request: path, query or parameters.
+    BadRequest,
+    /// A record that does not parse or whose keys cannot be read.
+    MalformedRecord,
+    /// Uploaded bytes that do not hash to the digest they were put under.
+    DigestMismatch,
+    TooLarge,
+    NotFound,
+    /// A release whose content was not uploaded first.
+    ContentMissing,
+    SizeMismatch,
+    InvalidWasm,
+    /// A release whose import and export lines differ from its binary's.
+    SurfaceMismatch,
+    /// Refused by the namespace's policy.
+    PolicyViolation,
+    VersionExists,
+    AlreadyYanked,
+    NamespaceClaimed,
+    NamespaceUnclaimed,
+    /// A grant of a role the key has, a revoke of one it lacks, or of the last owner.
+    NamespaceConflict,
+    NotOwner,
+    NotAuthorised,
+    /// A signature by a key the namespace knows that does not verify.
+    BadSignature,
+    /// No token, or one that is not valid.
+    Unauthenticated,
+    /// A token whose scope or namespace does not allow the request.
+    Forbidden,
+    /// Nothing was stored; the same request may succeed later (see `Retry-After`).
+    Unavailable,
+    Internal,
+    /// A code this build does not know, as the registry sent it.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Every code this build knows, in no particular order.
+    pub const KNOWN: &[ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::MalformedRecord,
+        ErrorCode::DigestMismatch,
+        ErrorCode::TooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::ContentMissing,
+        ErrorCode::SizeMismatch,
+        ErrorCode::InvalidWasm,
+        ErrorCode::SurfaceMismatch,
+        ErrorCode::PolicyViolation,
+        ErrorCode::VersionExists,
+        ErrorCode::AlreadyYanked,
+        ErrorCode::NamespaceClaimed,
+        ErrorCode::NamespaceUnclaimed,
+        ErrorCode::NamespaceConflict,
+        ErrorCode::NotOwner,
+        ErrorCode::NotAuthorised,
+        ErrorCode::BadSignature,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::MalformedRecord => "malformed_record",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ContentMissing => "content_missing",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::InvalidWasm => "invalid_wasm",
+            ErrorCode::SurfaceMismatch => "surface_mismatch",
+            ErrorCode::PolicyViolation => "policy_violation",
+            ErrorCode::VersionExists => "version_exists",
+            ErrorCode::AlreadyYanked => "already_yanked",
+            ErrorCode::NamespaceClaimed => "namespace_claimed",
+            ErrorCode::NamespaceUnclaimed => "namespace_unclaimed",
+            ErrorCode::NamespaceConflict => "namespace_conflict",
+            ErrorCode::NotOwner => "not_owner",
+            ErrorCode::NotAuthorised => "not_authorised",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The code a wire string names; one this build does not know is kept as [`ErrorCode::Other`].
+    pub fn parse(code: &str) -> ErrorCode {
+        ErrorCode::KNOWN
+            .iter()
+            .find(|c| c.as_str() == code)
+            .cloned()
+            .unwrap_or_else(|| ErrorCode::Other(code.to_string()))
+    }
+
+    /// The HTTP status the registry answers this code with; `None` for a code this build does
+    /// not know.
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            ErrorCode::BadRequest | ErrorCode::MalformedRecord | ErrorCode::DigestMismatch => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotOwner
+            | ErrorCode::NotAuthorised
+            | ErrorCode::BadSignature
+            | ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::VersionExists
+            | ErrorCode::AlreadyYanked
+            | ErrorCode::NamespaceClaimed
+            | ErrorCode::NamespaceUnclaimed
+            | ErrorCode::NamespaceConflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::ContentMissing
+            | ErrorCode::SizeMismatch
+            | ErrorCode::InvalidWasm
+            | ErrorCode::SurfaceMismatch
+            | ErrorCode::PolicyViolation => 422,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Other(_) => return None,
+        })
+    }
+
+    /// A refusal because the log already holds something in the way (409): the version, the
+    /// yank, the claim or the grant.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Ok(ErrorCode::parse(&code))
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +359,56 @@ mod tests {
         let e: ErrorBody =
             serde_json::from_str(r#"{"error":{"code":"not_found","message":"no such package"}}"#)
                 .unwrap();
-        assert_eq!(e.error.code, "not_found");
+        assert_eq!(e.error.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn every_error_code_round_trips_to_its_string() {
+        let expected = [
+            (ErrorCode::BadRequest, "bad_request"),
+            (ErrorCode::MalformedRecord, "malformed_record"),
+            (ErrorCode::DigestMismatch, "digest_mismatch"),
+            (ErrorCode::TooLarge, "too_large"),
+            (ErrorCode::NotFound, "not_found"),
+            (ErrorCode::ContentMissing, "content_missing"),
+            (ErrorCode::SizeMismatch, "size_mismatch"),
+            (ErrorCode::InvalidWasm, "invalid_wasm"),
+            (ErrorCode::SurfaceMismatch, "surface_mismatch"),
+            (ErrorCode::PolicyViolation, "policy_violation"),
+            (ErrorCode::VersionExists, "version_exists"),
+            (ErrorCode::AlreadyYanked, "already_yanked"),
+            (ErrorCode::NamespaceClaimed, "namespace_claimed"),
+            (ErrorCode::NamespaceUnclaimed, "namespace_unclaimed"),
+            (ErrorCode::NamespaceConflict, "namespace_conflict"),
+            (ErrorCode::NotOwner, "not_owner"),
+            (ErrorCode::NotAuthorised, "not_authorised"),
+            (ErrorCode::BadSignature, "bad_signature"),
+            (ErrorCode::Unauthenticated, "unauthenticated"),
+            (ErrorCode::Forbidden, "forbidden"),
+            (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::Internal, "internal"),
+        ];
+        assert_eq!(expected.len(), ErrorCode::KNOWN.len());
+        for (code, text) in &expected {
+            assert!(
+                ErrorCode::KNOWN.contains(code),
+                "{code:?} missing from KNOWN"
+            );
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
+            assert_eq!(code.to_string(), *text);
+            assert!(code.status().is_some(), "{code:?} has no status");
+        }
+        // A newer registry's code is kept, and goes out again as it came in.
+        let newer: ErrorCode = serde_json::from_str(r#""quota_exceeded""#).unwrap();
+        assert_eq!(newer, ErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(
+            serde_json::to_string(&newer).unwrap(),
+            r#""quota_exceeded""#
+        );
+        assert_eq!(newer.status(), None);
+        assert!(ErrorCode::VersionExists.is_conflict() && !ErrorCode::NotFound.is_conflict());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{IsTerminal as _, Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gridreg_protocol::api::ErrorBody;
+use gridreg_protocol::api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
@@ -20,13 +20,38 @@ pub struct HttpError {
     /// `None` when the registry could not be reached.
     pub status: Option<u16>,
     /// The `error.code` of the JSON body, when there was one.
-    pub code: Option<String>,
+    pub code: Option<ErrorCode>,
     pub message: String,
 }
 
 impl HttpError {
+    /// No such package, release, namespace or content.
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.means(|c| *c == ErrorCode::NotFound)
+    }
+
+    /// Nothing was stored and the registry asks for another try.
+    pub fn is_unavailable(&self) -> bool {
+        self.means(|c| *c == ErrorCode::Unavailable)
+    }
+
+    /// Refused because the log already holds something in the way (see [`ErrorCode::is_conflict`]).
+    pub fn is_conflict(&self) -> bool {
+        self.means(ErrorCode::is_conflict)
+    }
+
+    /// Whether the answer's code is one `wanted` accepts. An answer without a code this client
+    /// knows (no JSON body, as from a HEAD request or a proxy, or a code from a newer registry)
+    /// is judged by its status: whether a code served with that status is one `wanted` accepts.
+    fn means(&self, wanted: impl Fn(&ErrorCode) -> bool) -> bool {
+        match &self.code {
+            Some(code) if !matches!(code, ErrorCode::Other(_)) => wanted(code),
+            _ => self.status.is_some_and(|status| {
+                ErrorCode::KNOWN
+                    .iter()
+                    .any(|c| c.status() == Some(status) && wanted(c))
+            }),
+        }
     }
 }
 

@@ -100,9 +100,9 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
             Err(e) => e,
         };
         let http = err.downcast_ref::<HttpError>();
-        let status = http.and_then(|h| h.status);
-        let unanswered = http.is_some() && status.is_none();
-        if (status == Some(503) || unanswered) && attempt < SEND_ATTEMPTS {
+        let unanswered = http.is_some_and(|h| h.status.is_none());
+        let unavailable = http.is_some_and(HttpError::is_unavailable);
+        if (unavailable || unanswered) && attempt < SEND_ATTEMPTS {
             let wait = Duration::from_secs(u64::from(attempt));
             eprintln!(
                 "{err}\n  sending the record again in {} s (attempt {} of {SEND_ATTEMPTS})",
@@ -113,7 +113,7 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
             attempt += 1;
             continue;
         }
-        if status == Some(409)
+        if http.is_some_and(HttpError::is_conflict)
             && attempt > 1
             && let Some(landed) = find_landed(session, leaf)?
         {
