@@ -1,7 +1,8 @@
 //! The registry's HTTP API on the wire (DESIGN.md "HTTP API"): every JSON body the registry
 //! serves, and the error codes it answers with, as one set of types that the registry serialises
-//! and the client deserialises. Field names and order are the JSON's, and `registry/openapi.json`
-//! documents the same shapes. Hashes travel as standard base64 strings.
+//! and the client deserialises. Field names and order are the JSON's. `registry/openapi.json`
+//! documents the same shapes, and `registry/tests/openapi.rs` fails when a field here is added,
+//! renamed or made optional without it. Hashes travel as standard base64 strings.
 
 use std::fmt;
 
