@@ -12,6 +12,7 @@ use gridreg_protocol::{Digest, NamespaceState, Record};
 use serde::Serialize;
 
 use crate::client::{remote, trust};
+use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 
 /// Inspect and audit the registry's transparency log.
@@ -43,8 +44,8 @@ pub enum Action {
 
 #[derive(Debug, Args)]
 pub struct Common {
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -73,7 +74,7 @@ impl Opts {
 }
 
 fn checkpoint(c: &Common, print_note: bool) -> anyhow::Result<Status> {
-    let session = trust::connect(c.registry.as_deref())?;
+    let session = trust::connect(c.registry.get())?;
     let cp = session.latest()?;
     let outcome = session.advance(&cp)?;
     if c.json {
@@ -123,7 +124,7 @@ struct Grant {
 }
 
 fn monitor(m: &Monitor) -> anyhow::Result<Status> {
-    let session = trust::connect(m.common.registry.as_deref())?;
+    let session = trust::connect(m.common.registry.get())?;
     let cp = session.latest()?;
     let outcome = session.advance(&cp)?;
     let size = cp.size();

@@ -10,6 +10,7 @@ use gridreg_protocol::record::Release;
 use gridreg_protocol::{Digest, PackageName, Record, Timestamp};
 
 use crate::client::{self, trust};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 use crate::input;
 
@@ -44,10 +45,8 @@ pub struct Opts {
     /// Signer key file (from `gridreg keygen`); the key needs a role in the namespace.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// Registry name from the configuration, or a URL [default: the configured default, else
-    /// http://127.0.0.1:7411].
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print a JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -74,7 +73,7 @@ impl Opts {
             .sign(&[&signer])
             .context("signing the release record")?;
 
-        let session = trust::connect(self.registry.as_deref())?;
+        let session = trust::connect(self.registry.get())?;
         let digest = release.digest.to_string();
         let content = format!("/v1/content/{digest}");
         // Content is addressed by digest: bytes the registry already holds need no upload.

@@ -12,6 +12,7 @@ use crate::client::fetch::{self, Fetched};
 use crate::client::fsutil;
 use crate::client::lockfile::{self, LockFile};
 use crate::client::trust::{self, Session};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 use crate::{input, policy_file};
 
@@ -53,9 +54,8 @@ pub struct Opts {
     /// The lockfile [default: ./gridreg.lock].
     #[arg(long, value_name = "FILE")]
     pub lockfile: Option<PathBuf>,
-    /// Registry name from the configuration, or a URL.
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Judge exemption expiry as of this date (YYYY-MM-DD) instead of today.
     #[arg(long, value_name = "DATE", hide = true)]
     pub today: Option<String>,
@@ -78,7 +78,7 @@ impl Opts {
         let mut lock = LockFile::load(&lock_path)?;
         let package = reference.package.to_string();
         let locked = lock.get(&package).cloned();
-        let session = trust::connect(self.registry.as_deref())?;
+        let session = trust::connect(self.registry.get())?;
 
         let fetched = fetch::fetch(&fetch::Request {
             session: &session,

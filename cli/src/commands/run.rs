@@ -5,6 +5,7 @@ use clap::Args;
 use gridreg_verifier::audit;
 
 use crate::client;
+use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 use crate::input;
 use crate::output::{Style, paint};
@@ -37,9 +38,8 @@ pub struct Opts {
     /// policy), honouring ./gridreg.lock.
     #[arg(value_name = "FILE|REF")]
     pub file: String,
-    /// Registry for a REF: a configured name or a URL.
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Policy file, or a built-in policy name.
     #[arg(long, short, default_value = "default")]
     pub policy: String,
@@ -102,19 +102,15 @@ impl Opts {
             asked.hosts.push(grants::parse_host(h)?);
         }
 
-        let input = match client::fetch_reference(
-            &self.file,
-            self.registry.as_deref(),
-            Some(&policy),
-            today,
-        )? {
-            Some((name, bytes)) => input::Input {
-                digest: gridreg_verifier::digest(&bytes),
-                name,
-                bytes,
-            },
-            None => input::read(&self.file)?,
-        };
+        let input =
+            match client::fetch_reference(&self.file, self.registry.get(), Some(&policy), today)? {
+                Some((name, bytes)) => input::Input {
+                    digest: gridreg_verifier::digest(&bytes),
+                    name,
+                    bytes,
+                },
+                None => input::read(&self.file)?,
+            };
         let audit =
             audit(&input.bytes).with_context(|| format!("`{}` is not valid", input.name))?;
         let cache_dir = if self.no_cache {
