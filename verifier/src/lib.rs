@@ -9,6 +9,7 @@ pub mod drift;
 pub mod error;
 pub mod policy;
 pub mod report;
+pub mod size;
 pub mod surface;
 pub mod taxonomy;
 pub mod wit;
@@ -19,6 +20,7 @@ pub use error::AuditError;
 pub use policy::{
     Date, Evaluation, Policy, PolicyError, Rule, Severity, Signers, Subject, Verdict, Violation,
 };
+pub use size::parse_size;
 pub use surface::SurfaceDiff;
 pub use taxonomy::Class;
 pub use wit::wit_text;

@@ -59,7 +59,7 @@ pub struct Opts {
     /// Stop the guest after this much wall-clock time: 500ms, 10s, 2m.
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
-    /// Cap the guest's linear memory (all memories together): 64MiB, 1GiB.
+    /// Cap the guest's linear memory (all memories together): 64MiB (or 64M), 1GiB, bytes.
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
     /// Do not read or write the compiled-code cache.
@@ -86,9 +86,9 @@ impl Opts {
             (None, None) => Budget::Unlimited,
         };
         let max_memory = match &self.max_memory {
-            Some(s) => {
-                Some(runtime::parse_size(s).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?)
-            }
+            Some(s) => Some(
+                runtime::parse_memory_limit(s).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?,
+            ),
             None => None,
         };
         let mut asked = grants::Grants::default();
