@@ -212,7 +212,7 @@ pub fn fetch_reference(
             .map(|(v, _)| v
                 .signers
                 .iter()
-                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
+                .map(VerifierKey::label)
                 .collect::<Vec<_>>()
                 .join(", "))
             .unwrap_or_default()

@@ -24,7 +24,7 @@ use gridreg_protocol::checkpoint::Checkpoint;
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
-    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, record::Release,
+    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, key_label, record::Release,
 };
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
@@ -195,7 +195,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             let lines: Vec<String> = parsed
                 .signatures
                 .iter()
-                .map(|s| format!("{}+{:08x}", s.name, s.key_id))
+                .map(|s| key_label(&s.name, s.key_id))
                 .collect();
             return Err(failed(
                 Check::Signature,

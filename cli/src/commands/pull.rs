@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use gridreg_protocol::Reference;
+use gridreg_protocol::{Reference, VerifierKey};
 
 use crate::client::fetch::{self, Fetched};
 use crate::client::fsutil;
@@ -171,11 +171,7 @@ impl Opts {
             out.display()
         );
         if let Some((v, _)) = verified {
-            let signers: Vec<String> = v
-                .signers
-                .iter()
-                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
-                .collect();
+            let signers: Vec<String> = v.signers.iter().map(VerifierKey::label).collect();
             let ns = v.release.package.namespace();
             let lines = [
                 (
@@ -200,11 +196,7 @@ impl Opts {
                 ),
                 (
                     "checkpoint",
-                    format!(
-                        "signed by the pinned log key {}+{:08x}",
-                        session.log_key.name(),
-                        session.log_key.id()
-                    ),
+                    format!("signed by the pinned log key {}", session.log_key.label()),
                 ),
                 ("consistency", v.trust.describe(v.checkpoint.size())),
                 (
