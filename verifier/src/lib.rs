@@ -14,7 +14,7 @@ pub mod surface;
 pub mod taxonomy;
 pub mod wit;
 
-pub use audit::{Audit, Import, Kind, Producer, audit, audit_serial, audit_with_digest, digest};
+pub use audit::{Audit, Import, Kind, Producer, audit, audit_serial, audit_with_digest};
 pub use drift::Drift;
 pub use error::AuditError;
 pub use policy::{

@@ -137,17 +137,17 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
             session: req.session,
             release: &release,
             bytes: &bytes,
-            sha256: got.sha256,
+            digest: got.digest,
             policy: req.policy,
             baseline: baseline.as_ref(),
             today: req.today,
         })?;
         Some((v, got.hashing))
     } else {
-        if Digest(got.sha256) != digest || got.size != size {
+        if got.digest != digest || got.size != size {
             return Err(Failure(format!(
                 "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
-                Digest(got.sha256),
+                got.digest,
                 got.size
             ))
             .into());
@@ -207,13 +207,13 @@ fn baseline_audit(session: &Session, l: &Locked) -> anyhow::Result<Audit> {
                 l.name, l.version
             )
         })?;
-    if Digest(got.sha256) != digest {
+    if got.digest != digest {
         return Err(Failure(format!(
             "the locked {}@{} fetched for the drift check does not hash to its locked digest {digest}",
             l.name, l.version
         ))
         .into());
     }
-    gridreg_verifier::audit_with_digest(&bytes, digest.to_string())
+    gridreg_verifier::audit_with_digest(&bytes, digest)
         .with_context(|| format!("auditing the locked {}@{}", l.name, l.version))
 }

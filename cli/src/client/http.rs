@@ -6,6 +6,7 @@ use std::io::{IsTerminal as _, Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use gridreg_protocol::Digest;
 use gridreg_protocol::api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
@@ -252,12 +253,12 @@ impl Api {
         }
         progress.finish();
         let t = Instant::now();
-        let sha256 = hasher.finalize().into();
+        let digest = Digest(hasher.finalize().into());
         hashing += t.elapsed();
         self.charge(start, hashing);
         Ok(Download {
             size: total,
-            sha256,
+            digest,
             hashing,
         })
     }
@@ -267,7 +268,7 @@ impl Api {
 #[derive(Debug, Clone, Copy)]
 pub struct Download {
     pub size: u64,
-    pub sha256: [u8; 32],
+    pub digest: Digest,
     /// Time spent hashing (the client-side cost of the transfer).
     pub hashing: Duration,
 }

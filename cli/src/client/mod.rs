@@ -173,13 +173,15 @@ fn checked(
 /// For `run` and `compose`: when `spec` names no file but parses as a package reference, fetches
 /// that release from the registry with every check (the policy check only when `policy` is
 /// given), honouring `./gridreg.lock` (its version's digest, and drift against it) without
-/// writing it. Returns the name to show and the bytes; `None` when `spec` is not a reference.
+/// writing it. Returns the release as an input (named `ns:name@version`, with the digest the
+/// download was checked against, so nothing hashes it again); `None` when `spec` is not a
+/// reference.
 pub fn fetch_reference(
     spec: &str,
     registry: Option<&str>,
     policy: Option<&gridreg_verifier::Policy>,
     today: gridreg_verifier::policy::Date,
-) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+) -> anyhow::Result<Option<crate::input::Input>> {
     if spec == "-" || Path::new(spec).exists() {
         return Ok(None);
     }
@@ -217,5 +219,9 @@ pub fn fetch_reference(
                 .join(", "))
             .unwrap_or_default()
     );
-    Ok(Some((name, fetched.bytes)))
+    Ok(Some(crate::input::Input {
+        name,
+        bytes: fetched.bytes,
+        digest: fetched.digest,
+    }))
 }

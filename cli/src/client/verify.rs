@@ -73,7 +73,7 @@ pub struct Request<'a> {
     pub release: &'a ReleaseInfo<IgnoredAny>,
     /// The downloaded bytes and what the download computed of them.
     pub bytes: &'a [u8],
-    pub sha256: [u8; 32],
+    pub digest: Digest,
     pub policy: Option<&'a Policy>,
     /// The locked version's audit, for drift.
     pub baseline: Option<&'a Audit>,
@@ -137,14 +137,14 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     t.signatures += clock.elapsed();
 
     // 1. digest and size.
-    if Digest(req.sha256) != release.digest || req.bytes.len() as u64 != release.size {
+    if req.digest != release.digest || req.bytes.len() as u64 != release.size {
         return Err(failed(
             Check::Digest,
             format!(
                 "the record signs {} ({} bytes); the downloaded bytes are {} ({} bytes)",
                 release.digest,
                 release.size,
-                Digest(req.sha256),
+                req.digest,
                 req.bytes.len()
             ),
         ));
@@ -279,13 +279,12 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
 
     // 7. surface: the client's own audit against the signed lines.
     let clock = Instant::now();
-    let audit = gridreg_verifier::audit_with_digest(req.bytes, Digest(req.sha256).to_string())
-        .map_err(|e| {
-            failed(
-                Check::Surface,
-                format!("the downloaded component does not validate: {e}"),
-            )
-        })?;
+    let audit = gridreg_verifier::audit_with_digest(req.bytes, req.digest).map_err(|e| {
+        failed(
+            Check::Surface,
+            format!("the downloaded component does not validate: {e}"),
+        )
+    })?;
     if let Some(diff) = audit.surface_diff(&release.imports, &release.exports) {
         return Err(failed(Check::Surface, diff));
     }

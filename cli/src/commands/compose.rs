@@ -60,11 +60,7 @@ impl Opts {
         for spec in std::iter::once(&self.socket).chain(&self.plugs) {
             let today = crate::policy_file::today(None)?;
             match client::fetch_reference(spec, self.registry.get(), None, today)? {
-                Some((name, bytes)) => inputs.push(input::Input {
-                    digest: gridreg_verifier::digest(&bytes),
-                    name,
-                    bytes,
-                }),
+                Some(fetched) => inputs.push(fetched),
                 None => inputs.push(input::read(spec)?),
             }
         }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
-use gridreg_protocol::{Digest, NamespaceState, Record};
+use gridreg_protocol::{NamespaceState, Record};
 use serde::Serialize;
 
 use crate::client::{remote, trust};
@@ -209,21 +209,19 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                         r.size,
                     )
                     .with_context(|| format!("downloading {name} (log index {})", e.index))?;
-                if Digest(got.sha256) != r.digest {
+                if got.digest != r.digest {
                     findings.push(Finding {
                         index: e.index,
                         kind: "content-mismatch",
                         package: Some(package.clone()),
                         message: format!(
                             "{name}: the served bytes hash to {}, the record signs {}",
-                            Digest(got.sha256),
-                            r.digest
+                            got.digest, r.digest
                         ),
                     });
                     continue;
                 }
-                let audit = match gridreg_verifier::audit_with_digest(&bytes, r.digest.to_string())
-                {
+                let audit = match gridreg_verifier::audit_with_digest(&bytes, r.digest) {
                     Ok(a) => a,
                     Err(err) => {
                         findings.push(Finding {

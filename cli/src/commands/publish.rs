@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use gridreg_protocol::name::parse_version;
 use gridreg_protocol::record::Release;
-use gridreg_protocol::{Digest, PackageName, Record, Timestamp};
+use gridreg_protocol::{PackageName, Record, Timestamp};
 
 use crate::client::{self, trust};
 use crate::commands::RegistryOpt;
@@ -58,12 +58,13 @@ impl Opts {
         let version = parse_version(&self.version).context("--version")?;
         let signer = client::load_signer(&self.key)?;
         let file = input::read(&self.file)?;
-        let audit = gridreg_verifier::audit_with_digest(&file.bytes, file.digest.clone())
+        // Hashed once, while the file was read: the audit and the record both take that digest.
+        let audit = gridreg_verifier::audit_with_digest(&file.bytes, file.digest)
             .with_context(|| format!("`{}` is not a valid component or module", file.name))?;
         let release = Release {
             package: package.clone(),
             version: version.clone(),
-            digest: Digest::of(&file.bytes),
+            digest: file.digest,
             size: file.bytes.len() as u64,
             time: Timestamp::now(),
             imports: audit.imports.iter().map(|i| i.name.clone()).collect(),

@@ -104,11 +104,7 @@ impl Opts {
 
         let input =
             match client::fetch_reference(&self.file, self.registry.get(), Some(&policy), today)? {
-                Some((name, bytes)) => input::Input {
-                    digest: gridreg_verifier::digest(&bytes),
-                    name,
-                    bytes,
-                },
+                Some(fetched) => fetched,
                 None => input::read(&self.file)?,
             };
         let audit =

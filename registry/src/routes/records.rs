@@ -218,7 +218,7 @@ async fn check_release(state: &AppState, r: &Release) -> Result<(NewRelease, Aud
         .await
         .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
     let audit = audit.map_err(|e| ApiError::InvalidWasm(format!("content {}: {e}", r.digest)))?;
-    if audit.digest != r.digest.to_string() {
+    if audit.digest != r.digest {
         return Err(ApiError::Internal(format!(
             "stored blob {} hashes to {}",
             r.digest, audit.digest
