@@ -360,3 +360,36 @@ impl<R: Read> Read for ProgressReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: Option<u16>, code: Option<&str>) -> HttpError {
+        HttpError {
+            status,
+            code: code.map(ErrorCode::parse),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn decisions_go_by_code_and_by_status_without_one() {
+        // The registry's own answers: the code decides.
+        assert!(answer(Some(404), Some("not_found")).is_not_found());
+        assert!(answer(Some(503), Some("unavailable")).is_unavailable());
+        assert!(answer(Some(409), Some("version_exists")).is_conflict());
+        assert!(answer(Some(409), Some("namespace_claimed")).is_conflict());
+        assert!(!answer(Some(403), Some("not_owner")).is_conflict());
+        assert!(!answer(Some(500), Some("internal")).is_unavailable());
+        // No body (a HEAD, a proxy's page) or a newer registry's code: the status decides.
+        assert!(answer(Some(404), None).is_not_found());
+        assert!(answer(Some(503), None).is_unavailable());
+        assert!(answer(Some(409), Some("quota_exceeded")).is_conflict());
+        assert!(!answer(Some(400), None).is_not_found());
+        // No answer at all is none of these.
+        let unanswered = answer(None, None);
+        assert!(!unanswered.is_not_found() && !unanswered.is_unavailable());
+        assert!(!unanswered.is_conflict());
+    }
+}
