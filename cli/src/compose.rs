@@ -3,6 +3,7 @@
 //! and say exactly which import each plug satisfied. The composed component's remaining imports
 //! are read back from the encoded bytes by the verifier, the same audit every other command uses.
 
+use gridreg_protocol::Digest;
 use gridreg_verifier::{Audit, Import, audit};
 use serde::Serialize;
 use wac_graph::types::{Package, SubtypeChecker, are_semver_compatible};
@@ -28,7 +29,7 @@ pub struct Satisfied {
 #[derive(Debug, Clone, Serialize)]
 pub struct InputRecord {
     pub reference: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     /// For plugs: what they satisfied. Empty for the socket.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -56,7 +57,7 @@ pub struct Manifest<'a> {
 #[derive(Debug, Serialize)]
 pub struct OutputRecord<'a> {
     pub file: &'a str,
-    pub digest: &'a str,
+    pub digest: &'a Digest,
     pub size: u64,
     pub imports: &'a [Import],
     pub exports: &'a [String],
@@ -104,7 +105,7 @@ pub enum ComposeError {
     Duplicate {
         first: String,
         second: String,
-        digest: String,
+        digest: Digest,
     },
     #[error("composition failed: {0}")]
     Graph(String),
@@ -322,7 +323,7 @@ mod tests {
                 export: "neon:cybergrid/converter@0.1.0".into()
             }]
         );
-        assert_eq!(out.plugs[0].digest, gridreg_verifier::digest(&c));
+        assert_eq!(out.plugs[0].digest, Digest::of(&c));
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::io::Read;
 use std::sync::mpsc;
 
 use anyhow::{Context, bail};
+use gridreg_protocol::Digest;
 use gridreg_verifier::{Audit, AuditError, audit_with_digest};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 /// The most a command reads into memory from one input. Components in the wild are a few MB; the
 /// largest sandboxes are tens of MB.
@@ -18,8 +19,8 @@ pub struct Input {
     /// How to name it in messages and reports: the path as given, or `<stdin>`.
     pub name: String,
     pub bytes: Vec<u8>,
-    /// `sha256:<hex>` of `bytes`, computed while reading.
-    pub digest: String,
+    /// The digest of `bytes`, computed while reading.
+    pub digest: Digest,
 }
 
 /// Read in pieces of this size so hashing one piece overlaps reading the next.
@@ -38,7 +39,7 @@ pub fn read(path: &str) -> anyhow::Result<Input> {
                 human_size(MAX_INPUT)
             );
         }
-        let digest = gridreg_verifier::digest(&bytes);
+        let digest = Digest::of(&bytes);
         return Ok(Input {
             name: "<stdin>".to_string(),
             bytes,
@@ -76,7 +77,7 @@ fn check_file(path: &str) -> anyhow::Result<u64> {
 pub fn read_audited(path: &str) -> anyhow::Result<(Input, Result<Audit, AuditError>)> {
     if path == "-" {
         let input = read(path)?;
-        let audit = audit_with_digest(&input.bytes, input.digest.clone());
+        let audit = audit_with_digest(&input.bytes, input.digest);
         return Ok((input, audit));
     }
     let len = check_file(path)?;
@@ -93,8 +94,8 @@ pub fn read_audited(path: &str) -> anyhow::Result<(Input, Result<Audit, AuditErr
     // `audit` hashes on one rayon thread while the other validates.
     let audit = gridreg_verifier::audit(&bytes);
     let digest = match &audit {
-        Ok(a) => a.digest.clone(),
-        Err(_) => gridreg_verifier::digest(&bytes),
+        Ok(a) => a.digest,
+        Err(_) => Digest::of(&bytes),
     };
     Ok((
         Input {
@@ -108,17 +109,17 @@ pub fn read_audited(path: &str) -> anyhow::Result<(Input, Result<Audit, AuditErr
 
 /// Reads `len` bytes of `path` while a second thread hashes each piece already read, so the digest
 /// costs next to nothing on top of the read (the audit then skips hashing: `audit_with_digest`).
-fn read_hashing(path: &str, len: u64) -> std::io::Result<(Vec<u8>, String)> {
+fn read_hashing(path: &str, len: u64) -> std::io::Result<(Vec<u8>, Digest)> {
     let mut file = std::fs::File::open(path)?;
     let mut bytes = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-    let digest = std::thread::scope(|scope| -> std::io::Result<String> {
+    let digest = std::thread::scope(|scope| -> std::io::Result<Digest> {
         let (tx, rx) = mpsc::channel::<&[u8]>();
         let hasher = scope.spawn(move || {
             let mut h = Sha256::new();
             for piece in rx {
                 h.update(piece);
             }
-            format!("sha256:{}", hex::encode(h.finalize()))
+            Digest(h.finalize().into())
         });
         for piece in bytes.chunks_mut(CHUNK) {
             file.read_exact(piece).map_err(|e| match e.kind() {

@@ -272,7 +272,7 @@ impl World {
 
     fn blob_path(&self, file: &str) -> PathBuf {
         let bytes = std::fs::read(fixture(file)).unwrap();
-        let digest = gridreg_verifier::digest(&bytes);
+        let digest = gridreg_protocol::Digest::of(&bytes).to_string();
         let hex = digest.strip_prefix("sha256:").unwrap();
         let found = walk(&self.data().join("blobs")).into_iter().find(|p| {
             p.file_name()
@@ -383,7 +383,8 @@ fn happy_path_publish_pull_verify_lock_yank_monitor() {
         lock.contains("name = \"acme:hello\"") && lock.contains("version = \"1.2.0\""),
         "{lock}"
     );
-    let digest = gridreg_verifier::digest(&std::fs::read(fixture("hello.wasm")).unwrap());
+    let digest =
+        gridreg_protocol::Digest::of(&std::fs::read(fixture("hello.wasm")).unwrap()).to_string();
     assert!(lock.contains(&digest), "{lock}");
 
     // The pulled file passes the CI gate.
@@ -770,7 +771,8 @@ fn run_and_compose_take_registry_references() {
         "{manifest}"
     );
     let converter_digest =
-        gridreg_verifier::digest(&std::fs::read(fixture("converter.wasm")).unwrap());
+        gridreg_protocol::Digest::of(&std::fs::read(fixture("converter.wasm")).unwrap())
+            .to_string();
     assert!(manifest.contains(&converter_digest), "{manifest}");
     // Neither run nor compose writes the lockfile.
     assert!(!w.work().join("gridreg.lock").exists());
@@ -889,7 +891,7 @@ fn concurrent_runs_never_roll_the_stored_checkpoint_back() {
 fn content_downloads_are_cacheable_and_support_ranges() {
     let w = world_with_releases();
     let bytes = std::fs::read(fixture("hello.wasm")).unwrap();
-    let digest = gridreg_verifier::digest(&bytes);
+    let digest = gridreg_protocol::Digest::of(&bytes).to_string();
     let url = format!("{}/v1/content/{digest}", w.url());
     // Twice: the second answer comes from memory and must be the same.
     for _ in 0..2 {

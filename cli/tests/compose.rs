@@ -31,9 +31,9 @@ fn text(o: &[u8]) -> String {
 }
 
 fn sha256(path: &str) -> String {
-    // The verifier's digest is the one truth; `gridreg inspect --json` would do too.
+    // The protocol's digest is the one truth; `gridreg inspect --json` would do too.
     let bytes = std::fs::read(path).unwrap();
-    gridreg_verifier::digest(&bytes)
+    gridreg_protocol::Digest::of(&bytes).to_string()
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn processor_plugged_with_converter_runs() {
     )
     .unwrap();
     assert_eq!(manifest["format"], "gridreg/composition/v1");
-    assert_eq!(manifest["output"]["digest"], audit.digest);
+    assert_eq!(manifest["output"]["digest"], audit.digest.to_string());
     assert_eq!(manifest["socket"]["reference"], processor.as_str());
     assert_eq!(manifest["socket"]["digest"], sha256(&processor));
     let plug = &manifest["plugs"][0];

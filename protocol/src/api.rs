@@ -1,9 +1,14 @@
-//! JSON bodies of the log's HTTP API (DESIGN.md "HTTP API"), shared by the registry that serves
-//! them and the client that checks them. Hashes travel as standard base64 strings.
+//! The registry's HTTP API on the wire (DESIGN.md "HTTP API"): every JSON body the registry
+//! serves, and the error codes it answers with, as one set of types that the registry serialises
+//! and the client deserialises. Field names and order are the JSON's. `registry/openapi.json`
+//! documents the same shapes, and `registry/tests/openapi.rs` fails when a field here is added,
+//! renamed or made optional without it. Hashes travel as standard base64 strings.
+
+use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::merkle::Hash;
 
@@ -69,6 +74,97 @@ pub struct PublishResponse {
     pub proof: Vec<String>,
 }
 
+/// `GET /healthz`. The fields are in the order the registry has always sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The newest checkpoint's size, as this replica sees it.
+    pub log_size: u64,
+    /// Always `ok`: a registry that answers is alive.
+    pub status: String,
+}
+
+/// `PUT /v1/content/sha256:<hex>`: the content the registry holds under that digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// One version of a package, as the versions list, a search hit and a release show it. The
+/// registry derives these fields from the log; a client takes the digest and size it trusts from
+/// the signed record instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: String,
+    pub size: u64,
+    /// The index of the release record in the log.
+    pub log_index: u64,
+    pub yanked: bool,
+    /// Present only for a yanked version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yank_reason: Option<String>,
+    /// The capability classes of the release's imports, sorted.
+    pub capabilities: Vec<String>,
+}
+
+/// `GET /v1/packages/<ns>:<name>`: every version of a package, yanked ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageVersions {
+    pub package: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One package in a search answer, with the versions that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageHit {
+    pub name: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// `GET /v1/packages?q=&capability=&imports=&exports=&limit=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub packages: Vec<PackageHit>,
+}
+
+/// `GET /v1/packages/<ns>:<name>/<version>`: the version's fields, flattened, with the signed
+/// record, the registry's audit report and the WIT.
+///
+/// `A` is the audit report's form: the registry serves the report it stored (as JSON), and a
+/// client that audits the bytes itself may skip it (`serde::de::IgnoredAny`). This crate stays
+/// free of a JSON library, so it does not pick one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo<A> {
+    pub package: String,
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    /// The signed record: the exact log leaf.
+    pub record: String,
+    pub audit: A,
+    /// The component's WIT; `null` for a module, or until the registry could extract it.
+    pub wit: Option<String>,
+}
+
+/// A key that holds a role in a namespace now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The verifier key, `NAME+KEYID+BASE64`.
+    pub key: String,
+    /// `owner` or `publish`.
+    pub role: String,
+}
+
+/// `GET /v1/namespaces/<ns>`: the namespace's records in log order and its current members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    pub namespace: String,
+    pub records: Vec<LogEntry>,
+    pub members: Vec<Member>,
+}
+
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -77,8 +173,170 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    pub code: String,
+    pub code: ErrorCode,
+    /// For people: what was expected and what was found.
     pub message: String,
+}
+
+/// What went wrong, as the `code` of an error body. Each code is served with one HTTP status
+/// ([`ErrorCode::status`]); on the wire it is the snake_case string ([`ErrorCode::as_str`]). A
+/// code this build does not know (from a newer registry) is kept as [`ErrorCode::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A malformed request: path, query or parameters.
+    BadRequest,
+    /// A record that does not parse or whose keys cannot be read.
+    MalformedRecord,
+    /// Uploaded bytes that do not hash to the digest they were put under.
+    DigestMismatch,
+    TooLarge,
+    NotFound,
+    /// A release whose content was not uploaded first.
+    ContentMissing,
+    SizeMismatch,
+    InvalidWasm,
+    /// A release whose import and export lines differ from its binary's.
+    SurfaceMismatch,
+    /// Refused by the namespace's policy.
+    PolicyViolation,
+    VersionExists,
+    AlreadyYanked,
+    NamespaceClaimed,
+    NamespaceUnclaimed,
+    /// A grant of a role the key has, a revoke of one it lacks, or of the last owner.
+    NamespaceConflict,
+    NotOwner,
+    NotAuthorised,
+    /// A signature by a key the namespace knows that does not verify.
+    BadSignature,
+    /// No token, or one that is not valid.
+    Unauthenticated,
+    /// A token whose scope or namespace does not allow the request.
+    Forbidden,
+    /// Nothing was stored; the same request may succeed later (see `Retry-After`).
+    Unavailable,
+    Internal,
+    /// A code this build does not know, as the registry sent it.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Every code this build knows, in no particular order.
+    pub const KNOWN: &[ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::MalformedRecord,
+        ErrorCode::DigestMismatch,
+        ErrorCode::TooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::ContentMissing,
+        ErrorCode::SizeMismatch,
+        ErrorCode::InvalidWasm,
+        ErrorCode::SurfaceMismatch,
+        ErrorCode::PolicyViolation,
+        ErrorCode::VersionExists,
+        ErrorCode::AlreadyYanked,
+        ErrorCode::NamespaceClaimed,
+        ErrorCode::NamespaceUnclaimed,
+        ErrorCode::NamespaceConflict,
+        ErrorCode::NotOwner,
+        ErrorCode::NotAuthorised,
+        ErrorCode::BadSignature,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::MalformedRecord => "malformed_record",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ContentMissing => "content_missing",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::InvalidWasm => "invalid_wasm",
+            ErrorCode::SurfaceMismatch => "surface_mismatch",
+            ErrorCode::PolicyViolation => "policy_violation",
+            ErrorCode::VersionExists => "version_exists",
+            ErrorCode::AlreadyYanked => "already_yanked",
+            ErrorCode::NamespaceClaimed => "namespace_claimed",
+            ErrorCode::NamespaceUnclaimed => "namespace_unclaimed",
+            ErrorCode::NamespaceConflict => "namespace_conflict",
+            ErrorCode::NotOwner => "not_owner",
+            ErrorCode::NotAuthorised => "not_authorised",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The code a wire string names; one this build does not know is kept as [`ErrorCode::Other`].
+    pub fn parse(code: &str) -> ErrorCode {
+        ErrorCode::KNOWN
+            .iter()
+            .find(|c| c.as_str() == code)
+            .cloned()
+            .unwrap_or_else(|| ErrorCode::Other(code.to_string()))
+    }
+
+    /// The HTTP status the registry answers this code with; `None` for a code this build does
+    /// not know.
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            ErrorCode::BadRequest | ErrorCode::MalformedRecord | ErrorCode::DigestMismatch => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotOwner
+            | ErrorCode::NotAuthorised
+            | ErrorCode::BadSignature
+            | ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::VersionExists
+            | ErrorCode::AlreadyYanked
+            | ErrorCode::NamespaceClaimed
+            | ErrorCode::NamespaceUnclaimed
+            | ErrorCode::NamespaceConflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::ContentMissing
+            | ErrorCode::SizeMismatch
+            | ErrorCode::InvalidWasm
+            | ErrorCode::SurfaceMismatch
+            | ErrorCode::PolicyViolation => 422,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Other(_) => return None,
+        })
+    }
+
+    /// A refusal because the log already holds something in the way (409): the version, the
+    /// yank, the claim or the grant.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Ok(ErrorCode::parse(&code))
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +360,87 @@ mod tests {
         let e: ErrorBody =
             serde_json::from_str(r#"{"error":{"code":"not_found","message":"no such package"}}"#)
                 .unwrap();
-        assert_eq!(e.error.code, "not_found");
+        assert_eq!(e.error.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn every_error_code_round_trips_to_its_string() {
+        let expected = [
+            (ErrorCode::BadRequest, "bad_request"),
+            (ErrorCode::MalformedRecord, "malformed_record"),
+            (ErrorCode::DigestMismatch, "digest_mismatch"),
+            (ErrorCode::TooLarge, "too_large"),
+            (ErrorCode::NotFound, "not_found"),
+            (ErrorCode::ContentMissing, "content_missing"),
+            (ErrorCode::SizeMismatch, "size_mismatch"),
+            (ErrorCode::InvalidWasm, "invalid_wasm"),
+            (ErrorCode::SurfaceMismatch, "surface_mismatch"),
+            (ErrorCode::PolicyViolation, "policy_violation"),
+            (ErrorCode::VersionExists, "version_exists"),
+            (ErrorCode::AlreadyYanked, "already_yanked"),
+            (ErrorCode::NamespaceClaimed, "namespace_claimed"),
+            (ErrorCode::NamespaceUnclaimed, "namespace_unclaimed"),
+            (ErrorCode::NamespaceConflict, "namespace_conflict"),
+            (ErrorCode::NotOwner, "not_owner"),
+            (ErrorCode::NotAuthorised, "not_authorised"),
+            (ErrorCode::BadSignature, "bad_signature"),
+            (ErrorCode::Unauthenticated, "unauthenticated"),
+            (ErrorCode::Forbidden, "forbidden"),
+            (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::Internal, "internal"),
+        ];
+        assert_eq!(expected.len(), ErrorCode::KNOWN.len());
+        for (code, text) in &expected {
+            assert!(
+                ErrorCode::KNOWN.contains(code),
+                "{code:?} missing from KNOWN"
+            );
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
+            assert_eq!(code.to_string(), *text);
+            assert!(code.status().is_some(), "{code:?} has no status");
+        }
+        // A newer registry's code is kept, and goes out again as it came in.
+        let newer: ErrorCode = serde_json::from_str(r#""quota_exceeded""#).unwrap();
+        assert_eq!(newer, ErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(
+            serde_json::to_string(&newer).unwrap(),
+            r#""quota_exceeded""#
+        );
+        assert_eq!(newer.status(), None);
+        assert!(ErrorCode::VersionExists.is_conflict() && !ErrorCode::NotFound.is_conflict());
+    }
+
+    #[test]
+    fn release_flattens_its_version() {
+        let release = ReleaseInfo {
+            package: "acme:auth".into(),
+            info: VersionInfo {
+                version: "1.0.0".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 5,
+                log_index: 1,
+                yanked: false,
+                yank_reason: None,
+                capabilities: vec!["stdio".into()],
+            },
+            record: "text".into(),
+            audit: serde_json::json!({"kind": "component"}),
+            wit: None,
+        };
+        let json = serde_json::to_string(&release).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"package":"acme:auth","version":"1.0.0","digest":"sha256:{}","size":5,"log_index":1,"yanked":false,"capabilities":["stdio"],"record":"text","audit":{{"kind":"component"}},"wit":null}}"#,
+                "ab".repeat(32)
+            )
+        );
+        let back: ReleaseInfo<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, release);
+        // A client that does not read the audit skips it.
+        let skipped: ReleaseInfo<serde::de::IgnoredAny> = serde_json::from_str(&json).unwrap();
+        assert_eq!(skipped.info, release.info);
     }
 }

@@ -57,6 +57,12 @@ pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
+/// How messages name a key: `NAME+KEYID` (the id as 8 lowercase hex digits), its text form
+/// without the key material. The one place that spells it.
+pub fn key_label(name: &str, id: u32) -> String {
+    format!("{name}+{id:08x}")
+}
+
 /// Checks a key name as the signed-note spec requires: non-empty, no `+`, no Unicode whitespace.
 pub fn check_key_name(name: &str) -> Result<(), KeyError> {
     if name.is_empty() {
@@ -159,6 +165,11 @@ impl VerifierKey {
 
     pub fn public_bytes(&self) -> [u8; 32] {
         self.key.to_bytes()
+    }
+
+    /// `NAME+KEYID`, for messages (see [`key_label`]).
+    pub fn label(&self) -> String {
+        key_label(&self.name, self.id)
     }
 
     /// Checks an Ed25519 signature over `msg`. Strict verification rejects malleable signatures
@@ -294,7 +305,11 @@ impl SignerKey {
 
 impl fmt::Debug for SignerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignerKey({}+{:08x}, seed hidden)", self.name, self.id)
+        write!(
+            f,
+            "SignerKey({}, seed hidden)",
+            key_label(&self.name, self.id)
+        )
     }
 }
 
@@ -323,6 +338,14 @@ mod tests {
         assert!(v.verify(b"hi", &sig));
         assert!(!v.verify(b"ho", &sig));
         assert!(!format!("{s:?}").contains(&text[20..]));
+    }
+
+    #[test]
+    fn a_label_is_the_text_form_without_the_key() {
+        assert_eq!(key_label("alice", 0x1a2b), "alice+00001a2b");
+        let v = SignerKey::generate("alice").unwrap().verifier();
+        assert_eq!(v.label(), format!("alice+{:08x}", v.id()));
+        assert!(v.to_string().starts_with(&format!("{}+", v.label())));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub mod note;
 pub mod record;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
-pub use key::{KeyError, SignerKey, VerifierKey};
+pub use key::{KeyError, SignerKey, VerifierKey, key_label};
 pub use merkle::{Hash, HashReader, MerkleError};
 pub use name::{NameError, Namespace, PackageName, Reference, Requirement};
 pub use namespace::{EntryError, NamespaceError, NamespaceState};

@@ -104,7 +104,7 @@ fn list(keys: &[VerifierKey]) -> String {
         return "nobody".to_string();
     }
     keys.iter()
-        .map(|k| format!("{}+{:08x}", k.name(), k.id()))
+        .map(VerifierKey::label)
         .collect::<Vec<_>>()
         .join(", ")
 }

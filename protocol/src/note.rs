@@ -2,12 +2,10 @@
 //! `— NAME BASE64(keyid||signature)`. Signing with several keys, strict parsing, and verification
 //! against a set of known keys (unknown signers are ignored, as the spec says).
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::key::{SignerKey, VerifierKey, check_key_name};
+use crate::key::{SignerKey, VerifierKey, check_key_name, key_label};
 
 /// Largest signed note we parse, in bytes. Records with long import lists stay well below it;
 /// anything bigger is refused before any work is done on it.
@@ -56,7 +54,7 @@ pub enum NoteError {
     NoVerifiedSignature { known: usize, signers: String },
     #[error("note is signed by {have} of the required keys, expected at least {need}")]
     BelowThreshold { have: usize, need: usize },
-    #[error("two different keys share the name and id {name}+{id:08x}")]
+    #[error("two different keys share the name and id {}", key_label(.name, *.id))]
     AmbiguousKey { name: String, id: u32 },
 }
 
@@ -340,7 +338,7 @@ pub fn verify(bytes: &[u8], known: &KeySet) -> Result<VerifiedNote, NoteError> {
             Some(k) => {
                 if !k.verify(note.text.as_bytes(), &s.sig) {
                     return Err(NoteError::InvalidSignature {
-                        key: format!("{}+{:08x}", s.name, s.key_id),
+                        key: key_label(&s.name, s.key_id),
                     });
                 }
                 if !verified_by.contains(k) {
@@ -360,7 +358,7 @@ pub fn verify(bytes: &[u8], known: &KeySet) -> Result<VerifiedNote, NoteError> {
             if i > 0 {
                 signers.push_str(", ");
             }
-            let _ = write!(signers, "{}+{:08x}", s.name, s.key_id);
+            signers.push_str(&key_label(&s.name, s.key_id));
         }
         return Err(NoteError::NoVerifiedSignature {
             known: known.len(),

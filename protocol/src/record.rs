@@ -141,6 +141,20 @@ impl fmt::Display for Digest {
     }
 }
 
+/// In JSON and TOML a digest is its text form, `sha256:<64 lowercase hex>`.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Digest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A release: which bytes are version V of package P, and what they import and export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {

@@ -1,11 +1,12 @@
-//! The one error type of the HTTP boundary: each variant names its status and error code, and
-//! the response is always `{"error":{"code","message"}}`. Internal details are logged, never sent.
+//! The one error type of the HTTP boundary: each variant names its error code, the code its
+//! status (one table, [`ErrorCode::status`], that the client reads too), and the response is
+//! always `{"error":{"code","message"}}`. Internal details are logged, never sent.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
-use gridreg_protocol::api::{ErrorBody, ErrorDetail};
+use gridreg_protocol::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::blob::BlobError;
 use crate::log::LogError;
@@ -36,10 +37,10 @@ pub enum ApiError {
     PolicyViolation(String),
     /// A conflict with the log's current state; the code says which.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// A signer (not a token) lacks the right; the code says which.
     #[error("{message}")]
-    NotAuthorised { code: &'static str, message: String },
+    NotAuthorised { code: ErrorCode, message: String },
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -52,43 +53,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The status the code is served with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_)
-            | ApiError::MalformedRecord(_)
-            | ApiError::DigestMismatch(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::ContentMissing(_)
-            | ApiError::SizeMismatch(_)
-            | ApiError::InvalidWasm(_)
-            | ApiError::SurfaceMismatch(_)
-            | ApiError::PolicyViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::NotAuthorised { .. } | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code()
+            .status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::MalformedRecord(_) => "malformed_record",
-            ApiError::DigestMismatch(_) => "digest_mismatch",
-            ApiError::TooLarge(_) => "too_large",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::ContentMissing(_) => "content_missing",
-            ApiError::SizeMismatch(_) => "size_mismatch",
-            ApiError::InvalidWasm(_) => "invalid_wasm",
-            ApiError::SurfaceMismatch(_) => "surface_mismatch",
-            ApiError::PolicyViolation(_) => "policy_violation",
-            ApiError::Conflict { code, .. } | ApiError::NotAuthorised { code, .. } => code,
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::MalformedRecord(_) => ErrorCode::MalformedRecord,
+            ApiError::DigestMismatch(_) => ErrorCode::DigestMismatch,
+            ApiError::TooLarge(_) => ErrorCode::TooLarge,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::ContentMissing(_) => ErrorCode::ContentMissing,
+            ApiError::SizeMismatch(_) => ErrorCode::SizeMismatch,
+            ApiError::InvalidWasm(_) => ErrorCode::InvalidWasm,
+            ApiError::SurfaceMismatch(_) => ErrorCode::SurfaceMismatch,
+            ApiError::PolicyViolation(_) => ErrorCode::PolicyViolation,
+            ApiError::Conflict { code, .. } | ApiError::NotAuthorised { code, .. } => code.clone(),
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -104,7 +93,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code().to_string(),
+                code: self.code(),
                 message,
             },
         };
@@ -166,11 +155,11 @@ impl From<Rejection> for ApiError {
 pub fn namespace_error(e: gridreg_protocol::NamespaceError) -> ApiError {
     let code = namespace_code(&e);
     match code {
-        "not_owner" | "not_authorised" => ApiError::NotAuthorised {
+        ErrorCode::NotOwner | ErrorCode::NotAuthorised => ApiError::NotAuthorised {
             code,
             message: e.to_string(),
         },
-        "internal" => ApiError::Internal(e.to_string()),
+        ErrorCode::Internal => ApiError::Internal(e.to_string()),
         _ => ApiError::Conflict {
             code,
             message: e.to_string(),

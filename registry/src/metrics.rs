@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use gridreg_protocol::api::ErrorCode;
+
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -22,7 +24,8 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     log_size: AtomicU64,
     publishes: AtomicU64,
-    rejections: Mutex<BTreeMap<&'static str, u64>>,
+    /// By error code, in the order of the codes' names.
+    rejections: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -58,12 +61,17 @@ impl Metrics {
         self.publishes.load(Ordering::Relaxed)
     }
 
-    pub fn rejection(&self, code: &'static str) {
+    pub fn rejection(&self, code: &ErrorCode) {
         let mut map = match self.rejections.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        *map.entry(code).or_insert(0) += 1;
+        match map.get_mut(code.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(code.to_string(), 1);
+            }
+        }
     }
 
     /// The Prometheus text exposition.

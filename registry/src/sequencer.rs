@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use gridreg_protocol::api::ErrorCode;
 use gridreg_protocol::merkle;
 use gridreg_protocol::namespace::NamespaceError;
 use gridreg_protocol::{Checkpoint, NamespaceState, Record, SignerKey, VerifierKey};
@@ -722,29 +723,29 @@ impl Sequencer {
 }
 
 /// The error code a rejection is reported under (also its metrics label).
-pub fn rejection_code(r: &Rejection) -> &'static str {
+pub fn rejection_code(r: &Rejection) -> ErrorCode {
     match r {
-        Rejection::VersionExists { .. } => "version_exists",
-        Rejection::NoSuchRelease { .. } => "not_found",
-        Rejection::AlreadyYanked { .. } => "already_yanked",
+        Rejection::VersionExists { .. } => ErrorCode::VersionExists,
+        Rejection::NoSuchRelease { .. } => ErrorCode::NotFound,
+        Rejection::AlreadyYanked { .. } => ErrorCode::AlreadyYanked,
         Rejection::Namespace(e) => namespace_code(e),
-        Rejection::PolicyViolation(_) => "policy_violation",
-        Rejection::Internal(_) => "internal",
+        Rejection::PolicyViolation(_) => ErrorCode::PolicyViolation,
+        Rejection::Internal(_) => ErrorCode::Internal,
     }
 }
 
 /// The error code for a namespace state-machine refusal.
-pub fn namespace_code(e: &NamespaceError) -> &'static str {
+pub fn namespace_code(e: &NamespaceError) -> ErrorCode {
     match e {
-        NamespaceError::AlreadyClaimed(_) => "namespace_claimed",
-        NamespaceError::NotOwner { .. } => "not_owner",
+        NamespaceError::AlreadyClaimed(_) => ErrorCode::NamespaceClaimed,
+        NamespaceError::NotOwner { .. } => ErrorCode::NotOwner,
         NamespaceError::NotAuthorised { .. } | NamespaceError::ClaimNotSelfSigned { .. } => {
-            "not_authorised"
+            ErrorCode::NotAuthorised
         }
-        NamespaceError::Unclaimed(_) => "namespace_unclaimed",
+        NamespaceError::Unclaimed(_) => ErrorCode::NamespaceUnclaimed,
         NamespaceError::AlreadyGranted { .. }
         | NamespaceError::NotGranted { .. }
-        | NamespaceError::LastOwner { .. } => "namespace_conflict",
-        NamespaceError::OutOfOrder { .. } => "internal",
+        | NamespaceError::LastOwner { .. } => ErrorCode::NamespaceConflict,
+        NamespaceError::OutOfOrder { .. } => ErrorCode::Internal,
     }
 }

@@ -2,6 +2,10 @@
 //! router serves: every route declared in `src/routes/*.rs` is in the document with the same
 //! methods, every documented operation reaches a handler, and its documented error statuses
 //! come back with the JSON error body (an HTML page for the human pages, which document that).
+//!
+//! And it must describe the bodies: every JSON body it documents is a `protocol::api` type, whose
+//! sample here must serialise to exactly the documented properties (the always-present ones
+//! exactly the `required` ones), and every body the routes serve must fit its documented schema.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -10,6 +14,12 @@ use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
 use common::*;
+use gridreg_protocol::api::{
+    ConsistencyProof, ErrorBody, ErrorCode, ErrorDetail, Health, InclusionProof, LogEntries,
+    LogEntry, Member, NamespaceInfo, PackageHit, PackageVersions, PublishResponse, ReleaseInfo,
+    SearchResults, Stored, VersionInfo,
+};
+use serde_json::Value;
 
 fn document() -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
@@ -106,7 +116,418 @@ async fn every_documented_operation_reaches_a_handler() {
                 );
             } else {
                 assert!(r.json()["error"]["code"].is_string(), "{method} {uri}");
+                let schema = &response["content"]["application/json"]["schema"];
+                let mut errors = Vec::new();
+                check(&document(), schema, &r.json(), None, &uri, &mut errors);
+                assert!(errors.is_empty(), "{method} {uri}: {errors:#?}");
             }
         }
     }
+}
+
+/// A sample of each documented JSON body, keyed by its schema's name in `components.schemas`,
+/// built from the `protocol::api` type the routes serve: `full` with every optional field set,
+/// `bare` with none. The struct literals name every field, so a field added to a type has to be
+/// added here, and then fails the check until openapi.json documents it.
+fn samples() -> Vec<(&'static str, Value, Value)> {
+    fn json(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+    let version = |full: bool| VersionInfo {
+        version: "1.0.0".into(),
+        digest: format!("sha256:{}", "ab".repeat(32)),
+        size: 5,
+        log_index: 1,
+        yanked: full,
+        yank_reason: full.then(|| "broken build".into()),
+        capabilities: vec!["stdio".into()],
+    };
+    let entry = || LogEntry {
+        index: 0,
+        body: "gridreg/namespace/v1\n".into(),
+    };
+    let hashes = || vec!["AAAA".to_string()];
+    let versions = |full: bool| PackageVersions {
+        package: "acme:hello".into(),
+        versions: vec![version(full)],
+    };
+    let search = |full: bool| SearchResults {
+        packages: vec![PackageHit {
+            name: "acme:hello".into(),
+            versions: vec![version(full)],
+        }],
+    };
+    let release = |full: bool| ReleaseInfo {
+        package: "acme:hello".into(),
+        info: version(full),
+        record: "gridreg/release/v1\n".into(),
+        audit: serde_json::json!({"kind": "component"}),
+        wit: full.then(|| "package acme:hello;".into()),
+    };
+    let namespace = NamespaceInfo {
+        namespace: "acme".into(),
+        records: vec![entry()],
+        members: vec![Member {
+            key: "alice+00000000+AAAA".into(),
+            role: "owner".into(),
+        }],
+    };
+    let error = ErrorBody {
+        error: ErrorDetail {
+            code: ErrorCode::NotFound,
+            message: "no package acme:nothing".into(),
+        },
+    };
+    let same = |name: &'static str, v: Value| (name, v.clone(), v);
+    vec![
+        same(
+            "Health",
+            json(Health {
+                log_size: 2,
+                status: "ok".into(),
+            }),
+        ),
+        same(
+            "Stored",
+            json(Stored {
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 5,
+            }),
+        ),
+        same(
+            "PublishResponse",
+            json(PublishResponse {
+                index: 1,
+                checkpoint: "log.example\n".into(),
+                proof: hashes(),
+            }),
+        ),
+        same(
+            "InclusionProof",
+            json(InclusionProof {
+                index: 1,
+                size: 2,
+                hashes: hashes(),
+            }),
+        ),
+        same(
+            "ConsistencyProof",
+            json(ConsistencyProof {
+                from: 1,
+                to: 2,
+                hashes: hashes(),
+            }),
+        ),
+        same("LogEntry", json(entry())),
+        same(
+            "LogEntries",
+            json(LogEntries {
+                entries: vec![entry()],
+            }),
+        ),
+        ("Version", json(version(true)), json(version(false))),
+        ("Versions", json(versions(true)), json(versions(false))),
+        ("SearchResults", json(search(true)), json(search(false))),
+        ("Release", json(release(true)), json(release(false))),
+        same("Namespace", json(namespace)),
+        same("Error", json(error)),
+    ]
+}
+
+/// Follows `$ref`s to the schema itself, and merges an `allOf` into one object schema.
+fn resolve(doc: &Value, schema: &Value) -> Value {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        return resolve(doc, &doc["components"]["schemas"][name]);
+    }
+    let Some(parts) = schema["allOf"].as_array() else {
+        return schema.clone();
+    };
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for part in parts.iter().map(|p| resolve(doc, p)) {
+        if let Some(p) = part["properties"].as_object() {
+            properties.extend(p.clone());
+        }
+        if let Some(r) = part["required"].as_array() {
+            required.extend(r.iter().cloned());
+        }
+    }
+    serde_json::json!({"type": "object", "properties": properties, "required": required})
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Checks `value` against `schema`, writing what does not fit into `errors`.
+///
+/// With `bare` (a sample, see [`samples`]) the properties must be exactly the documented ones
+/// and the `required` ones exactly those `bare` still has. Without (a body a route served), it
+/// may leave out what is not required, and nothing else.
+fn check(
+    doc: &Value,
+    schema: &Value,
+    value: &Value,
+    bare: Option<&Value>,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    let schema = resolve(doc, schema);
+    let found = json_type(value);
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let fits = |t: &&str| *t == found || (*t == "number" && found == "integer");
+    if !allowed.is_empty() && !allowed.iter().any(fits) {
+        errors.push(format!("{at}: expected {allowed:?}, found {found} {value}"));
+        return;
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        let documented: BTreeSet<String> = properties.keys().cloned().collect();
+        let required: BTreeSet<String> = schema["required"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let served = keys(value);
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        if !undocumented.is_empty() {
+            errors.push(format!(
+                "{at}: expected only the documented properties {documented:?}, found also {undocumented:?}"
+            ));
+        }
+        match bare {
+            Some(bare) => {
+                let missing: Vec<_> = documented.difference(&served).collect();
+                if !missing.is_empty() {
+                    errors.push(format!(
+                        "{at}: expected the type to have the documented properties {missing:?}, found none"
+                    ));
+                }
+                let always = keys(bare);
+                if always != required {
+                    errors.push(format!(
+                        "{at}: expected `required` to list the properties always present, {always:?}, found {required:?}"
+                    ));
+                }
+            }
+            None => {
+                let missing: Vec<_> = required.difference(&served).collect();
+                if !missing.is_empty() {
+                    errors.push(format!(
+                        "{at}: expected the required properties {missing:?}, found them missing"
+                    ));
+                }
+            }
+        }
+        for (name, child) in value.as_object().into_iter().flatten() {
+            if let Some(child_schema) = properties.get(name) {
+                let child_bare = bare.map(|b| b.get(name).unwrap_or(child));
+                check(
+                    doc,
+                    child_schema,
+                    child,
+                    child_bare,
+                    &format!("{at}.{name}"),
+                    errors,
+                );
+            }
+        }
+    }
+    if let (Some(items), Some(elements)) = (schema.get("items"), value.as_array()) {
+        match bare {
+            Some(bare) => match elements.first() {
+                Some(first) => {
+                    let bare_first = bare.get(0).unwrap_or(first);
+                    check(
+                        doc,
+                        items,
+                        first,
+                        Some(bare_first),
+                        &format!("{at}[0]"),
+                        errors,
+                    );
+                }
+                None => errors.push(format!(
+                    "{at}: expected the sample to have an element to check the items by, found none"
+                )),
+            },
+            None => {
+                for (i, element) in elements.iter().enumerate() {
+                    check(doc, items, element, None, &format!("{at}[{i}]"), errors);
+                }
+            }
+        }
+    }
+}
+
+/// The schema name a documented JSON body refers to.
+fn schema_name(schema: &Value) -> Option<&str> {
+    schema["$ref"]
+        .as_str()?
+        .strip_prefix("#/components/schemas/")
+}
+
+#[test]
+fn documented_bodies_are_the_protocol_types() {
+    let doc = document();
+    let samples = samples();
+    let sampled: BTreeSet<&str> = samples.iter().map(|(name, _, _)| *name).collect();
+
+    // Every JSON body an operation documents, request or response, names a sampled schema.
+    let mut used = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut bodies: Vec<(String, &Value)> = Vec::new();
+            if let Some(b) = op.get("requestBody") {
+                bodies.push(("request".into(), b));
+            }
+            for (status, r) in op["responses"].as_object().into_iter().flatten() {
+                bodies.push((status.clone(), r));
+            }
+            for (what, body) in bodies {
+                let Some(schema) = body["content"].get("application/json") else {
+                    continue;
+                };
+                let name = schema_name(&schema["schema"]);
+                assert!(
+                    name.is_some_and(|n| sampled.contains(n)),
+                    "{method} {path} {what}: expected a JSON body named in components.schemas and sampled in this test, found {}",
+                    schema["schema"]
+                );
+                used.extend(name);
+            }
+        }
+    }
+    let unused: Vec<_> = sampled.difference(&used).collect();
+    let undocumented: Vec<_> = sampled
+        .iter()
+        .filter(|n| doc["components"]["schemas"].get(**n).is_none())
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "expected a schema in openapi.json for every sample, found none for {undocumented:?}"
+    );
+    // `Version` and `LogEntry` are documented inside others; every other sample is a body.
+    assert!(
+        unused.iter().all(|n| ["Version", "LogEntry"].contains(*n)),
+        "expected every sample to be a documented body, found unused {unused:?}"
+    );
+
+    let mut errors = Vec::new();
+    for (name, full, bare) in &samples {
+        let schema = serde_json::json!({ "$ref": format!("#/components/schemas/{name}") });
+        check(&doc, &schema, full, Some(bare), name, &mut errors);
+    }
+    assert!(
+        errors.is_empty(),
+        "openapi.json and the protocol::api types disagree:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// The documented schema of one operation's answer.
+fn response_schema(doc: &Value, method: &str, path: &str, status: StatusCode) -> Value {
+    let response = &doc["paths"][path][method]["responses"][status.as_str()];
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        !schema.is_null(),
+        "{method} {path}: expected openapi.json to document a JSON {status} answer, found none"
+    );
+    schema.clone()
+}
+
+#[tokio::test]
+async fn served_bodies_fit_their_documented_schemas() {
+    let h = harness().await;
+    let doc = document();
+    let alice = key("alice");
+    let hello = fixture("hello.wasm");
+    assert_eq!(
+        h.post_record(&claim(&alice, "acme")).await.status,
+        StatusCode::OK
+    );
+    let mut served = vec![
+        ("put", "/v1/content/{digest}", h.put_content(&hello).await),
+        ("put", "/v1/content/{digest}", h.put_content(&hello).await),
+        (
+            "post",
+            "/v1/records",
+            h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+                .await,
+        ),
+    ];
+    // A second version, yanked, so the optional fields show up too.
+    h.put_content(&fixture("hog.wasm")).await;
+    let hog = release(&alice, "acme:hello", "1.1.0", &fixture("hog.wasm"));
+    assert_eq!(h.post_record(&hog).await.status, StatusCode::OK);
+    let y = h.post_record(&yank(&alice, "acme:hello", "1.1.0")).await;
+    assert_eq!(y.status, StatusCode::OK, "{}", y.text());
+    for (path, uri) in [
+        ("/healthz", "/healthz"),
+        ("/v1/packages", "/v1/packages?q=hello"),
+        ("/v1/packages/{package}", "/v1/packages/acme:hello"),
+        (
+            "/v1/packages/{package}/{version}",
+            "/v1/packages/acme:hello/1.0.0",
+        ),
+        (
+            "/v1/packages/{package}/{version}",
+            "/v1/packages/acme:hello/1.1.0",
+        ),
+        ("/v1/namespaces/{namespace}", "/v1/namespaces/acme"),
+        ("/v1/log/entries", "/v1/log/entries?start=0"),
+        (
+            "/v1/log/proof/inclusion",
+            "/v1/log/proof/inclusion?index=1&size=4",
+        ),
+        (
+            "/v1/log/proof/consistency",
+            "/v1/log/proof/consistency?from=1&to=4",
+        ),
+    ] {
+        served.push(("get", path, h.get(uri).await));
+    }
+    let mut errors = Vec::new();
+    for (method, path, reply) in &served {
+        assert!(
+            reply.status.is_success(),
+            "{method} {path}: {}",
+            reply.text()
+        );
+        let schema = response_schema(&doc, method, path, reply.status);
+        check(&doc, &schema, &reply.json(), None, path, &mut errors);
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The yanked version's reason and a component's WIT were there to check.
+    let versions = h.get("/v1/packages/acme:hello").await.json();
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["yank_reason"].is_string())
+    );
+    let release = h.get("/v1/packages/acme:hello/1.0.0").await.json();
+    assert!(release["wit"].is_string(), "{release}");
 }

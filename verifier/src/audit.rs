@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use gridreg_protocol::Digest;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use wasmparser::{
     Encoding, FuncToValidate, FuncValidatorAllocations, FunctionBody, KnownCustom, Parser, Payload,
     ValidPayload, Validator, ValidatorResources, WasmFeatures,
@@ -43,8 +43,7 @@ pub struct Producer {
 pub struct Audit {
     pub kind: Kind,
     pub size: u64,
-    /// `sha256:<64 hex>`.
-    pub digest: String,
+    pub digest: Digest,
     /// Sorted and unique by name. For components, the top-level imports (`wasi:cli/stdout@0.2.6`);
     /// for core modules, `module.field`.
     pub imports: Vec<Import>,
@@ -62,11 +61,6 @@ impl Audit {
     }
 }
 
-/// The digest string used everywhere: `sha256:<64 lowercase hex>`.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 /// The WebAssembly features an input may use: what wasmparser accepts by default (the features
 /// wasm-tools and wasmtime enable), so anything wasmtime could run is audited, not rejected.
 fn features() -> WasmFeatures {
@@ -79,16 +73,16 @@ pub fn audit(bytes: &[u8]) -> Result<Audit, AuditError> {
     check_header(bytes)?;
     let (surface, digest) = rayon::join(
         || parse_and_validate(bytes, Threads::Pool),
-        || digest(bytes),
+        || Digest::of(bytes),
     );
     finish(bytes, surface, digest)
 }
 
 /// [`audit`] for a caller that already hashed `bytes` while reading or receiving them (the CLI
 /// hashes while it reads a file, the registry while it streams an upload), so the hash is not paid
-/// twice. `digest` must be [`digest`]`(bytes)`; a debug build checks it.
-pub fn audit_with_digest(bytes: &[u8], digest: String) -> Result<Audit, AuditError> {
-    debug_assert_eq!(digest, self::digest(bytes));
+/// twice. `digest` must be [`Digest::of`]`(bytes)`; a debug build checks it.
+pub fn audit_with_digest(bytes: &[u8], digest: Digest) -> Result<Audit, AuditError> {
+    debug_assert_eq!(digest, Digest::of(bytes));
     check_header(bytes)?;
     finish(bytes, parse_and_validate(bytes, Threads::Pool), digest)
 }
@@ -98,7 +92,7 @@ pub fn audit_with_digest(bytes: &[u8], digest: String) -> Result<Audit, AuditErr
 /// so that splitting each one only adds hand-offs and wake-ups.
 pub fn audit_serial(bytes: &[u8]) -> Result<Audit, AuditError> {
     check_header(bytes)?;
-    let digest = digest(bytes);
+    let digest = Digest::of(bytes);
     finish(bytes, parse_and_validate(bytes, Threads::Caller), digest)
 }
 
@@ -114,7 +108,7 @@ enum Threads {
 fn finish(
     bytes: &[u8],
     surface: Result<ParsedSurface, AuditError>,
-    digest: String,
+    digest: Digest,
 ) -> Result<Audit, AuditError> {
     let surface = surface.map_err(|e| explain_eof(e, bytes.len()))?;
     let capabilities: BTreeSet<Class> = surface.imports.iter().map(|i| i.class.clone()).collect();

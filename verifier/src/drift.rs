@@ -150,7 +150,7 @@ mod tests {
         Audit {
             kind: Kind::Component,
             size: 0,
-            digest: String::new(),
+            digest: gridreg_protocol::Digest([0; 32]),
             imports,
             exports: exports.iter().map(|s| s.to_string()).collect(),
             capabilities: caps,

@@ -1,6 +1,7 @@
 //! Machine-readable results of `verify`: one [`FileReport`] per input with the fields DESIGN.md
 //! fixes for `verify --json`, and the SARIF 2.1.0 log that GitHub code scanning accepts.
 
+use gridreg_protocol::Digest;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -29,7 +30,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Audited {
-    pub digest: String,
+    pub digest: Digest,
     pub kind: Kind,
     pub size: u64,
     pub imports: Vec<Import>,
@@ -120,7 +121,7 @@ pub fn sarif(reports: &[FileReport], tool_version: &str) -> Value {
                 artifacts.push(json!({
                     "location": {"uri": uri},
                     "length": a.size,
-                    "hashes": {"sha-256": a.digest.trim_start_matches("sha256:")},
+                    "hashes": {"sha-256": hex::encode(a.digest.0)},
                 }));
                 for v in &a.violations {
                     let id = v.rule.id();

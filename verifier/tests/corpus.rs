@@ -88,7 +88,7 @@ fn every_corpus_component_shows_its_imports_exports_and_digest() {
         assert_eq!(a.kind, Kind::Component, "{file}");
         assert_eq!(a.size, bytes.len() as u64);
         assert_eq!(
-            a.digest,
+            a.digest.to_string(),
             format!("sha256:{sha}"),
             "{file}: digest differs from the manifest's sha256"
         );

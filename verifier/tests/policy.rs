@@ -45,7 +45,7 @@ fn component(imports: &[&str]) -> Audit {
     Audit {
         kind: Kind::Component,
         size: 1000,
-        digest: String::new(),
+        digest: gridreg_protocol::Digest([0; 32]),
         imports,
         exports: vec![],
         capabilities,

@@ -4,12 +4,14 @@
 //! the lockfile; `run` and `compose` use it for registry references.
 
 use anyhow::Context as _;
+use gridreg_protocol::api::ReleaseInfo;
 use gridreg_protocol::{Digest, Note, Record, Reference, Requirement};
 use gridreg_verifier::policy::{Date, DriftAction};
 use gridreg_verifier::{Audit, Policy};
+use serde::de::IgnoredAny;
 
 use super::lockfile::Locked;
-use super::remote::{self, ReleaseInfo};
+use super::remote;
 use super::trust::Session;
 use super::verify::{self, Verified};
 use crate::exit::Failure;
@@ -33,7 +35,7 @@ pub struct Request<'a> {
 
 /// One fetched release.
 pub struct Fetched {
-    pub release: ReleaseInfo,
+    pub release: ReleaseInfo<IgnoredAny>,
     pub version: String,
     pub digest: Digest,
     pub size: u64,
@@ -50,7 +52,7 @@ impl Fetched {
             name: self.release.package.clone(),
             version: self.version.clone(),
             digest: self.digest.to_string(),
-            log_index: self.release.log_index,
+            log_index: self.release.info.log_index,
         }
     }
 }
@@ -97,10 +99,10 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
             ))
             .into());
         }
-        if req.locked && l.log_index != release.log_index {
+        if req.locked && l.log_index != release.info.log_index {
             return Err(Failure(format!(
                 "--locked: {package}@{version} is at log index {} in the registry, {} says {}",
-                release.log_index,
+                release.info.log_index,
                 req.lock_path.display(),
                 l.log_index
             ))
@@ -135,17 +137,17 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
             session: req.session,
             release: &release,
             bytes: &bytes,
-            sha256: got.sha256,
+            digest: got.digest,
             policy: req.policy,
             baseline: baseline.as_ref(),
             today: req.today,
         })?;
         Some((v, got.hashing))
     } else {
-        if Digest(got.sha256) != digest || got.size != size {
+        if got.digest != digest || got.size != size {
             return Err(Failure(format!(
                 "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
-                Digest(got.sha256),
+                got.digest,
                 got.size
             ))
             .into());
@@ -164,23 +166,23 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
 }
 
 /// The digest and size the release record names (checked against the bytes later).
-fn signed_digest(release: &ReleaseInfo) -> anyhow::Result<(Digest, u64)> {
+fn signed_digest(release: &ReleaseInfo<IgnoredAny>) -> anyhow::Result<(Digest, u64)> {
     let note = Note::parse(release.record.as_bytes()).map_err(|e| {
         Failure(format!(
             "the registry's record for {}@{} is not a signed note: {e}",
-            release.package, release.version
+            release.package, release.info.version
         ))
     })?;
     match Record::from_note(&note) {
         Ok(Record::Release(r)) => Ok((r.digest, r.size)),
         Ok(_) => Err(Failure(format!(
             "the registry's record for {}@{} is not a release",
-            release.package, release.version
+            release.package, release.info.version
         ))
         .into()),
         Err(e) => Err(Failure(format!(
             "the registry's record for {}@{} does not parse: {e}",
-            release.package, release.version
+            release.package, release.info.version
         ))
         .into()),
     }
@@ -205,13 +207,13 @@ fn baseline_audit(session: &Session, l: &Locked) -> anyhow::Result<Audit> {
                 l.name, l.version
             )
         })?;
-    if Digest(got.sha256) != digest {
+    if got.digest != digest {
         return Err(Failure(format!(
             "the locked {}@{} fetched for the drift check does not hash to its locked digest {digest}",
             l.name, l.version
         ))
         .into());
     }
-    gridreg_verifier::audit_with_digest(&bytes, digest.to_string())
+    gridreg_verifier::audit_with_digest(&bytes, digest)
         .with_context(|| format!("auditing the locked {}@{}", l.name, l.version))
 }

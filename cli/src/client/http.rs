@@ -6,7 +6,8 @@ use std::io::{IsTerminal as _, Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gridreg_protocol::api::ErrorBody;
+use gridreg_protocol::Digest;
+use gridreg_protocol::api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
@@ -20,13 +21,38 @@ pub struct HttpError {
     /// `None` when the registry could not be reached.
     pub status: Option<u16>,
     /// The `error.code` of the JSON body, when there was one.
-    pub code: Option<String>,
+    pub code: Option<ErrorCode>,
     pub message: String,
 }
 
 impl HttpError {
+    /// No such package, release, namespace or content.
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.means(|c| *c == ErrorCode::NotFound)
+    }
+
+    /// Nothing was stored and the registry asks for another try.
+    pub fn is_unavailable(&self) -> bool {
+        self.means(|c| *c == ErrorCode::Unavailable)
+    }
+
+    /// Refused because the log already holds something in the way (see [`ErrorCode::is_conflict`]).
+    pub fn is_conflict(&self) -> bool {
+        self.means(ErrorCode::is_conflict)
+    }
+
+    /// Whether the answer's code is one `wanted` accepts. An answer without a code this client
+    /// knows (no JSON body, as from a HEAD request or a proxy, or a code from a newer registry)
+    /// is judged by its status: whether a code served with that status is one `wanted` accepts.
+    fn means(&self, wanted: impl Fn(&ErrorCode) -> bool) -> bool {
+        match &self.code {
+            Some(code) if !matches!(code, ErrorCode::Other(_)) => wanted(code),
+            _ => self.status.is_some_and(|status| {
+                ErrorCode::KNOWN
+                    .iter()
+                    .any(|c| c.status() == Some(status) && wanted(c))
+            }),
+        }
     }
 }
 
@@ -227,12 +253,12 @@ impl Api {
         }
         progress.finish();
         let t = Instant::now();
-        let sha256 = hasher.finalize().into();
+        let digest = Digest(hasher.finalize().into());
         hashing += t.elapsed();
         self.charge(start, hashing);
         Ok(Download {
             size: total,
-            sha256,
+            digest,
             hashing,
         })
     }
@@ -242,7 +268,7 @@ impl Api {
 #[derive(Debug, Clone, Copy)]
 pub struct Download {
     pub size: u64,
-    pub sha256: [u8; 32],
+    pub digest: Digest,
     /// Time spent hashing (the client-side cost of the transfer).
     pub hashing: Duration,
 }
@@ -332,5 +358,38 @@ impl<R: Read> Read for ProgressReader<R> {
             self.progress.finish();
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: Option<u16>, code: Option<&str>) -> HttpError {
+        HttpError {
+            status,
+            code: code.map(ErrorCode::parse),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn decisions_go_by_code_and_by_status_without_one() {
+        // The registry's own answers: the code decides.
+        assert!(answer(Some(404), Some("not_found")).is_not_found());
+        assert!(answer(Some(503), Some("unavailable")).is_unavailable());
+        assert!(answer(Some(409), Some("version_exists")).is_conflict());
+        assert!(answer(Some(409), Some("namespace_claimed")).is_conflict());
+        assert!(!answer(Some(403), Some("not_owner")).is_conflict());
+        assert!(!answer(Some(500), Some("internal")).is_unavailable());
+        // No body (a HEAD, a proxy's page) or a newer registry's code: the status decides.
+        assert!(answer(Some(404), None).is_not_found());
+        assert!(answer(Some(503), None).is_unavailable());
+        assert!(answer(Some(409), Some("quota_exceeded")).is_conflict());
+        assert!(!answer(Some(400), None).is_not_found());
+        // No answer at all is none of these.
+        let unanswered = answer(None, None);
+        assert!(!unanswered.is_not_found() && !unanswered.is_unavailable());
+        assert!(!unanswered.is_conflict());
     }
 }

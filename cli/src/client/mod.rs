@@ -100,9 +100,9 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
             Err(e) => e,
         };
         let http = err.downcast_ref::<HttpError>();
-        let status = http.and_then(|h| h.status);
-        let unanswered = http.is_some() && status.is_none();
-        if (status == Some(503) || unanswered) && attempt < SEND_ATTEMPTS {
+        let unanswered = http.is_some_and(|h| h.status.is_none());
+        let unavailable = http.is_some_and(HttpError::is_unavailable);
+        if (unavailable || unanswered) && attempt < SEND_ATTEMPTS {
             let wait = Duration::from_secs(u64::from(attempt));
             eprintln!(
                 "{err}\n  sending the record again in {} s (attempt {} of {SEND_ATTEMPTS})",
@@ -113,7 +113,7 @@ pub fn submit(session: &Session, leaf: &str) -> anyhow::Result<Submitted> {
             attempt += 1;
             continue;
         }
-        if status == Some(409)
+        if http.is_some_and(HttpError::is_conflict)
             && attempt > 1
             && let Some(landed) = find_landed(session, leaf)?
         {
@@ -173,13 +173,15 @@ fn checked(
 /// For `run` and `compose`: when `spec` names no file but parses as a package reference, fetches
 /// that release from the registry with every check (the policy check only when `policy` is
 /// given), honouring `./gridreg.lock` (its version's digest, and drift against it) without
-/// writing it. Returns the name to show and the bytes; `None` when `spec` is not a reference.
+/// writing it. Returns the release as an input (named `ns:name@version`, with the digest the
+/// download was checked against, so nothing hashes it again); `None` when `spec` is not a
+/// reference.
 pub fn fetch_reference(
     spec: &str,
     registry: Option<&str>,
     policy: Option<&gridreg_verifier::Policy>,
     today: gridreg_verifier::policy::Date,
-) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+) -> anyhow::Result<Option<crate::input::Input>> {
     if spec == "-" || Path::new(spec).exists() {
         return Ok(None);
     }
@@ -204,7 +206,7 @@ pub fn fetch_reference(
     eprintln!(
         "verified {name} from {} (log index {}, {}, signed by {})",
         session.remote.url,
-        fetched.release.log_index,
+        fetched.release.info.log_index,
         fetched.digest,
         fetched
             .verified
@@ -212,10 +214,14 @@ pub fn fetch_reference(
             .map(|(v, _)| v
                 .signers
                 .iter()
-                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
+                .map(VerifierKey::label)
                 .collect::<Vec<_>>()
                 .join(", "))
             .unwrap_or_default()
     );
-    Ok(Some((name, fetched.bytes)))
+    Ok(Some(crate::input::Input {
+        name,
+        bytes: fetched.bytes,
+        digest: fetched.digest,
+    }))
 }

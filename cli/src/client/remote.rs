@@ -1,41 +1,16 @@
-//! The registry's JSON answers as the client reads them, and the reads the client makes. Only
-//! the fields the client uses are declared; everything here is a claim that the client checks
-//! against signed records, proofs and the bytes themselves before it believes it.
+//! The reads the client makes of the registry's API. The bodies are `protocol::api`'s, the same
+//! types the registry serves; everything in them is a claim that the client checks against
+//! signed records, proofs and the bytes themselves before it believes it.
 
-use gridreg_protocol::api::{InclusionProof, LogEntries, LogEntry, decode_hashes};
+use gridreg_protocol::api::{
+    InclusionProof, LogEntries, LogEntry, NamespaceInfo, PackageVersions, ReleaseInfo,
+    decode_hashes,
+};
 use gridreg_protocol::name::Candidate;
 use gridreg_protocol::{Hash, PackageName, Reference};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::http::{Api, HttpError};
-
-/// One version in `GET /v1/packages/<pkg>`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct VersionInfo {
-    pub version: String,
-    pub yanked: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct PackageVersions {
-    pub versions: Vec<VersionInfo>,
-}
-
-/// `GET /v1/packages/<pkg>/<version>`: the parts the client uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReleaseInfo {
-    pub package: String,
-    pub version: String,
-    pub log_index: u64,
-    /// The signed record, exactly as it is stored in the log.
-    pub record: String,
-}
-
-/// `GET /v1/namespaces/<ns>`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct NamespaceInfo {
-    pub records: Vec<LogEntry>,
-}
 
 /// The versions of a package; `None` when the registry does not know it.
 pub fn versions(api: &Api, package: &PackageName) -> anyhow::Result<Option<PackageVersions>> {
@@ -99,7 +74,12 @@ pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<String> {
     }
 }
 
-pub fn release(api: &Api, package: &PackageName, version: &str) -> anyhow::Result<ReleaseInfo> {
+/// One release. The client audits the bytes itself, so the registry's audit report is skipped.
+pub fn release(
+    api: &Api,
+    package: &PackageName,
+    version: &str,
+) -> anyhow::Result<ReleaseInfo<IgnoredAny>> {
     api.get_json(&format!("/v1/packages/{package}/{version}"))
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use gridreg_protocol::api::{ConsistencyProof, decode_hashes};
 use gridreg_protocol::checkpoint::{Advance, CheckpointError, ForkEvidence, check_against_trusted};
-use gridreg_protocol::{SignedCheckpoint, VerifierKey};
+use gridreg_protocol::{SignedCheckpoint, VerifierKey, key_label};
 
 use super::config::{self, Config, RegistryEntry, Remote};
 use super::fsutil;
@@ -126,7 +126,7 @@ impl Session {
             .collect();
         self.state
             .join("checkpoints")
-            .join(format!("{safe}+{:08x}", self.log_key.id()))
+            .join(key_label(&safe, self.log_key.id()))
     }
 
     /// The last checkpoint this client trusted for the log, re-verified.

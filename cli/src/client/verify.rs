@@ -19,18 +19,19 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use gridreg_protocol::api::LogEntry;
+use gridreg_protocol::api::{LogEntry, ReleaseInfo};
 use gridreg_protocol::checkpoint::Checkpoint;
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
-    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, record::Release,
+    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, key_label, record::Release,
 };
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
+use serde::de::IgnoredAny;
 
 use super::http::Api;
-use super::remote::{self, ReleaseInfo};
+use super::remote;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
 
@@ -69,10 +70,10 @@ fn failed(check: Check, message: impl fmt::Display) -> anyhow::Error {
 /// What the caller hands in.
 pub struct Request<'a> {
     pub session: &'a Session,
-    pub release: &'a ReleaseInfo,
+    pub release: &'a ReleaseInfo<IgnoredAny>,
     /// The downloaded bytes and what the download computed of them.
     pub bytes: &'a [u8],
-    pub sha256: [u8; 32],
+    pub digest: Digest,
     pub policy: Option<&'a Policy>,
     /// The locked version's audit, for drift.
     pub baseline: Option<&'a Audit>,
@@ -123,27 +124,27 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         ));
     };
     if release.package.to_string() != req.release.package
-        || release.version.to_string() != req.release.version
+        || release.version.to_string() != req.release.info.version
     {
         return Err(failed(
             Check::Signature,
             format!(
                 "asked for {}@{}, the signed record is for {}@{}",
-                req.release.package, req.release.version, release.package, release.version
+                req.release.package, req.release.info.version, release.package, release.version
             ),
         ));
     }
     t.signatures += clock.elapsed();
 
     // 1. digest and size.
-    if Digest(req.sha256) != release.digest || req.bytes.len() as u64 != release.size {
+    if req.digest != release.digest || req.bytes.len() as u64 != release.size {
         return Err(failed(
             Check::Digest,
             format!(
                 "the record signs {} ({} bytes); the downloaded bytes are {} ({} bytes)",
                 release.digest,
                 release.size,
-                Digest(req.sha256),
+                req.digest,
                 req.bytes.len()
             ),
         ));
@@ -162,7 +163,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             )
         })?;
     t.proofs += clock.elapsed();
-    let index = req.release.log_index;
+    let index = req.release.info.log_index;
     if index >= unverified.size {
         return Err(failed(
             Check::Inclusion,
@@ -194,7 +195,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             let lines: Vec<String> = parsed
                 .signatures
                 .iter()
-                .map(|s| format!("{}+{:08x}", s.name, s.key_id))
+                .map(|s| key_label(&s.name, s.key_id))
                 .collect();
             return Err(failed(
                 Check::Signature,
@@ -278,13 +279,12 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
 
     // 7. surface: the client's own audit against the signed lines.
     let clock = Instant::now();
-    let audit = gridreg_verifier::audit_with_digest(req.bytes, Digest(req.sha256).to_string())
-        .map_err(|e| {
-            failed(
-                Check::Surface,
-                format!("the downloaded component does not validate: {e}"),
-            )
-        })?;
+    let audit = gridreg_verifier::audit_with_digest(req.bytes, req.digest).map_err(|e| {
+        failed(
+            Check::Surface,
+            format!("the downloaded component does not validate: {e}"),
+        )
+    })?;
     if let Some(diff) = audit.surface_diff(&release.imports, &release.exports) {
         return Err(failed(Check::Surface, diff));
     }

@@ -7,6 +7,7 @@ use clap::Args;
 use gridreg_verifier::policy::{Date, Severity, Subject, Verdict};
 
 use crate::client;
+use crate::commands::RegistryOpt;
 use crate::compose::{Part, compose};
 use crate::exit::{Failure, Status};
 use crate::input;
@@ -42,9 +43,8 @@ pub struct Opts {
     /// Judge the composed component's imports by this policy (file or built-in name).
     #[arg(long, short)]
     pub policy: Option<String>,
-    /// Registry for references: a configured name or a URL.
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print the composition manifest as JSON instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -59,12 +59,8 @@ impl Opts {
         let mut inputs = Vec::new();
         for spec in std::iter::once(&self.socket).chain(&self.plugs) {
             let today = crate::policy_file::today(None)?;
-            match client::fetch_reference(spec, self.registry.as_deref(), None, today)? {
-                Some((name, bytes)) => inputs.push(input::Input {
-                    digest: gridreg_verifier::digest(&bytes),
-                    name,
-                    bytes,
-                }),
+            match client::fetch_reference(spec, self.registry.get(), None, today)? {
+                Some(fetched) => inputs.push(fetched),
                 None => inputs.push(input::read(spec)?),
             }
         }

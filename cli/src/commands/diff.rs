@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use gridreg_protocol::Digest;
 use gridreg_verifier::{Drift, audit_with_digest};
 use serde::Serialize;
 
@@ -46,16 +47,16 @@ struct JsonOut<'a> {
 #[derive(Serialize)]
 struct Side<'a> {
     file: &'a str,
-    digest: &'a str,
+    digest: &'a Digest,
 }
 
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let old_in = input::read(&self.old)?;
         let new_in = input::read(&self.new)?;
-        let old = audit_with_digest(&old_in.bytes, old_in.digest.clone())
+        let old = audit_with_digest(&old_in.bytes, old_in.digest)
             .with_context(|| format!("`{}` is not valid", old_in.name))?;
-        let new = audit_with_digest(&new_in.bytes, new_in.digest.clone())
+        let new = audit_with_digest(&new_in.bytes, new_in.digest)
             .with_context(|| format!("`{}` is not valid", new_in.name))?;
         let drift = Drift::between(&old, &new);
         if self.json {

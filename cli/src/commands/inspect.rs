@@ -44,7 +44,7 @@ struct JsonOut<'a> {
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
         let input = input::read(&self.file)?;
-        let report = audit_with_digest(&input.bytes, input.digest.clone())
+        let report = audit_with_digest(&input.bytes, input.digest)
             .with_context(|| format!("`{}` is not valid", input.name))?;
         let wit = if self.wit {
             Some(

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
-use gridreg_protocol::{Digest, NamespaceState, Record};
+use gridreg_protocol::{NamespaceState, Record};
 use serde::Serialize;
 
 use crate::client::{remote, trust};
+use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 
 /// Inspect and audit the registry's transparency log.
@@ -43,8 +44,8 @@ pub enum Action {
 
 #[derive(Debug, Args)]
 pub struct Common {
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -73,7 +74,7 @@ impl Opts {
 }
 
 fn checkpoint(c: &Common, print_note: bool) -> anyhow::Result<Status> {
-    let session = trust::connect(c.registry.as_deref())?;
+    let session = trust::connect(c.registry.get())?;
     let cp = session.latest()?;
     let outcome = session.advance(&cp)?;
     if c.json {
@@ -123,7 +124,7 @@ struct Grant {
 }
 
 fn monitor(m: &Monitor) -> anyhow::Result<Status> {
-    let session = trust::connect(m.common.registry.as_deref())?;
+    let session = trust::connect(m.common.registry.get())?;
     let cp = session.latest()?;
     let outcome = session.advance(&cp)?;
     let size = cp.size();
@@ -208,21 +209,19 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                         r.size,
                     )
                     .with_context(|| format!("downloading {name} (log index {})", e.index))?;
-                if Digest(got.sha256) != r.digest {
+                if got.digest != r.digest {
                     findings.push(Finding {
                         index: e.index,
                         kind: "content-mismatch",
                         package: Some(package.clone()),
                         message: format!(
                             "{name}: the served bytes hash to {}, the record signs {}",
-                            Digest(got.sha256),
-                            r.digest
+                            got.digest, r.digest
                         ),
                     });
                     continue;
                 }
-                let audit = match gridreg_verifier::audit_with_digest(&bytes, r.digest.to_string())
-                {
+                let audit = match gridreg_verifier::audit_with_digest(&bytes, r.digest) {
                     Ok(a) => a,
                     Err(err) => {
                         findings.push(Finding {

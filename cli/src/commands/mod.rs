@@ -1,7 +1,7 @@
 //! The list of commands, in one place. Each command lives in its own file with an `Opts` struct
 //! (whose doc comment is its `--help`) and a `run(self)`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::exit::Status;
 
@@ -19,6 +19,23 @@ pub mod serve;
 pub mod verify;
 pub mod yank;
 use crate::output::GlobalOpts;
+
+/// `--registry`, the same option with the same help in every command that talks to a registry
+/// (flattened into its `Opts`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryOpt {
+    /// Registry name from the configuration, or a URL [default: $GRIDREG_REGISTRY, else the
+    /// configured default, else http://127.0.0.1:7411].
+    #[arg(long = "registry", value_name = "NAME|URL")]
+    pub name_or_url: Option<String>,
+}
+
+impl RegistryOpt {
+    /// What was given, for [`crate::client::trust::connect`].
+    pub fn get(&self) -> Option<&str> {
+        self.name_or_url.as_deref()
+    }
+}
 
 /// Registry and supply-chain verifier for WebAssembly components.
 ///

@@ -9,6 +9,7 @@ use gridreg_protocol::record::{NamespaceOp, NamespaceRecord, Role};
 use gridreg_protocol::{Namespace, Record, Timestamp};
 
 use crate::client::{self, remote, trust, verify};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 
 /// Claim a namespace, or grant and revoke keys' roles in it.
@@ -51,8 +52,8 @@ pub struct Change {
     /// Your signer key file.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
 }
 
 #[derive(Debug, Args)]
@@ -70,8 +71,8 @@ pub struct Grant {
 pub struct Show {
     #[arg(value_name = "NS")]
     pub namespace: String,
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -127,7 +128,7 @@ fn post(
         time: Timestamp::now(),
     });
     let leaf = record.sign(&[&signer]).context("signing the record")?;
-    let session = trust::connect(c.registry.as_deref())?;
+    let session = trust::connect(c.registry.get())?;
     let done = client::submit(&session, &leaf)?;
     let what = match op {
         NamespaceOp::Claim => format!("claimed {namespace}; owner {key}"),
@@ -144,7 +145,7 @@ fn post(
 
 fn show(s: &Show) -> anyhow::Result<Status> {
     let namespace = Namespace::parse(&s.namespace).context("namespace")?;
-    let session = trust::connect(s.registry.as_deref())?;
+    let session = trust::connect(s.registry.get())?;
     let checkpoint = session.latest()?;
     session.advance(&checkpoint)?;
     let records = remote::namespace_records(&session.api, namespace.as_str())?;

@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use clap::Args;
 use gridreg_protocol::name::parse_version;
 use gridreg_protocol::record::Release;
-use gridreg_protocol::{Digest, PackageName, Record, Timestamp};
+use gridreg_protocol::{PackageName, Record, Timestamp};
 
 use crate::client::{self, trust};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 use crate::input;
 
@@ -44,10 +45,8 @@ pub struct Opts {
     /// Signer key file (from `gridreg keygen`); the key needs a role in the namespace.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// Registry name from the configuration, or a URL [default: the configured default, else
-    /// http://127.0.0.1:7411].
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Print a JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -59,12 +58,13 @@ impl Opts {
         let version = parse_version(&self.version).context("--version")?;
         let signer = client::load_signer(&self.key)?;
         let file = input::read(&self.file)?;
-        let audit = gridreg_verifier::audit_with_digest(&file.bytes, file.digest.clone())
+        // Hashed once, while the file was read: the audit and the record both take that digest.
+        let audit = gridreg_verifier::audit_with_digest(&file.bytes, file.digest)
             .with_context(|| format!("`{}` is not a valid component or module", file.name))?;
         let release = Release {
             package: package.clone(),
             version: version.clone(),
-            digest: Digest::of(&file.bytes),
+            digest: file.digest,
             size: file.bytes.len() as u64,
             time: Timestamp::now(),
             imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
@@ -74,7 +74,7 @@ impl Opts {
             .sign(&[&signer])
             .context("signing the release record")?;
 
-        let session = trust::connect(self.registry.as_deref())?;
+        let session = trust::connect(self.registry.get())?;
         let digest = release.digest.to_string();
         let content = format!("/v1/content/{digest}");
         // Content is addressed by digest: bytes the registry already holds need no upload.

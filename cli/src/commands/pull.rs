@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use gridreg_protocol::Reference;
+use gridreg_protocol::{Reference, VerifierKey};
 
 use crate::client::fetch::{self, Fetched};
 use crate::client::fsutil;
 use crate::client::lockfile::{self, LockFile};
 use crate::client::trust::{self, Session};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 use crate::{input, policy_file};
 
@@ -53,9 +54,8 @@ pub struct Opts {
     /// The lockfile [default: ./gridreg.lock].
     #[arg(long, value_name = "FILE")]
     pub lockfile: Option<PathBuf>,
-    /// Registry name from the configuration, or a URL.
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Judge exemption expiry as of this date (YYYY-MM-DD) instead of today.
     #[arg(long, value_name = "DATE", hide = true)]
     pub today: Option<String>,
@@ -78,7 +78,7 @@ impl Opts {
         let mut lock = LockFile::load(&lock_path)?;
         let package = reference.package.to_string();
         let locked = lock.get(&package).cloned();
-        let session = trust::connect(self.registry.as_deref())?;
+        let session = trust::connect(self.registry.get())?;
 
         let fetched = fetch::fetch(&fetch::Request {
             session: &session,
@@ -128,14 +128,14 @@ impl Opts {
         } = fetched;
         let size = *size;
         let verified = verified.as_ref();
-        let name = format!("{}@{}", release.package, release.version);
+        let name = format!("{}@{}", release.package, release.info.version);
         if self.json {
             let mut obj = serde_json::json!({
                 "package": release.package,
-                "version": release.version,
+                "version": release.info.version,
                 "digest": digest.to_string(),
                 "size": size,
-                "log_index": release.log_index,
+                "log_index": release.info.log_index,
                 "output": out.display().to_string(),
                 "registry": session.remote.url,
                 "verified": verified.is_some(),
@@ -171,11 +171,7 @@ impl Opts {
             out.display()
         );
         if let Some((v, _)) = verified {
-            let signers: Vec<String> = v
-                .signers
-                .iter()
-                .map(|k| format!("{}+{:08x}", k.name(), k.id()))
-                .collect();
+            let signers: Vec<String> = v.signers.iter().map(VerifierKey::label).collect();
             let ns = v.release.package.namespace();
             let lines = [
                 (
@@ -187,24 +183,20 @@ impl Opts {
                     "authorisation",
                     format!(
                         "may publish in {ns} at log index {} ({} namespace records replayed, each proven in the log)",
-                        release.log_index, v.namespace_records
+                        release.info.log_index, v.namespace_records
                     ),
                 ),
                 (
                     "inclusion",
                     format!(
                         "log index {} is in the tree of size {}",
-                        release.log_index,
+                        release.info.log_index,
                         v.checkpoint.size()
                     ),
                 ),
                 (
                     "checkpoint",
-                    format!(
-                        "signed by the pinned log key {}+{:08x}",
-                        session.log_key.name(),
-                        session.log_key.id()
-                    ),
+                    format!("signed by the pinned log key {}", session.log_key.label()),
                 ),
                 ("consistency", v.trust.describe(v.checkpoint.size())),
                 (

@@ -5,6 +5,7 @@ use clap::Args;
 use gridreg_verifier::audit;
 
 use crate::client;
+use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 use crate::input;
 use crate::output::{Style, paint};
@@ -37,9 +38,8 @@ pub struct Opts {
     /// policy), honouring ./gridreg.lock.
     #[arg(value_name = "FILE|REF")]
     pub file: String,
-    /// Registry for a REF: a configured name or a URL.
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
     /// Policy file, or a built-in policy name.
     #[arg(long, short, default_value = "default")]
     pub policy: String,
@@ -59,7 +59,7 @@ pub struct Opts {
     /// Stop the guest after this much wall-clock time: 500ms, 10s, 2m.
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
-    /// Cap the guest's linear memory (all memories together): 64MiB, 1GiB.
+    /// Cap the guest's linear memory (all memories together): 64MiB (or 64M), 1GiB, bytes.
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
     /// Do not read or write the compiled-code cache.
@@ -86,9 +86,9 @@ impl Opts {
             (None, None) => Budget::Unlimited,
         };
         let max_memory = match &self.max_memory {
-            Some(s) => {
-                Some(runtime::parse_size(s).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?)
-            }
+            Some(s) => Some(
+                runtime::parse_memory_limit(s).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?,
+            ),
             None => None,
         };
         let mut asked = grants::Grants::default();
@@ -102,19 +102,11 @@ impl Opts {
             asked.hosts.push(grants::parse_host(h)?);
         }
 
-        let input = match client::fetch_reference(
-            &self.file,
-            self.registry.as_deref(),
-            Some(&policy),
-            today,
-        )? {
-            Some((name, bytes)) => input::Input {
-                digest: gridreg_verifier::digest(&bytes),
-                name,
-                bytes,
-            },
-            None => input::read(&self.file)?,
-        };
+        let input =
+            match client::fetch_reference(&self.file, self.registry.get(), Some(&policy), today)? {
+                Some(fetched) => fetched,
+                None => input::read(&self.file)?,
+            };
         let audit =
             audit(&input.bytes).with_context(|| format!("`{}` is not valid", input.name))?;
         let cache_dir = if self.no_cache {

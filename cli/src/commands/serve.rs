@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
 use gridreg_registry::auth::{Scope, create_token};
 use gridreg_registry::blob::BlobLocation;
-use gridreg_registry::server::{DEFAULT_ORIGIN, open_metadata, parse_size};
+use gridreg_registry::server::{DEFAULT_ORIGIN, open_metadata};
 use gridreg_registry::{Config, Registry};
+use gridreg_verifier::parse_size;
 
 use crate::exit::Status;
 

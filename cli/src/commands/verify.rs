@@ -70,7 +70,7 @@ impl Opts {
             Some(path) => {
                 let input = input::read(path)?;
                 Some(
-                    audit_with_digest(&input.bytes, input.digest.clone())
+                    audit_with_digest(&input.bytes, input.digest)
                         .with_context(|| format!("baseline `{}` is not valid", input.name))?,
                 )
             }

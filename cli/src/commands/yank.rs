@@ -9,6 +9,7 @@ use gridreg_protocol::record::Yank;
 use gridreg_protocol::{Record, Reference, Requirement, Timestamp};
 
 use crate::client::{self, trust};
+use crate::commands::RegistryOpt;
 use crate::exit::Status;
 
 /// Yank a published version (signed, logged; the bytes stay available by exact version).
@@ -28,8 +29,8 @@ pub struct Opts {
     /// Signer key file with a role in the namespace.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    #[arg(long, value_name = "NAME|URL")]
-    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryOpt,
 }
 
 impl Opts {
@@ -51,7 +52,7 @@ impl Opts {
             time: Timestamp::now(),
         });
         let leaf = record.sign(&[&signer]).context("signing the yank record")?;
-        let session = trust::connect(self.registry.as_deref())?;
+        let session = trust::connect(self.registry.get())?;
         let done = client::submit(&session, &leaf)?;
         println!(
             "yanked {}@{version} at log index {} (verified in checkpoint {})",

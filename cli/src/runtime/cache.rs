@@ -6,7 +6,8 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use gridreg_protocol::Digest;
+use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -42,11 +43,12 @@ impl Hasher for ShaHasher {
     }
 }
 
-/// The entry name for `digest` (`sha256:<hex>` of the component) under this engine's settings.
-pub fn key(engine: &Engine, digest: &str) -> String {
+/// The entry name for the component's `digest` under this engine's settings (the digest enters
+/// in its text form, `sha256:<hex>`, as it always has, so existing entries keep their names).
+pub fn key(engine: &Engine, digest: &Digest) -> String {
     let mut h = ShaHasher(Sha256::new());
     h.write(MAGIC);
-    h.write(digest.as_bytes());
+    h.write(digest.to_string().as_bytes());
     engine.precompile_compatibility_hash().hash(&mut h);
     hex::encode(h.0.finalize())
 }
@@ -68,7 +70,7 @@ pub enum Lookup {
 pub fn load_or_compile(
     engine: &Engine,
     dir: Option<&Path>,
-    digest: &str,
+    digest: &Digest,
     wasm: &[u8],
 ) -> wasmtime::Result<(Component, Lookup)> {
     let Some(dir) = dir else {
@@ -115,12 +117,12 @@ fn check(entry: &[u8]) -> Result<&[u8], String> {
         ));
     }
     let (expected, payload) = entry[MAGIC.len()..].split_at(32);
-    let found = Sha256::digest(payload);
-    if found.as_slice() != expected {
+    // Exactly 32 bytes, by the length check above.
+    let expected = Digest(<[u8; 32]>::try_from(expected).unwrap_or_default());
+    let found = Digest::of(payload);
+    if found != expected {
         return Err(format!(
-            "payload hash mismatch: expected sha256:{}, found sha256:{}",
-            hex::encode(expected),
-            hex::encode(found)
+            "payload hash mismatch: expected {expected}, found {found}"
         ));
     }
     Ok(payload)
@@ -157,7 +159,7 @@ fn store(path: &Path, payload: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
-        f.write_all(&Sha256::digest(payload))?;
+        f.write_all(&Digest::of(payload).0)?;
         f.write_all(payload)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -181,7 +183,7 @@ mod tests {
         let engine = Engine::default();
         let wasm = wat::parse_str(WAT).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let digest = gridreg_verifier::digest(&wasm);
+        let digest = Digest::of(&wasm);
 
         let (_, l) = load_or_compile(&engine, Some(dir.path()), &digest, &wasm).unwrap();
         assert_eq!(l, Lookup::Miss);
@@ -218,8 +220,9 @@ mod tests {
         let mut cfg = wasmtime::Config::new();
         cfg.consume_fuel(true);
         let b = Engine::new(&cfg).unwrap();
-        assert_eq!(key(&a, "sha256:00"), key(&a, "sha256:00"));
-        assert_ne!(key(&a, "sha256:00"), key(&a, "sha256:01"));
-        assert_ne!(key(&a, "sha256:00"), key(&b, "sha256:00"));
+        let (d0, d1) = (Digest([0; 32]), Digest([1; 32]));
+        assert_eq!(key(&a, &d0), key(&a, &d0));
+        assert_ne!(key(&a, &d0), key(&a, &d1));
+        assert_ne!(key(&a, &d0), key(&b, &d0));
     }
 }

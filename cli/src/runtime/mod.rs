@@ -493,32 +493,13 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `--max-memory` values: `64MiB`, `1GiB`, `512KiB`, `100MB`, or bytes.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a size such as 64MiB or 1GiB, found {s:?}"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" => 1 << 10,
-        "KB" => 1000,
-        "M" | "MiB" => 1 << 20,
-        "MB" => 1_000_000,
-        "G" | "GiB" => 1 << 30,
-        "GB" => 1_000_000_000,
-        u => {
-            return Err(format!(
-                "expected a size unit B, KiB, MiB, GiB, KB, MB or GB, found {u:?} in {s:?}"
-            ));
-        }
-    };
-    let bytes = n
-        .checked_mul(mult)
-        .filter(|b| *b > 0)
-        .ok_or_else(|| format!("expected a positive size that fits in 64 bits, found {s:?}"))?;
+/// A `--max-memory` value: a size as [`gridreg_verifier::parse_size`] reads it (`64MiB`, `64M`,
+/// `1GiB`, `100MB`, bytes), above zero and addressable here.
+pub fn parse_memory_limit(s: &str) -> Result<usize, String> {
+    let bytes = gridreg_verifier::parse_size(s)?;
+    if bytes == 0 {
+        return Err(format!("expected a size above zero, found {s:?}"));
+    }
     usize::try_from(bytes).map_err(|_| format!("{s:?} is larger than this machine can address"))
 }
 
@@ -541,13 +522,13 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(parse_memory_limit("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_memory_limit("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_memory_limit("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_memory_limit("4096").unwrap(), 4096);
+        assert!(parse_memory_limit("0").is_err());
+        assert!(parse_memory_limit("12XB").is_err());
+        assert!(parse_memory_limit("99999999999999999999GiB").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
+use gridreg_protocol::api::Stored;
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 use tower::ServiceExt as _;
@@ -61,9 +62,11 @@ async fn upload(
     }
     // Content-addressed and checked when first stored: a second upload has nothing to add.
     if let Some(size) = state.blobs.get(digest).await?.map(|s| s.size()) {
-        return Ok(
-            Json(serde_json::json!({"digest": digest.to_string(), "size": size})).into_response(),
-        );
+        return Ok(Json(Stored {
+            digest: digest.to_string(),
+            size,
+        })
+        .into_response());
     }
     let mut body = req.into_body();
     let mut writer = state.blobs.create().await?;
@@ -92,7 +95,10 @@ async fn upload(
     writer.commit(digest).await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({"digest": digest.to_string(), "size": size})),
+        Json(Stored {
+            digest: digest.to_string(),
+            size,
+        }),
     )
         .into_response())
 }

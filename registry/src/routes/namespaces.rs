@@ -9,9 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gridreg_protocol::Namespace;
-use gridreg_protocol::api::LogEntry;
+use gridreg_protocol::api::{LogEntry, Member, NamespaceInfo};
 use gridreg_verifier::Policy;
-use serde::Serialize;
 
 use crate::auth::Scope;
 use crate::error::ApiError;
@@ -35,23 +34,10 @@ fn namespace_from(path: Result<Path<String>, PathRejection>) -> Result<Namespace
     Namespace::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-#[derive(Debug, Serialize)]
-pub struct Member {
-    pub key: String,
-    pub role: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NamespaceView {
-    pub namespace: String,
-    pub records: Vec<LogEntry>,
-    pub members: Vec<Member>,
-}
-
 async fn show(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<NamespaceView>, ApiError> {
+) -> Result<Json<NamespaceInfo>, ApiError> {
     let ns = namespace_from(path)?;
     let size = state.view.latest().size;
     let rows = state.store.namespace_entries(Some(ns.as_str())).await?;
@@ -75,7 +61,7 @@ async fn show(
             })
             .collect()
     });
-    Ok(Json(NamespaceView {
+    Ok(Json(NamespaceInfo {
         namespace: ns.to_string(),
         records,
         members,

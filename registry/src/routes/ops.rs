@@ -5,6 +5,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use gridreg_protocol::api::Health;
 
 use crate::state::AppState;
 
@@ -14,8 +15,11 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok", "log_size": state.view.latest().size}))
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        log_size: state.view.latest().size,
+        status: "ok".to_string(),
+    })
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

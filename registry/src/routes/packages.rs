@@ -1,5 +1,6 @@
 //! Package endpoints: search and list, a package's versions, and one release with its record,
-//! log index, audit report and WIT.
+//! log index, audit report and WIT. The bodies are `protocol::api`'s; the store's rows are
+//! converted here.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use gridreg_protocol::PackageName;
+use gridreg_protocol::api::{PackageHit, PackageVersions, ReleaseInfo, SearchResults, VersionInfo};
 use gridreg_protocol::name::parse_version;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -34,16 +36,26 @@ struct SearchQuery {
     limit: Option<u32>,
 }
 
-/// One package in a search answer, with the versions that matched.
-#[derive(Debug, Serialize)]
-pub struct PackageHit {
-    pub name: String,
-    pub versions: Vec<VersionRow>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SearchResults {
-    pub packages: Vec<PackageHit>,
+/// A version's row as the API shows it.
+pub fn version_info(row: VersionRow) -> VersionInfo {
+    let VersionRow {
+        version,
+        digest,
+        size,
+        log_index,
+        yanked,
+        yank_reason,
+        capabilities,
+    } = row;
+    VersionInfo {
+        version,
+        digest,
+        size,
+        log_index,
+        yanked,
+        yank_reason,
+        capabilities,
+    }
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {
@@ -63,9 +75,12 @@ async fn search(
         limit: q.limit.unwrap_or(MAX_RESULTS).min(MAX_RESULTS),
     };
     let hits = state.store.search(&search).await?;
-    let mut by_package: BTreeMap<String, Vec<VersionRow>> = BTreeMap::new();
+    let mut by_package: BTreeMap<String, Vec<VersionInfo>> = BTreeMap::new();
     for hit in hits {
-        by_package.entry(hit.package).or_default().push(hit.row);
+        by_package
+            .entry(hit.package)
+            .or_default()
+            .push(version_info(hit.row));
     }
     Ok(Json(SearchResults {
         packages: by_package
@@ -79,41 +94,26 @@ fn package_from(raw: &str) -> Result<PackageName, ApiError> {
     PackageName::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-#[derive(Debug, Serialize)]
-pub struct Versions {
-    pub package: String,
-    pub versions: Vec<VersionRow>,
-}
-
 async fn versions(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Versions>, ApiError> {
+) -> Result<Json<PackageVersions>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let package = package_from(&raw)?.to_string();
     let versions = state.store.versions(&package).await?;
     if versions.is_empty() {
         return Err(ApiError::NotFound(format!("no package {package}")));
     }
-    Ok(Json(Versions { package, versions }))
-}
-
-/// `GET /v1/packages/<ns>:<name>/<version>`.
-#[derive(Debug, Serialize)]
-pub struct ReleaseView {
-    pub package: String,
-    #[serde(flatten)]
-    pub row: VersionRow,
-    /// The signed record: the exact log leaf.
-    pub record: String,
-    pub audit: serde_json::Value,
-    pub wit: Option<String>,
+    Ok(Json(PackageVersions {
+        package,
+        versions: versions.into_iter().map(version_info).collect(),
+    }))
 }
 
 async fn release(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<ReleaseView>, ApiError> {
+) -> Result<Json<ReleaseInfo<serde_json::Value>>, ApiError> {
     let Path((raw, version)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let package = package_from(&raw)?.to_string();
     let version = parse_version(&version)
@@ -126,9 +126,9 @@ async fn release(
     };
     let audit = serde_json::from_str(&r.audit_json)
         .map_err(|e| ApiError::Internal(format!("stored audit of {package}@{version}: {e}")))?;
-    Ok(Json(ReleaseView {
+    Ok(Json(ReleaseInfo {
         package: r.package,
-        row: r.row,
+        info: version_info(r.row),
         record: r.record,
         audit,
         wit: r.wit,

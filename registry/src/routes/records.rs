@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use gridreg_protocol::api::{PublishResponse, encode_hashes};
+use gridreg_protocol::api::{ErrorCode, PublishResponse, encode_hashes};
 use gridreg_protocol::note::{self, NoteError};
 use gridreg_protocol::record::MAX_VALUE_LEN;
 use gridreg_protocol::{NamespaceOp, Note, Record, Release};
@@ -36,7 +36,7 @@ async fn submit(
 ) -> Result<Json<PublishResponse>, ApiError> {
     let result = publish(&state, &caller, body).await;
     if let Err(e) = &result {
-        state.metrics.rejection(e.code());
+        state.metrics.rejection(&e.code());
     }
     result.map(Json)
 }
@@ -113,7 +113,7 @@ async fn publish(
                 }
                 Some(true) => {
                     return Err(ApiError::Conflict {
-                        code: "already_yanked",
+                        code: ErrorCode::AlreadyYanked,
                         message: format!("{}@{} is already yanked", y.package, y.version),
                     });
                 }
@@ -172,7 +172,7 @@ fn verified_signers(
         Ok(v) => Ok(v.verified_by),
         Err(NoteError::NoVerifiedSignature { .. }) => Ok(Vec::new()),
         Err(e) => Err(ApiError::NotAuthorised {
-            code: "bad_signature",
+            code: ErrorCode::BadSignature,
             message: e.to_string(),
         }),
     }
@@ -218,7 +218,7 @@ async fn check_release(state: &AppState, r: &Release) -> Result<(NewRelease, Aud
         .await
         .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
     let audit = audit.map_err(|e| ApiError::InvalidWasm(format!("content {}: {e}", r.digest)))?;
-    if audit.digest != r.digest.to_string() {
+    if audit.digest != r.digest {
         return Err(ApiError::Internal(format!(
             "stored blob {} hashes to {}",
             r.digest, audit.digest

@@ -110,14 +110,13 @@ pub struct Batch {
 }
 
 /// One version of a package, as listed on the package endpoint.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct VersionRow {
     pub version: String,
     pub digest: String,
     pub size: u64,
     pub log_index: u64,
     pub yanked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub yank_reason: Option<String>,
     pub capabilities: Vec<String>,
 }

@@ -18,11 +18,12 @@ use toml::Spanned;
 
 use crate::audit::{Audit, Import};
 use crate::drift::Drift;
+use crate::size::parse_size;
 use crate::taxonomy::{Class, KNOWN_CLASSES};
 
 pub use error::PolicyError;
 pub use rule::{Evaluation, Rule, Severity, Verdict, Violation};
-pub use value::{Date, Glob, parse_size};
+pub use value::{Date, Glob};
 pub use world::{VendoredWorld, find_world, vendored_worlds, versions_compatible};
 
 /// Whether violations fail the check or are only reported.

@@ -1,5 +1,5 @@
-//! Small value types a policy is written in: name globs, calendar dates and byte sizes, each with
-//! a parser whose error says what was expected and what was found.
+//! Small value types a policy is written in: name globs and calendar dates, each with a parser
+//! whose error says what was expected and what was found (byte sizes are [`crate::size`]'s).
 
 use std::fmt;
 
@@ -181,41 +181,6 @@ fn civil_from_days(days: i64) -> Date {
     }
 }
 
-/// Size units accepted in `[limits].max_size`, decimal and binary.
-const UNITS: &[(&str, u64)] = &[
-    ("B", 1),
-    ("KB", 1_000),
-    ("KiB", 1 << 10),
-    ("MB", 1_000_000),
-    ("MiB", 1 << 20),
-    ("GB", 1_000_000_000),
-    ("GiB", 1 << 30),
-];
-
-/// Parses a byte size such as `50MiB`, `1 GB` or `4096B` into bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "bad size {text:?}: expected a whole number followed by one of B, KB, KiB, MB, MiB, GB, GiB, e.g. \"50MiB\""
-        )
-    };
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(digits_end);
-    let unit = unit.trim_start();
-    if number.is_empty() {
-        return Err(bad());
-    }
-    let Some(&(_, factor)) = UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(bad());
-    };
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("bad size {text:?}: expected at most {} bytes", u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -289,28 +254,5 @@ mod tests {
             Date::from_unix_seconds(4_102_444_800).to_string(),
             "2100-01-01"
         );
-    }
-
-    #[test]
-    fn sizes_parse_in_decimal_and_binary_units() {
-        assert_eq!(parse_size("50MiB").unwrap(), 50 * 1024 * 1024);
-        assert_eq!(parse_size("50MB").unwrap(), 50_000_000);
-        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2KB").unwrap(), 2000);
-        assert_eq!(parse_size("3KiB").unwrap(), 3072);
-        assert_eq!(parse_size("7B").unwrap(), 7);
-        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
-        for bad in [
-            "50MB?",
-            "MiB",
-            "50",
-            "50 mib",
-            "-1MiB",
-            "1.5GiB",
-            "",
-            "99999999999999999999GiB",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
     }
 }
