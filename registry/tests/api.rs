@@ -22,6 +22,8 @@ backend_tests!(
     restart_keeps_the_log_and_refuses_another_origin,
 );
 
+// docs/protocol.md §7.4 "Log endpoints", §7.5 "Content endpoints", §7.6 "Publishing", §7.7
+// "Package endpoints": the bodies a publish and its reads return.
 async fn publish_fetch_and_verify_hello(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
@@ -195,6 +197,7 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     );
 }
 
+// docs/protocol.md §7.5.1 and §7.2 "Errors": refused uploads and their error codes.
 async fn upload_rejections_store_nothing(backend: Backend) {
     let h = harness_with(backend, |c| c.max_blob_size = 20_000).await;
     let hello = fixture("hello.wasm");
@@ -237,6 +240,7 @@ async fn upload_rejections_store_nothing(backend: Backend) {
         .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
+// docs/protocol.md §7.6 "Publishing" and §5.4 "Refusals": each refusal's status and code.
 async fn record_rejections_change_nothing(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
@@ -423,6 +427,7 @@ async fn record_rejections_change_nothing(backend: Backend) {
     );
 }
 
+// docs/protocol.md §7.8 "Namespace endpoints": a namespace policy judges releases.
 async fn namespace_policy_is_enforced(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
@@ -484,6 +489,7 @@ async fn namespace_policy_is_enforced(backend: Backend) {
         .await;
 }
 
+// docs/protocol.md §7.3 "Authentication and scopes".
 async fn private_registry_needs_tokens(backend: Backend) {
     let h = harness_with(backend, |c| c.require_token = true).await;
     let store = h.registry.state.store.as_ref();
@@ -575,6 +581,7 @@ async fn private_registry_needs_tokens(backend: Backend) {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
+// docs/protocol.md §7.4 "Log endpoints": bounds on proofs and pages.
 async fn log_endpoints_refuse_bad_questions(backend: Backend) {
     let h = harness_on(backend).await;
     for uri in [
