@@ -1,4 +1,4 @@
-//! The registry's HTTP API on the wire (DESIGN.md "HTTP API"): every JSON body the registry
+//! The registry's HTTP API on the wire (docs/protocol.md §7 "HTTP API"): every JSON body the registry
 //! serves, and the error codes it answers with, as one set of types that the registry serialises
 //! and the client deserialises. Field names and order are the JSON's. `registry/openapi.json`
 //! documents the same shapes, and `registry/tests/openapi.rs` fails when a field here is added,

@@ -1,6 +1,7 @@
 //! The signed records that make up the log: release, namespace (claim / grant / revoke) and yank.
-//! Bodies are the exact text of DESIGN.md, parsed strictly (fields in order, no duplicates, no
-//! unknown fields) and printed canonically, so `parse(print(r)) == r` and `print(parse(b)) == b`.
+//! Bodies are the exact text of docs/protocol.md §4 "Records", parsed strictly (fields in order,
+//! no duplicates, no unknown fields) and printed canonically, so `parse(print(r)) == r` and
+//! `print(parse(b)) == b`.
 
 use std::fmt;
 

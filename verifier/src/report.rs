@@ -1,5 +1,6 @@
-//! Machine-readable results of `verify`: one [`FileReport`] per input with the fields DESIGN.md
-//! fixes for `verify --json`, and the SARIF 2.1.0 log that GitHub code scanning accepts.
+//! Machine-readable results of `verify`: one [`FileReport`] per input with the fields
+//! docs/protocol.md §10.2 fixes for `verify --json`, and the SARIF 2.1.0 log that GitHub code
+//! scanning accepts.
 
 use gridreg_protocol::Digest;
 use serde::Serialize;

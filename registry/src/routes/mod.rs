@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN.md: [`app`] builds the router over an [`AppState`], apart from
+//! The HTTP API of docs/protocol.md §7: [`app`] builds the router over an [`AppState`], apart from
 //! serving, so tests drive it with `oneshot`. One file per resource.
 
 use std::time::Instant;
