@@ -24,7 +24,6 @@ use tower_http::services::ServeFile;
 use crate::auth::Scope;
 use crate::blob::{BlobSource, HOT_MAX_BLOB};
 use crate::error::ApiError;
-use crate::paths::parse_digest;
 use crate::routes::Caller;
 use crate::state::AppState;
 
@@ -36,7 +35,7 @@ fn digest_from(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<gridreg_protocol::Digest, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    parse_digest(&raw).map_err(ApiError::BadRequest)
+    gridreg_protocol::Digest::parse(&raw).map_err(ApiError::BadRequest)
 }
 
 async fn upload(
