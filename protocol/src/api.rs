@@ -165,6 +165,19 @@ pub struct NamespaceInfo {
     pub members: Vec<Member>,
 }
 
+/// `GET /v1/chains/namespace/<ns>` and `GET /v1/chains/package/<ns:name>`: the chain's head, the
+/// `prev` a new record of the chain must name (a convenience for signers; clients that verify
+/// take heads only from proofs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// `namespace acme` or `package acme:auth`.
+    pub chain: String,
+    /// `none` (no record yet) or `<log index>:<64 hex leaf hash>`.
+    pub head: String,
+    /// The size of the checkpoint the head was read at.
+    pub size: u64,
+}
+
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -176,6 +189,10 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For people: what was expected and what was found.
     pub message: String,
+    /// With `stale_prev`: the chain's current head in `prev` form (`none` or
+    /// `<index>:<64 hex>`), which a record must name to be appended now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
 
 /// What went wrong, as the `code` of an error body. Each code is served with one HTTP status
@@ -205,6 +222,9 @@ pub enum ErrorCode {
     NamespaceUnclaimed,
     /// A grant of a role the key has, a revoke of one it lacks, or of the last owner.
     NamespaceConflict,
+    /// A record whose `prev` is not its chain's head (a replay, or another record got there
+    /// first); the body's `head` says what the head is now.
+    StalePrev,
     NotOwner,
     NotAuthorised,
     /// A signature by a key the namespace knows that does not verify.
@@ -238,6 +258,7 @@ impl ErrorCode {
         ErrorCode::NamespaceClaimed,
         ErrorCode::NamespaceUnclaimed,
         ErrorCode::NamespaceConflict,
+        ErrorCode::StalePrev,
         ErrorCode::NotOwner,
         ErrorCode::NotAuthorised,
         ErrorCode::BadSignature,
@@ -265,6 +286,7 @@ impl ErrorCode {
             ErrorCode::NamespaceClaimed => "namespace_claimed",
             ErrorCode::NamespaceUnclaimed => "namespace_unclaimed",
             ErrorCode::NamespaceConflict => "namespace_conflict",
+            ErrorCode::StalePrev => "stale_prev",
             ErrorCode::NotOwner => "not_owner",
             ErrorCode::NotAuthorised => "not_authorised",
             ErrorCode::BadSignature => "bad_signature",
@@ -300,7 +322,8 @@ impl ErrorCode {
             | ErrorCode::AlreadyYanked
             | ErrorCode::NamespaceClaimed
             | ErrorCode::NamespaceUnclaimed
-            | ErrorCode::NamespaceConflict => 409,
+            | ErrorCode::NamespaceConflict
+            | ErrorCode::StalePrev => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::ContentMissing
             | ErrorCode::SizeMismatch
@@ -381,6 +404,7 @@ mod tests {
             (ErrorCode::NamespaceClaimed, "namespace_claimed"),
             (ErrorCode::NamespaceUnclaimed, "namespace_unclaimed"),
             (ErrorCode::NamespaceConflict, "namespace_conflict"),
+            (ErrorCode::StalePrev, "stale_prev"),
             (ErrorCode::NotOwner, "not_owner"),
             (ErrorCode::NotAuthorised, "not_authorised"),
             (ErrorCode::BadSignature, "bad_signature"),

@@ -182,7 +182,7 @@ impl SignedCheckpoint {
         origin: &str,
         log_key: &VerifierKey,
     ) -> Result<Self, CheckpointError> {
-        let keys = KeySet::from_keys([log_key.clone()])?;
+        let keys = KeySet::from_keys([log_key.clone()]);
         let verified = match note::verify(note_text, &keys) {
             Ok(v) => v,
             Err(NoteError::NoVerifiedSignature { .. }) => {

@@ -9,6 +9,7 @@
 //! - [`note`]: C2SP signed notes (sign, parse, verify against known keys);
 //! - [`record`]: release, namespace and yank record bodies, strict and canonical;
 //! - [`namespace`]: the namespace state machine (who may publish where, at which log index);
+//! - [`chain`]: the `prev` links that chain each namespace's and each package's records;
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
 //! - [`api`]: the JSON bodies of the log's HTTP API.
@@ -29,11 +30,11 @@
 //! let alice = SignerKey::generate("alice").unwrap();
 //! let log_key = SignerKey::generate("log.example").unwrap();
 //! let claim = format!(
-//!     "gridreg/namespace/v1\nnamespace acme\nop claim\nkey {}\nrole owner\ntime 2026-11-21T19:56:57Z\n",
+//!     "gridreg/namespace/v2\nnamespace acme\nprev none\nop claim\nkey {}\nrole owner\ntime 2026-11-21T19:56:57Z\n",
 //!     alice.verifier()
 //! );
 //! let release = format!(
-//!     "gridreg/release/v1\npackage acme:auth\nversion 1.2.0\ndigest sha256:{}\nsize 5\ntime 2026-11-21T19:57:00Z\nimport wasi:cli/stdout@0.2.6\n",
+//!     "gridreg/release/v2\npackage acme:auth\nprev none\nversion 1.2.0\ndigest sha256:{}\nsize 5\ntime 2026-11-21T19:57:00Z\nimport wasi:cli/stdout@0.2.6\n",
 //!     "ab".repeat(32)
 //! );
 //!
@@ -62,6 +63,7 @@
 //! ```
 
 pub mod api;
+pub mod chain;
 pub mod checkpoint;
 pub mod key;
 pub mod merkle;
@@ -70,6 +72,7 @@ pub mod namespace;
 pub mod note;
 pub mod record;
 
+pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
 pub use key::{KeyError, SignerKey, VerifierKey, key_label};
 pub use merkle::{Hash, HashReader, MerkleError};

@@ -242,17 +242,17 @@ impl NamespaceState {
     /// The keys whose signatures can matter for `record`: every key that ever held a role in
     /// its namespace, and for a claim the claimed key. Roles and indexes are checked by
     /// [`NamespaceState::apply`]; this only decides which signature lines to verify.
-    pub fn keys_for(&self, record: &Record) -> Result<KeySet, NoteError> {
+    pub fn keys_for(&self, record: &Record) -> KeySet {
         let mut keys = KeySet::new();
         for m in self.history(record.namespace()) {
-            keys.insert(m.key.clone())?;
+            keys.insert(m.key.clone());
         }
         if let Record::Namespace(n) = record
             && n.op == NamespaceOp::Claim
         {
-            keys.insert(n.key.clone())?;
+            keys.insert(n.key.clone());
         }
-        Ok(keys)
+        keys
     }
 
     /// Replays one log entry: parses the signed record in `leaf`, verifies its signatures
@@ -268,7 +268,7 @@ impl NamespaceState {
         let parsed = Note::parse(leaf).map_err(note_err)?;
         let record =
             Record::from_note(&parsed).map_err(|source| EntryError::Record { index, source })?;
-        let keys = self.keys_for(&record).map_err(note_err)?;
+        let keys = self.keys_for(&record);
         let verified = match note::verify(leaf, &keys) {
             Ok(v) => v.verified_by,
             // No known signer at all is an authorisation failure, reported as such below.
@@ -341,6 +341,7 @@ mod tests {
     fn ns_rec(op: NamespaceOp, k: &VerifierKey, role: Role) -> Record {
         Record::Namespace(NamespaceRecord {
             namespace: Namespace::parse("acme").unwrap(),
+            prev: crate::chain::Prev::None,
             op,
             key: k.clone(),
             role,
@@ -351,6 +352,7 @@ mod tests {
     fn release() -> Record {
         Record::Release(Release {
             package: crate::name::PackageName::parse("acme:auth").unwrap(),
+            prev: crate::chain::Prev::None,
             version: crate::name::Version::new(1, 0, 0),
             digest: Digest::of(b"x"),
             size: 1,

@@ -54,8 +54,6 @@ pub enum NoteError {
     NoVerifiedSignature { known: usize, signers: String },
     #[error("note is signed by {have} of the required keys, expected at least {need}")]
     BelowThreshold { have: usize, need: usize },
-    #[error("two different keys share the name and id {}", key_label(.name, *.id))]
-    AmbiguousKey { name: String, id: u32 },
 }
 
 /// One signature line, undecoded beyond splitting off the key id.
@@ -259,6 +257,11 @@ fn parse_sig_line(line: &str, line_no: usize) -> Result<Signature, NoteError> {
 }
 
 /// The keys a reader trusts for one purpose (a namespace's publishers, a log's key).
+///
+/// A key is its whole public key: the name and 4-byte id in a signature line are only a hint for
+/// finding candidates. Two different keys that share a name and id (a birthday search finds such
+/// a pair in seconds) are two members of the set, and a signature line naming that pair is checked
+/// against each of them.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerifierKey>,
@@ -269,32 +272,35 @@ impl KeySet {
         Self::default()
     }
 
-    /// Builds a set; an exact duplicate is dropped, a different key with the same name and id is
-    /// refused because a signature line could not say which of the two it means.
-    pub fn from_keys(keys: impl IntoIterator<Item = VerifierKey>) -> Result<Self, NoteError> {
+    /// Builds a set; exact duplicates are dropped.
+    pub fn from_keys(keys: impl IntoIterator<Item = VerifierKey>) -> Self {
         let mut set = Self::new();
         for k in keys {
-            set.insert(k)?;
+            set.insert(k);
         }
-        Ok(set)
+        set
     }
 
-    pub fn insert(&mut self, key: VerifierKey) -> Result<(), NoteError> {
-        if let Some(old) = self.get(key.name(), key.id()) {
-            if *old == key {
-                return Ok(());
-            }
-            return Err(NoteError::AmbiguousKey {
-                name: key.name().to_string(),
-                id: key.id(),
-            });
+    /// Adds `key` unless the very same key is already in the set.
+    pub fn insert(&mut self, key: VerifierKey) {
+        if !self.keys.contains(&key) {
+            self.keys.push(key);
         }
-        self.keys.push(key);
-        Ok(())
     }
 
-    pub fn get(&self, name: &str, id: u32) -> Option<&VerifierKey> {
-        self.keys.iter().find(|k| k.id() == id && k.name() == name)
+    /// The keys a signature line with this name and id may be by.
+    pub fn candidates<'a>(
+        &'a self,
+        name: &'a str,
+        id: u32,
+    ) -> impl Iterator<Item = &'a VerifierKey> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| k.id() == id && k.name() == name)
+    }
+
+    pub fn contains(&self, key: &VerifierKey) -> bool {
+        self.keys.contains(key)
     }
 
     pub fn len(&self) -> usize {
@@ -334,21 +340,25 @@ pub fn verify(bytes: &[u8], known: &KeySet) -> Result<VerifiedNote, NoteError> {
     let mut verified_by: Vec<VerifierKey> = Vec::new();
     let mut unknown = Vec::new();
     for s in &note.signatures {
-        match known.get(&s.name, s.key_id) {
+        let mut candidates = known.candidates(&s.name, s.key_id).peekable();
+        if candidates.peek().is_none() {
+            if !unknown.contains(s) {
+                unknown.push(s.clone());
+            }
+            continue;
+        }
+        // The line's name and id only narrow the search: the signature is by whichever
+        // candidate it verifies under, and by none of them is tampering.
+        match candidates.find(|k| k.verify(note.text.as_bytes(), &s.sig)) {
             Some(k) => {
-                if !k.verify(note.text.as_bytes(), &s.sig) {
-                    return Err(NoteError::InvalidSignature {
-                        key: key_label(&s.name, s.key_id),
-                    });
-                }
                 if !verified_by.contains(k) {
                     verified_by.push(k.clone());
                 }
             }
             None => {
-                if !unknown.contains(s) {
-                    unknown.push(s.clone());
-                }
+                return Err(NoteError::InvalidSignature {
+                    key: key_label(&s.name, s.key_id),
+                });
             }
         }
     }
@@ -415,7 +425,7 @@ mod tests {
         let note = Note::sign("hello\nworld\n", &[&a, &b]).unwrap();
         let text = note.to_text();
         assert_eq!(Note::parse(text.as_bytes()).unwrap(), note);
-        let only_a = KeySet::from_keys([a.verifier()]).unwrap();
+        let only_a = KeySet::from_keys([a.verifier()]);
         let v = verify(text.as_bytes(), &only_a).unwrap();
         assert_eq!(v.verified_by, vec![a.verifier()]);
         assert_eq!(v.unknown.len(), 1);
@@ -486,7 +496,7 @@ mod tests {
     #[test]
     fn threshold() {
         let (a, b) = keys();
-        let both = KeySet::from_keys([a.verifier(), b.verifier()]).unwrap();
+        let both = KeySet::from_keys([a.verifier(), b.verifier()]);
         let one = Note::sign("x\n", &[&a]).unwrap().to_text();
         // The same signature twice still counts once.
         let twice = format!("{one}{}", one.split_once("\n\n").unwrap().1);
@@ -530,41 +540,57 @@ mod tests {
         let (a, _) = keys();
         let text = Note::sign("hello\n", &[&a]).unwrap().to_text();
         let tampered = text.replace("hello", "jello");
-        let set = KeySet::from_keys([a.verifier()]).unwrap();
+        let set = KeySet::from_keys([a.verifier()]);
         assert!(matches!(
             verify(tampered.as_bytes(), &set),
             Err(NoteError::InvalidSignature { .. })
         ));
     }
 
-    #[test]
-    fn keyset_refuses_ambiguous_keys() {
-        let a1 = SignerKey::from_seed("alice", &[1; 32]).unwrap().verifier();
-        let mut set = KeySet::from_keys([a1.clone(), a1.clone()]).unwrap();
-        assert_eq!(set.len(), 1);
-        // Find two valid public keys whose 32-bit ids collide under one name (a birthday search
-        // over hashes, about 2^16 tries), to show a signature line could not tell them apart.
-        let mut seen = std::collections::HashMap::new();
-        let mut i = 0u64;
-        let (k1, k2) = loop {
-            use sha2::Digest as _;
-            let cand: [u8; 32] = sha2::Sha256::digest(i.to_be_bytes()).into();
-            i += 1;
-            let Ok(k) = VerifierKey::from_public("eve", &cand) else {
-                continue;
-            };
-            if let Some(prev) = seen.insert(k.id(), k.clone()) {
-                break (prev, k);
-            }
+    /// Two signer keys named `eve` whose key ids collide (`088fd954`), found once by a birthday
+    /// search over the seeds SHA-256("gridreg-collision-N"); see docs/protocol.md §3.
+    pub(crate) fn colliding_keys() -> (SignerKey, SignerKey) {
+        use sha2::Digest as _;
+        let seed = |n: u32| -> [u8; 32] {
+            sha2::Sha256::digest(format!("gridreg-collision-{n}").as_bytes()).into()
         };
-        assert_ne!(k1, k2);
-        set.insert(k1.clone()).unwrap();
+        (
+            SignerKey::from_seed("eve", &seed(34905)).unwrap(),
+            SignerKey::from_seed("eve", &seed(47880)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn keys_sharing_name_and_id_are_two_keys() {
+        let (k1, k2) = colliding_keys();
+        let (v1, v2) = (k1.verifier(), k2.verifier());
+        assert_ne!(v1, v2);
+        assert_eq!((v1.name(), v1.id()), (v2.name(), v2.id()));
+        assert_eq!(v1.id(), 0x088f_d954);
+        let set = KeySet::from_keys([v1.clone(), v2.clone(), v1.clone()]);
+        assert_eq!(set.len(), 2);
+        // Each key's signature is attributed to that key, whichever comes first in the set.
+        let by2 = Note::sign("hello\n", &[&k2]).unwrap().to_text();
         assert_eq!(
-            set.insert(k2),
-            Err(NoteError::AmbiguousKey {
-                name: "eve".to_string(),
-                id: k1.id()
-            })
+            verify(by2.as_bytes(), &set).unwrap().verified_by,
+            vec![v2.clone()]
+        );
+        let by1 = Note::sign("hello\n", &[&k1]).unwrap().to_text();
+        assert_eq!(
+            verify(by1.as_bytes(), &set).unwrap().verified_by,
+            vec![v1.clone()]
+        );
+        // Knowing only the other key of the pair, the signature is not accepted.
+        let only1 = KeySet::from_keys([v1.clone()]);
+        assert!(matches!(
+            verify(by2.as_bytes(), &only1),
+            Err(NoteError::InvalidSignature { .. })
+        ));
+        // Both signing: both verified, in line order.
+        let both = Note::sign("hello\n", &[&k1, &k2]).unwrap().to_text();
+        assert_eq!(
+            verify(both.as_bytes(), &set).unwrap().verified_by,
+            vec![v1, v2]
         );
     }
 }

@@ -9,16 +9,23 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use crate::chain::{ChainKey, Prev};
 use crate::key::VerifierKey;
 use crate::name::{Namespace, PackageName, Version, parse_version};
 use crate::note::{Note, NoteError};
 
 /// Type line of a release record.
-pub const RELEASE_V1: &str = "gridreg/release/v1";
+pub const RELEASE_V2: &str = "gridreg/release/v2";
 /// Type line of a namespace record.
-pub const NAMESPACE_V1: &str = "gridreg/namespace/v1";
+pub const NAMESPACE_V2: &str = "gridreg/namespace/v2";
 /// Type line of a yank record.
-pub const YANK_V1: &str = "gridreg/yank/v1";
+pub const YANK_V2: &str = "gridreg/yank/v2";
+/// Type lines of the first record format (no `prev`), refused with [`RecordError::Version1`].
+pub const V1_TYPES: [&str; 3] = [
+    "gridreg/release/v1",
+    "gridreg/namespace/v1",
+    "gridreg/yank/v1",
+];
 
 /// Most `import` (and, separately, `export`) lines a release may list.
 pub const MAX_SURFACE_LINES: usize = 10_000;
@@ -34,9 +41,15 @@ pub enum RecordError {
     #[error("expected a record body ending in a newline, found no final newline")]
     MissingFinalNewline,
     #[error(
-        "line {line}: expected a record type ({RELEASE_V1}, {NAMESPACE_V1} or {YANK_V1}), found `{found}`"
+        "line {line}: expected a record type ({RELEASE_V2}, {NAMESPACE_V2} or {YANK_V2}), found `{found}`"
     )]
     UnknownType { line: usize, found: String },
+    #[error(
+        "line 1: `{found}` is record format v1, which is no longer accepted: expected format v2 \
+         (`{}` and a `prev` line); sign the record again with this version of gridreg",
+        .found.replace("/v1", "/v2")
+    )]
+    Version1 { found: String },
     #[error("line {line}: expected `{expected} <value>`, found `{found}`")]
     UnexpectedField {
         line: usize,
@@ -160,6 +173,8 @@ impl<'de> serde::Deserialize<'de> for Digest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     pub package: PackageName,
+    /// The package chain's head when signed.
+    pub prev: Prev,
     pub version: Version,
     pub digest: Digest,
     pub size: u64,
@@ -213,6 +228,8 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceRecord {
     pub namespace: Namespace,
+    /// The namespace chain's head when signed.
+    pub prev: Prev,
     pub op: NamespaceOp,
     pub key: VerifierKey,
     pub role: Role,
@@ -223,6 +240,8 @@ pub struct NamespaceRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Yank {
     pub package: PackageName,
+    /// The package chain's head when signed.
+    pub prev: Prev,
     pub version: Version,
     /// One line of free text without control characters.
     pub reason: String,
@@ -381,14 +400,21 @@ impl Record {
             pos: 1,
         };
         let kind = l.lines.first().copied().unwrap_or_default();
+        if V1_TYPES.contains(&kind) {
+            return Err(RecordError::Version1 {
+                found: kind.to_string(),
+            });
+        }
         let rec = match kind {
-            RELEASE_V1 => {
+            RELEASE_V2 => {
                 let n = l.line_no();
                 let package = value(
                     n,
                     "package",
                     PackageName::parse(l.field("package")?).map_err(|e| e.to_string()),
                 )?;
+                let n = l.line_no();
+                let prev = value(n, "prev", Prev::parse(l.field("prev")?))?;
                 let n = l.line_no();
                 let version = value(
                     n,
@@ -405,6 +431,7 @@ impl Record {
                 let exports = l.list("export")?;
                 Record::Release(Release {
                     package,
+                    prev,
                     version,
                     digest,
                     size,
@@ -413,13 +440,15 @@ impl Record {
                     exports,
                 })
             }
-            NAMESPACE_V1 => {
+            NAMESPACE_V2 => {
                 let n = l.line_no();
                 let namespace = value(
                     n,
                     "namespace",
                     Namespace::parse(l.field("namespace")?).map_err(|e| e.to_string()),
                 )?;
+                let n = l.line_no();
+                let prev = value(n, "prev", Prev::parse(l.field("prev")?))?;
                 let n = l.line_no();
                 let op = match l.field("op")? {
                     "claim" => NamespaceOp::Claim,
@@ -458,19 +487,22 @@ impl Record {
                 let time = value(n, "time", Timestamp::parse(l.field("time")?))?;
                 Record::Namespace(NamespaceRecord {
                     namespace,
+                    prev,
                     op,
                     key,
                     role,
                     time,
                 })
             }
-            YANK_V1 => {
+            YANK_V2 => {
                 let n = l.line_no();
                 let package = value(
                     n,
                     "package",
                     PackageName::parse(l.field("package")?).map_err(|e| e.to_string()),
                 )?;
+                let n = l.line_no();
+                let prev = value(n, "prev", Prev::parse(l.field("prev")?))?;
                 let n = l.line_no();
                 let version = value(
                     n,
@@ -484,6 +516,7 @@ impl Record {
                 let time = value(n, "time", Timestamp::parse(l.field("time")?))?;
                 Record::Yank(Yank {
                     package,
+                    prev,
                     version,
                     reason: reason.to_string(),
                     time,
@@ -511,9 +544,10 @@ impl Record {
         let mut out = String::new();
         match self {
             Record::Release(r) => {
-                out.push_str(RELEASE_V1);
+                out.push_str(RELEASE_V2);
                 out.push('\n');
                 push(&mut out, "package", &r.package);
+                push(&mut out, "prev", &r.prev);
                 push(&mut out, "version", &r.version);
                 push(&mut out, "digest", &r.digest);
                 push(&mut out, "size", &r.size);
@@ -526,18 +560,20 @@ impl Record {
                 }
             }
             Record::Namespace(n) => {
-                out.push_str(NAMESPACE_V1);
+                out.push_str(NAMESPACE_V2);
                 out.push('\n');
                 push(&mut out, "namespace", &n.namespace);
+                push(&mut out, "prev", &n.prev);
                 push(&mut out, "op", &n.op);
                 push(&mut out, "key", &n.key);
                 push(&mut out, "role", &n.role);
                 push(&mut out, "time", &n.time);
             }
             Record::Yank(y) => {
-                out.push_str(YANK_V1);
+                out.push_str(YANK_V2);
                 out.push('\n');
                 push(&mut out, "package", &y.package);
+                push(&mut out, "prev", &y.prev);
                 push(&mut out, "version", &y.version);
                 push(&mut out, "reason", &y.reason);
                 push(&mut out, "time", &y.time);
@@ -573,6 +609,25 @@ impl Record {
         }
     }
 
+    /// The chain this record extends: its package's for releases and yanks, its namespace's
+    /// for namespace records.
+    pub fn chain(&self) -> ChainKey {
+        match self {
+            Record::Release(r) => ChainKey::Package(r.package.clone()),
+            Record::Yank(y) => ChainKey::Package(y.package.clone()),
+            Record::Namespace(n) => ChainKey::Namespace(n.namespace.clone()),
+        }
+    }
+
+    /// The head of its chain this record names as the one before it.
+    pub fn prev(&self) -> Prev {
+        match self {
+            Record::Release(r) => r.prev,
+            Record::Yank(y) => y.prev,
+            Record::Namespace(n) => n.prev,
+        }
+    }
+
     /// The namespace whose keys must authorise this record.
     pub fn namespace(&self) -> &Namespace {
         match self {
@@ -597,7 +652,7 @@ mod tests {
 
     fn release_body() -> String {
         format!(
-            "gridreg/release/v1\npackage acme:auth\nversion 1.2.0\ndigest sha256:{}\nsize 123456\ntime 2026-11-21T19:56:57Z\nimport wasi:cli/stdout@0.2.6\nimport wasi:sockets/tcp@0.2.6\nexport neon:cybergrid/authenticator@0.1.0\n",
+            "gridreg/release/v2\npackage acme:auth\nprev none\nversion 1.2.0\ndigest sha256:{}\nsize 123456\ntime 2026-11-21T19:56:57Z\nimport wasi:cli/stdout@0.2.6\nimport wasi:sockets/tcp@0.2.6\nexport neon:cybergrid/authenticator@0.1.0\n",
             "ab".repeat(32)
         )
     }
@@ -606,14 +661,41 @@ mod tests {
     fn all_three_roundtrip() {
         let bodies = [
             release_body(),
-            format!("gridreg/namespace/v1\nnamespace acme\nop grant\nkey {VK}\nrole publish\ntime 2026-11-21T19:56:57Z\n"),
-            "gridreg/yank/v1\npackage acme:auth\nversion 1.2.0\nreason CVE-2026-1234: token check skipped\ntime 2026-11-21T19:56:57Z\n".to_string(),
+            format!("gridreg/namespace/v2\nnamespace acme\nprev none\nop grant\nkey {VK}\nrole publish\ntime 2026-11-21T19:56:57Z\n"),
+            "gridreg/yank/v2\npackage acme:auth\nprev 4:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\nversion 1.2.0\nreason CVE-2026-1234: token check skipped\ntime 2026-11-21T19:56:57Z\n".to_string(),
         ];
         for b in bodies {
             let r = Record::parse(&b).unwrap();
             assert_eq!(r.to_body(), b);
             assert_eq!(Record::parse(&r.to_body()).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn v1_is_refused_by_name() {
+        let v1 = "gridreg/namespace/v1\nnamespace acme\nop claim\n";
+        let err = Record::parse(v1).unwrap_err();
+        assert_eq!(
+            err,
+            RecordError::Version1 {
+                found: "gridreg/namespace/v1".into()
+            }
+        );
+        assert!(err.to_string().contains("gridreg/namespace/v2"), "{err}");
+    }
+
+    #[test]
+    fn chain_and_prev_of_each_kind() {
+        let r = Record::parse(&release_body()).unwrap();
+        assert_eq!(r.chain().to_string(), "package acme:auth");
+        assert_eq!(r.prev(), Prev::None);
+        let y = Record::parse(&format!(
+            "gridreg/yank/v2\npackage acme:auth\nprev 4:{}\nversion 1.2.0\nreason r\ntime 2026-11-21T19:56:57Z\n",
+            "cd".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(y.chain(), r.chain());
+        assert_eq!(y.prev().head().unwrap().index, 4);
     }
 
     #[test]
@@ -637,13 +719,20 @@ mod tests {
             (good.replace("version 1.2.0", "version 1.2"), "semver"),
             (good.replace("version 1.2.0", "version  1.2.0"), "semver"),
             (good.replace("package acme:auth", "package Acme:auth"), "kebab"),
-            (good.replace("gridreg/release/v1", "gridreg/release/v2"), "record type"),
-            ("gridreg/namespace/v1\nnamespace acme\nop claim\nkey x\nrole owner\ntime 2026-11-21T19:56:57Z\n".to_string(), "verifier key"),
-            (format!("gridreg/namespace/v1\nnamespace acme\nop claim\nkey {VK}\nrole publish\ntime 2026-11-21T19:56:57Z\n"), "claim must"),
-            (format!("gridreg/namespace/v1\nnamespace acme\nop steal\nkey {VK}\nrole owner\ntime 2026-11-21T19:56:57Z\n"), "claim, grant or revoke"),
-            ("gridreg/yank/v1\npackage acme:auth\nversion 1.2.0\nreason bad\u{7}bell\ntime 2026-11-21T19:56:57Z\n".to_string(), "control"),
-            ("gridreg/yank/v1\npackage acme:auth\nversion 1.2.0\nreason  padded\ntime 2026-11-21T19:56:57Z\n".to_string(), "whitespace"),
-            ("gridreg/yank/v1\npackage acme:auth\nversion 1.2.0\nreason \ntime 2026-11-21T19:56:57Z\n".to_string(), "expected `reason"),
+            (good.replace("gridreg/release/v2", "gridreg/release/v3"), "record type"),
+            (good.replace("gridreg/release/v2", "gridreg/release/v1"), "record format v1"),
+            (good.replace("gridreg/release/v2\npackage acme:auth\nprev none\n", "gridreg/release/v1\npackage acme:auth\n"), "record format v1"),
+            (good.replace("prev none\n", ""), "expected `prev"),
+            (good.replace("prev none\n", "prev\n"), "expected `prev"),
+            (good.replace("prev none", "prev 3"), "expected `none` or"),
+            (good.replace("prev none", "prev 03:0000000000000000000000000000000000000000000000000000000000000000"), "expected `none` or"),
+            (good.replace("prev none\nversion 1.2.0\n", "version 1.2.0\nprev none\n"), "expected `prev"),
+            ("gridreg/namespace/v2\nnamespace acme\nprev none\nop claim\nkey x\nrole owner\ntime 2026-11-21T19:56:57Z\n".to_string(), "verifier key"),
+            (format!("gridreg/namespace/v2\nnamespace acme\nprev none\nop claim\nkey {VK}\nrole publish\ntime 2026-11-21T19:56:57Z\n"), "claim must"),
+            (format!("gridreg/namespace/v2\nnamespace acme\nprev none\nop steal\nkey {VK}\nrole owner\ntime 2026-11-21T19:56:57Z\n"), "claim, grant or revoke"),
+            ("gridreg/yank/v2\npackage acme:auth\nprev 4:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\nversion 1.2.0\nreason bad\u{7}bell\ntime 2026-11-21T19:56:57Z\n".to_string(), "control"),
+            ("gridreg/yank/v2\npackage acme:auth\nprev 4:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\nversion 1.2.0\nreason  padded\ntime 2026-11-21T19:56:57Z\n".to_string(), "whitespace"),
+            ("gridreg/yank/v2\npackage acme:auth\nprev 4:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\nversion 1.2.0\nreason \ntime 2026-11-21T19:56:57Z\n".to_string(), "expected `reason"),
         ];
         for (body, want) in cases {
             let err = Record::parse(&body).unwrap_err().to_string();

@@ -7,7 +7,7 @@ use gridreg_protocol::checkpoint::{Advance, Checkpoint, CheckpointError, check_a
 use gridreg_protocol::merkle::{self, Hash};
 use gridreg_protocol::name::Version;
 use gridreg_protocol::record::{Digest, Record, Release, Timestamp, Yank};
-use gridreg_protocol::{PackageName, SignerKey};
+use gridreg_protocol::{Head, PackageName, Prev, SignerKey};
 use proptest::prelude::*;
 
 fn build(n: u64, salt: u8) -> (Vec<Hash>, Vec<Hash>) {
@@ -140,11 +140,17 @@ proptest! {
         exports in proptest::collection::btree_set("[a-z_.0-9]{1,12}", 0..4),
         digest in any::<[u8; 32]>(),
         reason in "[ -~]{0,40}",
+        prev in proptest::option::of((any::<u64>(), any::<[u8; 32]>())),
     ) {
+        let prev = match prev {
+            None => Prev::None,
+            Some((index, leaf)) => Prev::Entry(Head { index, leaf }),
+        };
         let package = PackageName::parse(&format!("{ns}:{name}")).unwrap();
         let time = Timestamp::from_unix(secs).unwrap();
         let r = Record::Release(Release {
             package: package.clone(),
+            prev,
             version: Version::new(maj, min, pat),
             digest: Digest(digest),
             size,
@@ -157,13 +163,13 @@ proptest! {
         prop_assert_eq!(Record::parse(&body).unwrap().to_body(), body);
         let reason = format!("why {}", reason.trim());
         let reason = reason.trim().to_string();
-        let y = Record::Yank(Yank { package, version: Version::new(maj, min, pat), reason, time });
+        let y = Record::Yank(Yank { package, prev, version: Version::new(maj, min, pat), reason, time });
         prop_assert_eq!(Record::parse(&y.to_body()).unwrap(), y);
     }
 
     // docs/protocol.md §4.5 "Parsing strictness"
     #[test]
-    fn record_parser_never_panics(body in "(gridreg/(release|yank|namespace)/v1\n)?([a-z]{1,9} [ -~]{0,30}\n){0,8}") {
+    fn record_parser_never_panics(body in "(gridreg/(release|yank|namespace)/v[12]\n)?([a-z]{1,9} [ -~]{0,30}\n){0,8}") {
         if let Ok(r) = Record::parse(&body) {
             prop_assert_eq!(r.to_body(), body);
         }

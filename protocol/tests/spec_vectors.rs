@@ -30,16 +30,18 @@ const HELLO_NOTE: &str = "hello\n\
 \u{2014} alice GTe265T+7VH3+mYZ0Pqj+90gc8TJvyOhd1ktN+hiAQgQNy49rkVeZL0o8yoxWvetQGQ9+V8CIfP9MMAAGLyWKGvXnAo=\n";
 
 // §11.3 "Records and leaf hashes"
-const CLAIM_BODY: &str = "gridreg/namespace/v1\n\
+const CLAIM_BODY: &str = "gridreg/namespace/v2\n\
 namespace acme\n\
+prev none\n\
 op claim\n\
 key alice+1937b6eb+Ae1JKMYo0cLG6ukDOJBZlWEpWSc6XGP5NjbBRhSshzfR\n\
 role owner\n\
 time 2026-11-21T19:56:57Z\n";
-const CLAIM_SIG_LINE: &str = "\u{2014} alice GTe268b7434Ymo+E1ZYnMVeO1G0PKLbsCz7NADf8MZ+dXfcekXSvcQVQPT5LROm2NFpMSxCy30sYbE5kEu5ZOCZ3JQM=\n";
-const CLAIM_LEAF_HASH: &str = "2794f338006bb9921c351fc249b556ed79bfeb9ac1bedd422fe39c66bb332011";
-const RELEASE_BODY: &str = "gridreg/release/v1\n\
+const CLAIM_SIG_LINE: &str = "\u{2014} alice GTe268mUbXg1TyeCV1guUSi81eqQwZ/bzD9N/sCPnBQ+XQvOUok8IG13wI3yTmaPTb+lbr27/uujPd2cLF2A8K9Lig4=\n";
+const CLAIM_LEAF_HASH: &str = "be4945a95d2a4ff050ce46a6289b35c5987c5ddb3c03f8cba0075c7cf20cbfd2";
+const RELEASE_BODY: &str = "gridreg/release/v2\n\
 package acme:auth\n\
+prev none\n\
 version 1.2.0\n\
 digest sha256:abababababababababababababababababababababababababababababababab\n\
 size 123456\n\
@@ -47,18 +49,18 @@ time 2026-11-21T19:56:57Z\n\
 import wasi:cli/stdout@0.2.6\n\
 import wasi:sockets/tcp@0.2.6\n\
 export neon:cybergrid/authenticator@0.1.0\n";
-const RELEASE_SIG_LINE: &str = "\u{2014} alice GTe264UnILWVaF8PqX4qeFFNqZaynEwofw4rgcRVldA9R2BrgNjKpU/dQ+h4xqyjAhyY4cTvoUAyCuInbQ8tS21sagI=\n";
-const RELEASE_LEAF_HASH: &str = "d1728849609e6d294959c57808bc25085f207570a964be14da8021166e2a4f86";
+const RELEASE_SIG_LINE: &str = "\u{2014} alice GTe26xPjBONkuPYghRrVc9kF1CWUrwWmmoa+eCVea7eJ7Qs3nh0zOtbWijyQmmY0BeKeoqtMM5aweE2ESSVJrvqEagY=\n";
+const RELEASE_LEAF_HASH: &str = "cb2fa7ddb247eca44bd85fff169d721dad678dbcf20aceea6b34850432735b49";
 
 // §11.4 "Log and checkpoint"
 const MTH_0: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-const MTH_1: &str = "2794f338006bb9921c351fc249b556ed79bfeb9ac1bedd422fe39c66bb332011";
-const MTH_2: &str = "d9cf9bcb2f472b4608baa5ebdea9dcb3c2f765d5db2786370e8faf4863d4d486";
-const INCLUSION_1_IN_2: &[&str] = &["J5TzOABruZIcNR/CSbVW7Xm/65rBvt1CL+OcZrszIBE="];
-const INCLUSION_0_IN_2: &[&str] = &["0XKISWCebSlJWcV4CLwlCF8gdXCpZL4U2oAhFm4qT4Y="];
-const CONSISTENCY_1_TO_2: &[&str] = &["0XKISWCebSlJWcV4CLwlCF8gdXCpZL4U2oAhFm4qT4Y="];
-const CHECKPOINT_BODY: &str = "log.example\n2\n2c+byy9HK0YIuqXr3qncs8L3ZdXbJ4Y3Do+vSGPU1IY=\n";
-const CHECKPOINT_SIG_LINE: &str = "\u{2014} log.example PbTuCDC5z96wAAuPVgsT5IAZAw7kl4uxxmsQ84gUOIGWYbHCrXFsfnGnEvMHAl0ayR2f9ru0hSPZMbDVWBpcHAXFuAo=\n";
+const MTH_1: &str = "be4945a95d2a4ff050ce46a6289b35c5987c5ddb3c03f8cba0075c7cf20cbfd2";
+const MTH_2: &str = "a43de5e4579bc3067d4166d878bee09d6128b6f980b5488bf400f847268caae7";
+const INCLUSION_1_IN_2: &[&str] = &["vklFqV0qT/BQzkamKJs1xZh8Xds8A/jLoAdcfPIMv9I="];
+const INCLUSION_0_IN_2: &[&str] = &["yy+n3bJH7KRL2F//Fp1yHa1njbzyCs7qazSFBDJzW0k="];
+const CONSISTENCY_1_TO_2: &[&str] = &["yy+n3bJH7KRL2F//Fp1yHa1njbzyCs7qazSFBDJzW0k="];
+const CHECKPOINT_BODY: &str = "log.example\n2\npD3l5FebwwZ9QWbYeL7gnWEotvmAtUiL9AD4RyaMquc=\n";
+const CHECKPOINT_SIG_LINE: &str = "\u{2014} log.example PbTuCBebVieaEb3zlImdUutvoqCA4mBCXTe76/rcnSZfHgw4fvMBUjQVZ03gNdAuuLZwH2vfQKrj7ZdFpwVqmYXV4gI=\n";
 
 fn alice() -> SignerKey {
     SignerKey::from_seed("alice", &ALICE_SEED).unwrap()
@@ -140,14 +142,14 @@ fn hello_note() {
     assert_eq!(n.to_text(), HELLO_NOTE);
     assert_eq!(Note::parse(HELLO_NOTE.as_bytes()).unwrap(), n);
 
-    let alice_only = KeySet::from_keys([a.verifier()]).unwrap();
+    let alice_only = KeySet::from_keys([a.verifier()]);
     let v = note::verify(HELLO_NOTE.as_bytes(), &alice_only).unwrap();
     assert_eq!(v.text(), "hello\n");
     assert_eq!(v.verified_by, vec![a.verifier()]);
     assert!(v.unknown.is_empty());
 
     // Another key does not verify it; the same signature over other text is a bad signature.
-    let log_only = KeySet::from_keys([log_key().verifier()]).unwrap();
+    let log_only = KeySet::from_keys([log_key().verifier()]);
     assert!(matches!(
         note::verify(HELLO_NOTE.as_bytes(), &log_only),
         Err(NoteError::NoVerifiedSignature { .. })

@@ -204,7 +204,7 @@ fn go_note_sign_and_open() {
     assert_eq!(signed, format!("{text}\n{peter_line}"));
 
     let msg = format!("{text}\n{peter_line}{enoch_line}");
-    let only_peter = KeySet::from_keys([peter.clone()]).unwrap();
+    let only_peter = KeySet::from_keys([peter.clone()]);
     let n = note::verify(msg.as_bytes(), &only_peter).unwrap();
     assert_eq!(n.text(), text);
     assert_eq!(n.verified_by, vec![peter.clone()]);
@@ -212,7 +212,7 @@ fn go_note_sign_and_open() {
     assert_eq!(n.unknown[0].name, "EnochRoot");
     assert_eq!(n.unknown[0].key_id, 0xaf0cfe78);
 
-    let both = KeySet::from_keys([peter.clone(), enoch.clone()]).unwrap();
+    let both = KeySet::from_keys([peter.clone(), enoch.clone()]);
     let n = note::verify(msg.as_bytes(), &both).unwrap();
     assert_eq!(n.verified_by, vec![peter.clone(), enoch]);
     assert!(n.unknown.is_empty());
