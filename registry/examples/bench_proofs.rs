@@ -52,9 +52,11 @@ async fn seed(data: &std::path::Path, entries: u64) {
             .enumerate()
             .map(|(i, body)| NewEntry {
                 index: size + i as u64,
+                leaf: leaf_hash(&body),
                 body,
                 kind: EntryKind::Release,
                 namespace: "bench".to_string(),
+                chain: format!("package bench:p{}", size + i as u64),
                 derived: Derived::Namespace,
             })
             .collect();

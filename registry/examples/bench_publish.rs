@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use gridreg_protocol::record::{NamespaceRecord, Release};
 use gridreg_protocol::{
-    Digest, Namespace, NamespaceOp, PackageName, Record, Role, SignerKey, Timestamp,
+    Digest, Namespace, NamespaceOp, PackageName, Prev, Record, Role, SignerKey, Timestamp,
 };
 use gridreg_registry::{Config, Registry};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -81,6 +81,7 @@ async fn main() {
     let key = SignerKey::generate("bench").unwrap();
     let claim = Record::Namespace(NamespaceRecord {
         namespace: Namespace::parse("bench").unwrap(),
+        prev: Prev::None,
         op: NamespaceOp::Claim,
         key: key.verifier(),
         role: Role::Owner,
@@ -103,13 +104,15 @@ async fn main() {
         assert_eq!(http(*a, "PUT", &put, &wasm).await, 201);
     }
     let audit = gridreg_verifier::audit(&wasm).unwrap();
-    // Signing is the client's cost, so it happens before the clock starts.
+    // Signing is the client's cost, so it happens before the clock starts. Each record is the
+    // first release of its own package (`prev none`): many packages, as a registry sees them.
     let leaves: Arc<Vec<String>> = Arc::new(
         (0..records)
             .map(|i| {
                 Record::Release(Release {
-                    package: PackageName::parse("bench:hello").unwrap(),
-                    version: semver::Version::new(1, 0, i as u64),
+                    package: PackageName::parse(&format!("bench:p{i}")).unwrap(),
+                    prev: Prev::None,
+                    version: semver::Version::new(1, 0, 0),
                     digest: Digest::of(&wasm),
                     size: wasm.len() as u64,
                     time: Timestamp::now(),

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A conflict with the log's current state; the code says which.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
+    /// A record whose `prev` is not its chain's head; `head` is the head now, in `prev` form.
+    #[error("{message}")]
+    StalePrev { message: String, head: String },
     /// A signer (not a token) lacks the right; the code says which.
     #[error("{message}")]
     NotAuthorised { code: ErrorCode, message: String },
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::SurfaceMismatch(_) => ErrorCode::SurfaceMismatch,
             ApiError::PolicyViolation(_) => ErrorCode::PolicyViolation,
             ApiError::Conflict { code, .. } | ApiError::NotAuthorised { code, .. } => code.clone(),
+            ApiError::StalePrev { .. } => ErrorCode::StalePrev,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
@@ -95,6 +99,10 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code(),
                 message,
+                head: match &self {
+                    ApiError::StalePrev { head, .. } => Some(head.clone()),
+                    _ => None,
+                },
             },
         };
         let status = self.status();
@@ -139,6 +147,10 @@ impl From<Rejection> for ApiError {
             }
             Rejection::NoSuchRelease { .. } => ApiError::NotFound(r.to_string()),
             Rejection::Namespace(e) => namespace_error(e),
+            Rejection::StalePrev { head, .. } => ApiError::StalePrev {
+                message: r.to_string(),
+                head: head.to_string(),
+            },
             Rejection::PolicyViolation(m) => ApiError::PolicyViolation(m),
             // Nothing of the batch was stored (the sequencer logged why), so the publisher may
             // send the same record again; the detail (a database error) stays in the log.

@@ -1,6 +1,7 @@
 //! Why the sequencer refused a record, below both the sequencer and the namespace policies that
 //! judge a batch, so neither has to know the other.
 
+use gridreg_protocol::Prev;
 use gridreg_protocol::namespace::NamespaceError;
 
 /// Why the sequencer refused a record. Nothing was written for it.
@@ -14,6 +15,16 @@ pub enum Rejection {
     AlreadyYanked { package: String, version: String },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    /// The record's `prev` is not its chain's head: a replay, or another record got there first.
+    #[error(
+        "the record names {found} as the head of {chain}, but the head is {head}; sign the record \
+         again with `prev {head}`"
+    )]
+    StalePrev {
+        chain: String,
+        head: Prev,
+        found: Prev,
+    },
     #[error("{0}")]
     PolicyViolation(String),
     #[error("the log could not be written: {0}")]

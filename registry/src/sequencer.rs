@@ -18,7 +18,7 @@ use std::time::Duration;
 use gridreg_protocol::api::ErrorCode;
 use gridreg_protocol::merkle;
 use gridreg_protocol::namespace::NamespaceError;
-use gridreg_protocol::{Checkpoint, NamespaceState, Record, SignerKey, VerifierKey};
+use gridreg_protocol::{Checkpoint, Head, NamespaceState, Prev, Record, SignerKey, VerifierKey};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::log::{LogError, with_hashes};
@@ -138,8 +138,6 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("log entry {0}")]
-    Replay(String),
     #[error(
         "the store is inconsistent: the newest checkpoint has size {checkpoint} but {entries} entries are stored"
     )]
@@ -185,7 +183,7 @@ impl std::fmt::Debug for Sequencer {
 /// change it, so replaying only namespace records at their own indexes gives the same state.
 async fn load_namespaces(store: &Store) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
-    apply_namespace_entries(&mut state, store.namespace_entries(None).await?)?;
+    apply_namespace_entries(&mut state, store.namespace_entries(None).await?);
     Ok(state)
 }
 
@@ -193,20 +191,26 @@ async fn load_namespaces(store: &Store) -> Result<NamespaceState, OpenError> {
 /// size describes, even while another replica appends.
 async fn load_namespaces_below(store: &Store, size: u64) -> Result<NamespaceState, OpenError> {
     let mut state = NamespaceState::new();
-    apply_namespace_entries(&mut state, store.namespace_entries_between(0, size).await?)?;
+    apply_namespace_entries(&mut state, store.namespace_entries_between(0, size).await?);
     Ok(state)
 }
 
+/// Applies namespace records in log order. An entry the state machine refuses (the sequencer
+/// never appends one, so this is a bug, or an entry of record format v1 in an old store) is
+/// reported with its index and skipped: no stored entry can stop the registry from starting.
 fn apply_namespace_entries(
     state: &mut NamespaceState,
     entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
-) -> Result<(), OpenError> {
+) {
     for (index, body) in entries {
-        state
-            .apply_entry(index, &body)
-            .map_err(|e| OpenError::Replay(e.to_string()))?;
+        if let Err(e) = state.apply_entry(index, &body) {
+            tracing::error!(
+                index,
+                error = %e,
+                "a stored namespace record does not replay; it is skipped (please report this)"
+            );
+        }
     }
-    Ok(())
 }
 
 impl Sequencer {
@@ -331,14 +335,21 @@ impl Sequencer {
     async fn stage(
         &mut self,
         req: StageRequest,
-    ) -> Result<(ExistingVersions, HashMap<String, String>), OpenError> {
+    ) -> Result<
+        (
+            ExistingVersions,
+            HashMap<String, String>,
+            HashMap<String, Head>,
+        ),
+        OpenError,
+    > {
         let follow = req.follow;
         let staged = self.store.stage(req).await?;
         if let Some(follow) = follow {
             self.follow_to(follow, staged.latest, staged.namespace_entries)
                 .await?;
         }
-        Ok((staged.versions, staged.policies))
+        Ok((staged.versions, staged.policies, staged.heads))
     }
 
     /// What this sequencer knows of the log, for [`Store::stage`] to read what is new.
@@ -373,12 +384,12 @@ impl Sequencer {
             Some(at) if at == follow.namespaces_from && at <= latest.size => {
                 self.namespaces_at = None;
                 self.view
-                    .namespaces_mut(|ns| apply_namespace_entries(ns, added))?;
+                    .namespaces_mut(|ns| apply_namespace_entries(ns, added));
             }
             // No exact state: `added` holds every namespace record; rebuild from them.
             _ if follow.namespaces_from == 0 => {
                 let mut state = NamespaceState::new();
-                apply_namespace_entries(&mut state, added)?;
+                apply_namespace_entries(&mut state, added);
                 self.view.namespaces_mut(|ns| *ns = state);
             }
             _ => {
@@ -508,14 +519,23 @@ impl Sequencer {
             .collect();
         release_namespaces.sort_unstable();
         release_namespaces.dedup();
+        // The chains the batch extends: each record must name its chain's head.
+        let chains: Vec<String> = pending
+            .iter()
+            .map(|s| s.record.chain().to_string())
+            .collect();
+        let mut wanted_chains = chains.clone();
+        wanted_chains.sort_unstable();
+        wanted_chains.dedup();
         let staged = self
             .stage(StageRequest {
                 versions: keys.iter().flatten().cloned().collect(),
+                chains: wanted_chains,
                 namespaces: release_namespaces,
                 follow: self.refresh_every.map(|_| self.follow()),
             })
             .await;
-        let (found, policies) = match staged {
+        let (found, policies, mut heads) = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 let pending = pending.into_iter().map(|s| (0, s)).collect();
@@ -536,7 +556,7 @@ impl Sequencer {
         // From here until the commit lands, the namespace state holds this batch's records.
         self.namespaces_at = None;
         self.view.namespaces_mut(|ns| {
-            for (s, stored) in pending.into_iter().zip(existing) {
+            for ((s, stored), chain) in pending.into_iter().zip(existing).zip(chains) {
                 let stored = stored.flatten();
                 let index = start + accepted.len() as u64;
                 let check = match &s.record {
@@ -575,10 +595,31 @@ impl Sequencer {
                     }
                     Record::Namespace(_) => Ok(None),
                 };
-                let result = check.and_then(|mark| {
-                    ns.apply(index, &s.record, &s.signers)?;
-                    Ok(mark)
-                });
+                // A record extends its chain only at the head as it stands at this index
+                // (records earlier in this batch included): a replayed record names an old
+                // head and is refused here, whoever sends it. Checked after the version checks
+                // (a taken version is the better answer) and before the namespace state moves.
+                let result = check
+                    .and_then(|mark| {
+                        let head = Prev::after(heads.get(&chain).copied());
+                        let found = s.record.prev();
+                        if found == head {
+                            Ok(mark)
+                        } else {
+                            Err(Rejection::StalePrev {
+                                chain: chain.clone(),
+                                head,
+                                found,
+                            })
+                        }
+                    })
+                    .and_then(|mark| {
+                        ns.apply(index, &s.record, &s.signers)?;
+                        Ok(mark)
+                    });
+                if result.is_ok() {
+                    heads.insert(chain, Head::of(index, &s.leaf));
+                }
                 match result {
                     Ok(Some((true, key))) => {
                         released.insert(key);
@@ -649,9 +690,12 @@ impl Sequencer {
         // serves this checkpoint, which no client has seen yet, so no served checkpoint is lost.
         let entries = accepted
             .iter()
-            .map(|(index, s)| NewEntry {
+            .zip(&leaves)
+            .map(|((index, s), leaf)| NewEntry {
                 index: *index,
                 body: s.leaf.clone(),
+                chain: s.record.chain().to_string(),
+                leaf: *leaf,
                 kind: match s.record {
                     Record::Release(_) => EntryKind::Release,
                     Record::Namespace(_) => EntryKind::Namespace,
@@ -729,6 +773,7 @@ pub fn rejection_code(r: &Rejection) -> ErrorCode {
         Rejection::NoSuchRelease { .. } => ErrorCode::NotFound,
         Rejection::AlreadyYanked { .. } => ErrorCode::AlreadyYanked,
         Rejection::Namespace(e) => namespace_code(e),
+        Rejection::StalePrev { .. } => ErrorCode::StalePrev,
         Rejection::PolicyViolation(_) => ErrorCode::PolicyViolation,
         Rejection::Internal(_) => ErrorCode::Internal,
     }

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::merkle;
-use gridreg_protocol::{Digest, NamespaceOp, Role, SignedCheckpoint, VerifierKey};
+use gridreg_protocol::{Digest, NamespaceOp, Prev, Role, SignedCheckpoint, VerifierKey};
 use gridreg_registry::auth::{Scope, create_token};
 
 backend_tests!(
@@ -37,7 +37,7 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     let cp0 = SignedCheckpoint::verify(&cp0.body, origin, &log_key).unwrap();
     assert_eq!(cp0.size(), 0);
 
-    let r = h.post_record(&claim(&alice, "acme")).await;
+    let r = h.post_record(&claim(&h.app, &alice, "acme").await).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["index"], 0);
 
@@ -47,7 +47,7 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     // Idempotent.
     assert_eq!(h.put_content(&hello).await.status, StatusCode::OK);
 
-    let leaf = release(&alice, "acme:hello", "1.0.0", &hello);
+    let leaf = release(&h.app, &alice, "acme:hello", "1.0.0", &hello).await;
     let r = h.post_record(&leaf).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let answer = r.json();
@@ -72,7 +72,7 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     )
     .unwrap();
     // A different leaf does not verify with that proof.
-    let other = release(&alice, "acme:hello", "1.0.1", &hello);
+    let other = release(&h.app, &alice, "acme:hello", "1.0.1", &hello).await;
     assert!(
         merkle::verify_inclusion(
             &proof,
@@ -173,15 +173,17 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     assert_eq!(ns["members"][0]["role"], "owner");
 
     // Yank, and the version stays taken.
-    let r = h.post_record(&yank(&alice, "acme:hello", "1.0.0")).await;
+    let r = h
+        .post_record(&yank(&h.app, &alice, "acme:hello", "1.0.0").await)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = h.get("/v1/packages/acme:hello").await.json();
     assert_eq!(v["versions"][0]["yanked"], true);
     let before = h.snapshot().await;
-    h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+    h.post_record(&release(&h.app, &alice, "acme:hello", "1.0.0", &hello).await)
         .await
         .assert_error(StatusCode::CONFLICT, "version_exists");
-    h.post_record(&yank(&alice, "acme:hello", "1.0.0"))
+    h.post_record(&yank(&h.app, &alice, "acme:hello", "1.0.0").await)
         .await
         .assert_error(StatusCode::CONFLICT, "already_yanked");
     assert_eq!(h.snapshot().await, before);
@@ -249,7 +251,9 @@ async fn record_rejections_change_nothing(backend: Backend) {
     let hello = fixture("hello.wasm");
     let tcp = fixture("tcp-client.wasm");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
@@ -272,7 +276,7 @@ async fn record_rejections_change_nothing(backend: Backend) {
         StatusCode::BAD_REQUEST,
         "malformed_record",
     );
-    let body = release(&alice, "acme:hello", "2.0.0", &hello);
+    let body = release(&h.app, &alice, "acme:hello", "2.0.0", &hello).await;
     let tampered = body.replacen("version 2.0.0", "version 2.0.1", 1);
     check(
         h.post_record(&tampered).await,
@@ -307,6 +311,7 @@ async fn record_rejections_change_nothing(backend: Backend) {
     // Invalid wasm.
     let rec = gridreg_protocol::Release {
         package: "acme:junk".parse().unwrap(),
+        prev: Prev::None,
         version: semver::Version::new(1, 0, 0),
         digest: Digest::of(&junk),
         size: junk.len() as u64,
@@ -346,7 +351,7 @@ async fn record_rejections_change_nothing(backend: Backend) {
 
     // Duplicate version.
     check(
-        h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+        h.post_record(&release(&h.app, &alice, "acme:hello", "1.0.0", &hello).await)
             .await,
         StatusCode::CONFLICT,
         "version_exists",
@@ -354,26 +359,34 @@ async fn record_rejections_change_nothing(backend: Backend) {
 
     // Unauthorised signer.
     check(
-        h.post_record(&release(&bob, "acme:hello", "2.0.0", &hello))
+        h.post_record(&release(&h.app, &bob, "acme:hello", "2.0.0", &hello).await)
             .await,
         StatusCode::FORBIDDEN,
         "not_authorised",
     );
     // A namespace nobody claimed.
     check(
-        h.post_record(&release(&alice, "other:hello", "1.0.0", &hello))
+        h.post_record(&release(&h.app, &alice, "other:hello", "1.0.0", &hello).await)
             .await,
         StatusCode::FORBIDDEN,
         "not_authorised",
     );
     // Claiming a claimed namespace.
     check(
-        h.post_record(&claim(&bob, "acme")).await,
+        h.post_record(&claim(&h.app, &bob, "acme").await).await,
         StatusCode::CONFLICT,
         "namespace_claimed",
     );
     // A claim signed by someone other than the claimed key.
-    let forged = namespace_record(&bob, "free", NamespaceOp::Claim, &carol, Role::Owner);
+    let forged = namespace_record(
+        &h.app,
+        &bob,
+        "free",
+        NamespaceOp::Claim,
+        &carol,
+        Role::Owner,
+    )
+    .await;
     check(
         h.post_record(&forged).await,
         StatusCode::FORBIDDEN,
@@ -382,10 +395,26 @@ async fn record_rejections_change_nothing(backend: Backend) {
     assert_eq!(h.snapshot().await, before);
 
     // Grant bob publish; then a grant by bob (not an owner) is refused.
-    let grant = namespace_record(&alice, "acme", NamespaceOp::Grant, &bob, Role::Publish);
+    let grant = namespace_record(
+        &h.app,
+        &alice,
+        "acme",
+        NamespaceOp::Grant,
+        &bob,
+        Role::Publish,
+    )
+    .await;
     assert_eq!(h.post_record(&grant).await.status, StatusCode::OK);
     let before = h.snapshot().await;
-    let by_bob = namespace_record(&bob, "acme", NamespaceOp::Grant, &carol, Role::Publish);
+    let by_bob = namespace_record(
+        &h.app,
+        &bob,
+        "acme",
+        NamespaceOp::Grant,
+        &carol,
+        Role::Publish,
+    )
+    .await;
     check(
         h.post_record(&by_bob).await,
         StatusCode::FORBIDDEN,
@@ -395,17 +424,33 @@ async fn record_rejections_change_nothing(backend: Backend) {
 
     // Bob publishes, is revoked, and his next release is refused.
     h.publish(&bob, "acme:hello", "1.1.0", &hello).await;
-    let revoke = namespace_record(&alice, "acme", NamespaceOp::Revoke, &bob, Role::Publish);
+    let revoke = namespace_record(
+        &h.app,
+        &alice,
+        "acme",
+        NamespaceOp::Revoke,
+        &bob,
+        Role::Publish,
+    )
+    .await;
     assert_eq!(h.post_record(&revoke).await.status, StatusCode::OK);
     let before = h.snapshot().await;
     check(
-        h.post_record(&release(&bob, "acme:hello", "1.2.0", &hello))
+        h.post_record(&release(&h.app, &bob, "acme:hello", "1.2.0", &hello).await)
             .await,
         StatusCode::FORBIDDEN,
         "not_authorised",
     );
     // Revoking the last owner.
-    let last = namespace_record(&alice, "acme", NamespaceOp::Revoke, &alice, Role::Owner);
+    let last = namespace_record(
+        &h.app,
+        &alice,
+        "acme",
+        NamespaceOp::Revoke,
+        &alice,
+        Role::Owner,
+    )
+    .await;
     check(
         h.post_record(&last).await,
         StatusCode::CONFLICT,
@@ -413,7 +458,8 @@ async fn record_rejections_change_nothing(backend: Backend) {
     );
     // Yank of a version that does not exist.
     check(
-        h.post_record(&yank(&alice, "acme:hello", "9.9.9")).await,
+        h.post_record(&yank(&h.app, &alice, "acme:hello", "9.9.9").await)
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -432,7 +478,9 @@ async fn namespace_policy_is_enforced(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     let policy = "[policy]\nname = \"no-network\"\n[capabilities]\ndeny = [\"network\"]\ndefault = \"allow\"\n";
@@ -480,7 +528,7 @@ async fn namespace_policy_is_enforced(backend: Backend) {
     let tcp = fixture("tcp-client.wasm");
     assert_eq!(h.put_content(&tcp).await.status, StatusCode::CREATED);
     let before = h.snapshot().await;
-    h.post_record(&release(&alice, "acme:tcp", "1.0.0", &tcp))
+    h.post_record(&release(&h.app, &alice, "acme:tcp", "1.0.0", &tcp).await)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "policy_violation");
     assert_eq!(h.snapshot().await, before);
@@ -531,15 +579,19 @@ async fn private_registry_needs_tokens(backend: Backend) {
         }
     };
     // Claims need admin on a private registry; publishing needs publish in that namespace.
-    post(claim(&alice, "acme"), publish.clone())
+    post(claim_at(Prev::None, &alice, "acme"), publish.clone())
         .await
         .assert_error(StatusCode::FORBIDDEN, "forbidden");
     assert_eq!(
-        post(claim(&alice, "acme"), admin.clone()).await.status,
+        post(claim_at(Prev::None, &alice, "acme"), admin.clone())
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(
-        post(claim(&alice, "other"), admin.clone()).await.status,
+        post(claim_at(Prev::None, &alice, "other"), admin.clone())
+            .await
+            .status,
         StatusCode::OK
     );
     let hello = fixture("hello.wasm");
@@ -554,14 +606,14 @@ async fn private_registry_needs_tokens(backend: Backend) {
         StatusCode::CREATED
     );
     post(
-        release(&alice, "other:hello", "1.0.0", &hello),
+        release_at(Prev::None, &alice, "other:hello", "1.0.0", &hello),
         publish.clone(),
     )
     .await
     .assert_error(StatusCode::FORBIDDEN, "forbidden");
     assert_eq!(
         post(
-            release(&alice, "acme:hello", "1.0.0", &hello),
+            release_at(Prev::None, &alice, "acme:hello", "1.0.0", &hello),
             publish.clone()
         )
         .await
@@ -623,7 +675,7 @@ async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {
             &app,
             Method::POST,
             "/v1/records",
-            claim(&alice, "acme").into_bytes(),
+            claim(&app, &alice, "acme").await.into_bytes(),
             None,
         )
         .await;
@@ -641,7 +693,7 @@ async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {
         &app,
         Method::POST,
         "/v1/records",
-        claim(&key("bob"), "acme").into_bytes(),
+        claim(&app, &key("bob"), "acme").await.into_bytes(),
         None,
     )
     .await

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use gridreg_protocol::api::decode_hashes;
 use gridreg_protocol::{Record, SignedCheckpoint, VerifierKey, merkle};
@@ -22,7 +22,9 @@ async fn one_winner_per_version(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     let hello = fixture("hello.wasm");
@@ -34,24 +36,25 @@ async fn one_winner_per_version(backend: Backend) {
     let mut tasks = Vec::new();
     for v in 0..VERSIONS {
         for c in 0..CONTENDERS {
-            // Each contender signs its own record (different time lines would make them distinct
-            // leaves; the signature bytes differ anyway only by key, so use the same key).
-            let leaf = {
-                let mut rec = release_record("acme:hello", &format!("1.{v}.0"), &hello);
-                rec.time =
-                    gridreg_protocol::Timestamp::from_unix(1_700_000_000 + c as i64).unwrap();
-                Record::Release(rec).sign(&[&alice]).unwrap()
-            };
+            // Each contender signs its own record (distinct time lines make distinct leaves) on
+            // the package chain's head, and again on the new head whenever another record got
+            // there first, as `gridreg publish` does.
+            let hello = hello.clone();
+            let alice = alice.clone();
             let app = h.app.clone();
             tasks.push(tokio::spawn(async move {
-                let r = send(
-                    &app,
-                    Method::POST,
-                    "/v1/records",
-                    leaf.clone().into_bytes(),
-                    None,
-                )
+                let leaf = std::sync::Mutex::new(String::new());
+                let r = post_chained(&app, "package acme:hello", |prev| {
+                    let mut rec = release_record("acme:hello", &format!("1.{v}.0"), &hello);
+                    rec.prev = prev;
+                    rec.time =
+                        gridreg_protocol::Timestamp::from_unix(1_700_000_000 + c as i64).unwrap();
+                    let signed = Record::Release(rec).sign(&[&alice]).unwrap();
+                    *leaf.lock().unwrap() = signed.clone();
+                    signed
+                })
                 .await;
+                let leaf = leaf.into_inner().unwrap();
                 (v, leaf, r)
             }));
         }
@@ -119,9 +122,12 @@ async fn racing_claims_have_one_owner(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let app = h.app.clone();
-        let leaf = claim(&key(&format!("k{i}")), "contested");
+        let k = key(&format!("k{i}"));
         tasks.push(tokio::spawn(async move {
-            send(&app, Method::POST, "/v1/records", leaf.into_bytes(), None).await
+            post_chained(&app, "namespace contested", |prev| {
+                claim_at(prev, &k, "contested")
+            })
+            .await
         }));
     }
     let mut ok = 0;

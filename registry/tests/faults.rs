@@ -216,12 +216,14 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     let alice = key("alice");
     let hello = fixture("hello.wasm");
     assert_eq!(
-        rig.post(&claim(&alice, "acme")).await.status,
+        rig.post(&claim(&rig.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     rig.upload(&hello).await;
     let r = rig
-        .post(&release(&alice, "acme:hello", "1.0.0", &hello))
+        .post(&release(&rig.app, &alice, "acme:hello", "1.0.0", &hello).await)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let before = rig.state().await;
@@ -231,7 +233,7 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     rig.faults.fail_commit.store(true, Ordering::SeqCst);
     let commits = rig.faults.commits.load(Ordering::SeqCst);
     let r = rig
-        .post(&release(&alice, "acme:hello", "1.1.0", &hello))
+        .post(&release(&rig.app, &alice, "acme:hello", "1.1.0", &hello).await)
         .await;
     assert_clean_5xx(&r);
     // Nothing was stored, so the answer says "try again": 503 with Retry-After, the
@@ -257,9 +259,12 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     );
     // A claim that fails to commit must not linger in the namespace state either.
     let bob = key("bob");
-    assert_clean_5xx(&rig.post(&claim(&bob, "beta")).await);
+    assert_clean_5xx(&rig.post(&claim(&rig.app, &bob, "beta").await).await);
     // A yank too.
-    assert_clean_5xx(&rig.post(&yank(&alice, "acme:hello", "1.0.0")).await);
+    assert_clean_5xx(
+        &rig.post(&yank(&rig.app, &alice, "acme:hello", "1.0.0").await)
+            .await,
+    );
 
     assert_eq!(
         rig.state().await,
@@ -279,14 +284,16 @@ async fn failed_commit_answers_503_changes_nothing_and_recovers() {
     // have had, on a tree consistent with the checkpoint served before the fault.
     rig.faults.fail_commit.store(false, Ordering::SeqCst);
     let r = rig
-        .post(&release(&alice, "acme:hello", "1.1.0", &hello))
+        .post(&release(&rig.app, &alice, "acme:hello", "1.1.0", &hello).await)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["index"], 2);
-    let r = rig.post(&claim(&bob, "beta")).await;
+    let r = rig.post(&claim(&rig.app, &bob, "beta").await).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["index"], 3);
-    let r = rig.post(&yank(&alice, "acme:hello", "1.0.0")).await;
+    let r = rig
+        .post(&yank(&rig.app, &alice, "acme:hello", "1.0.0").await)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let answer = r.json();
     assert_eq!(answer["index"], 4);
@@ -326,12 +333,16 @@ async fn failed_hash_reads_answer_5xx_and_change_nothing() {
     let alice = key("alice");
     let hello = fixture("hello.wasm");
     assert_eq!(
-        rig.post(&claim(&alice, "acme")).await.status,
+        rig.post(&claim(&rig.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     rig.upload(&hello).await;
     for v in ["1.0.0", "1.0.1", "1.0.2"] {
-        let r = rig.post(&release(&alice, "acme:hello", v, &hello)).await;
+        let r = rig
+            .post(&release(&rig.app, &alice, "acme:hello", v, &hello).await)
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
     let before = rig.state().await;
@@ -341,7 +352,7 @@ async fn failed_hash_reads_answer_5xx_and_change_nothing() {
     let commits = rig.faults.commits.load(Ordering::SeqCst);
     // Integrating a leaf at size 4 needs stored hashes: the batch fails before commit.
     assert_clean_5xx(
-        &rig.post(&release(&alice, "acme:hello", "2.0.0", &hello))
+        &rig.post(&release(&rig.app, &alice, "acme:hello", "2.0.0", &hello).await)
             .await,
     );
     assert_eq!(
@@ -355,7 +366,7 @@ async fn failed_hash_reads_answer_5xx_and_change_nothing() {
     assert_eq!(rig.state().await, before);
 
     rig.faults.fail_read_hashes.store(false, Ordering::SeqCst);
-    let leaf = release(&alice, "acme:hello", "2.0.0", &hello);
+    let leaf = release(&rig.app, &alice, "acme:hello", "2.0.0", &hello).await;
     let r = rig.post(&leaf).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let answer = r.json();
@@ -379,7 +390,9 @@ async fn a_batch_of_concurrent_publishes_fails_whole() {
     let alice = Arc::new(key("alice"));
     let hello = Arc::new(fixture("hello.wasm"));
     assert_eq!(
-        rig.post(&claim(&alice, "acme")).await.status,
+        rig.post(&claim(&rig.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     rig.upload(&hello).await;
@@ -390,7 +403,9 @@ async fn a_batch_of_concurrent_publishes_fails_whole() {
     for i in 0..16 {
         let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());
         tasks.push(tokio::spawn(async move {
-            rig.post(&release(&alice, "acme:hello", &format!("1.0.{i}"), &hello))
+            // One package each, so no record of the batch waits on another's chain head.
+            let package = format!("acme:p{i}");
+            rig.post(&release(&rig.app, &alice, &package, "1.0.0", &hello).await)
                 .await
         }));
     }
@@ -404,7 +419,9 @@ async fn a_batch_of_concurrent_publishes_fails_whole() {
     for i in 0..16 {
         let (rig, alice, hello) = (rig.clone(), alice.clone(), hello.clone());
         tasks.push(tokio::spawn(async move {
-            rig.post(&release(&alice, "acme:hello", &format!("1.0.{i}"), &hello))
+            // One package each, so no record of the batch waits on another's chain head.
+            let package = format!("acme:p{i}");
+            rig.post(&release(&rig.app, &alice, &package, "1.0.0", &hello).await)
                 .await
         }));
     }

@@ -15,9 +15,9 @@ use std::collections::BTreeSet;
 use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::api::{
-    ConsistencyProof, ErrorBody, ErrorCode, ErrorDetail, Health, InclusionProof, LogEntries,
-    LogEntry, Member, NamespaceInfo, PackageHit, PackageVersions, PublishResponse, ReleaseInfo,
-    SearchResults, Stored, VersionInfo,
+    ChainHead, ConsistencyProof, ErrorBody, ErrorCode, ErrorDetail, Health, InclusionProof,
+    LogEntries, LogEntry, Member, NamespaceInfo, PackageHit, PackageVersions, PublishResponse,
+    ReleaseInfo, SearchResults, Stored, VersionInfo,
 };
 use serde_json::Value;
 
@@ -144,7 +144,7 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
     };
     let entry = || LogEntry {
         index: 0,
-        body: "gridreg/namespace/v1\n".into(),
+        body: "gridreg/namespace/v2\n".into(),
     };
     let hashes = || vec!["AAAA".to_string()];
     let versions = |full: bool| PackageVersions {
@@ -160,7 +160,7 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
     let release = |full: bool| ReleaseInfo {
         package: "acme:hello".into(),
         info: version(full),
-        record: "gridreg/release/v1\n".into(),
+        record: "gridreg/release/v2\n".into(),
         audit: serde_json::json!({"kind": "component"}),
         wit: full.then(|| "package acme:hello;".into()),
     };
@@ -172,10 +172,11 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
             role: "owner".into(),
         }],
     };
-    let error = ErrorBody {
+    let error = |full: bool| ErrorBody {
         error: ErrorDetail {
-            code: ErrorCode::NotFound,
-            message: "no package acme:nothing".into(),
+            code: ErrorCode::StalePrev,
+            message: "the record names none as the head of package acme:hello".into(),
+            head: full.then(|| format!("3:{}", "ab".repeat(32))),
         },
     };
     let same = |name: &'static str, v: Value| (name, v.clone(), v);
@@ -230,7 +231,15 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
         ("SearchResults", json(search(true)), json(search(false))),
         ("Release", json(release(true)), json(release(false))),
         same("Namespace", json(namespace)),
-        same("Error", json(error)),
+        ("Error", json(error(true)), json(error(false))),
+        same(
+            "ChainHead",
+            json(ChainHead {
+                chain: "package acme:hello".into(),
+                head: "none".into(),
+                size: 2,
+            }),
+        ),
     ]
 }
 
@@ -464,7 +473,9 @@ async fn served_bodies_fit_their_documented_schemas() {
     let alice = key("alice");
     let hello = fixture("hello.wasm");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     let mut served = vec![
@@ -473,15 +484,17 @@ async fn served_bodies_fit_their_documented_schemas() {
         (
             "post",
             "/v1/records",
-            h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+            h.post_record(&release(&h.app, &alice, "acme:hello", "1.0.0", &hello).await)
                 .await,
         ),
     ];
     // A second version, yanked, so the optional fields show up too.
     h.put_content(&fixture("hog.wasm")).await;
-    let hog = release(&alice, "acme:hello", "1.1.0", &fixture("hog.wasm"));
+    let hog = release(&h.app, &alice, "acme:hello", "1.1.0", &fixture("hog.wasm")).await;
     assert_eq!(h.post_record(&hog).await.status, StatusCode::OK);
-    let y = h.post_record(&yank(&alice, "acme:hello", "1.1.0")).await;
+    let y = h
+        .post_record(&yank(&h.app, &alice, "acme:hello", "1.1.0").await)
+        .await;
     assert_eq!(y.status, StatusCode::OK, "{}", y.text());
     for (path, uri) in [
         ("/healthz", "/healthz"),
@@ -496,6 +509,18 @@ async fn served_bodies_fit_their_documented_schemas() {
             "/v1/packages/acme:hello/1.1.0",
         ),
         ("/v1/namespaces/{namespace}", "/v1/namespaces/acme"),
+        (
+            "/v1/chains/namespace/{namespace}",
+            "/v1/chains/namespace/acme",
+        ),
+        (
+            "/v1/chains/package/{package}",
+            "/v1/chains/package/acme:hello",
+        ),
+        (
+            "/v1/chains/package/{package}",
+            "/v1/chains/package/acme:none",
+        ),
         ("/v1/log/entries", "/v1/log/entries?start=0"),
         (
             "/v1/log/proof/inclusion",

@@ -7,6 +7,7 @@
 
 mod common;
 
+use axum::Router;
 use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::record::Yank;
@@ -78,9 +79,16 @@ backend_tests!(
     private_registry_guards_the_pages,
 );
 
-fn yank_with(key: &SignerKey, package: &str, version: &str, reason: &str) -> String {
+async fn yank_with(
+    app: &Router,
+    key: &SignerKey,
+    package: &str,
+    version: &str,
+    reason: &str,
+) -> String {
     Record::Yank(Yank {
         package: PackageName::parse(package).unwrap(),
+        prev: head(app, &format!("package {package}")).await,
         version: semver::Version::parse(version).unwrap(),
         reason: reason.into(),
         time: Timestamp::now(),
@@ -92,7 +100,7 @@ fn yank_with(key: &SignerKey, package: &str, version: &str, reason: &str) -> Str
 async fn pages_show_packages_versions_capabilities_and_wit(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
-    let r = h.post_record(&claim(&alice, "acme")).await;
+    let r = h.post_record(&claim(&h.app, &alice, "acme").await).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let hello = fixture("hello.wasm");
     let tcp = fixture("tcp-client.wasm");
@@ -223,7 +231,9 @@ async fn publisher_text_is_escaped_everywhere(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     // Import and export names come straight from the binary; the record format only forbids
@@ -238,7 +248,7 @@ async fn publisher_text_is_escaped_everywhere(backend: Backend) {
     h.publish(&alice, "acme:evil", "1.0.0", &module).await;
     let reason = "<script>alert(\"yank\")</script> & </td></tr></table><b>bold</b>";
     let r = h
-        .post_record(&yank_with(&alice, "acme:evil", "1.0.0", reason))
+        .post_record(&yank_with(&h.app, &alice, "acme:evil", "1.0.0", reason).await)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
@@ -308,7 +318,9 @@ async fn bad_and_unknown_names_get_html_error_pages(backend: Backend) {
     let h = harness_on(backend).await;
     let alice = key("alice");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     h.publish(&alice, "acme:hello", "1.0.0", &fixture("hello.wasm"))

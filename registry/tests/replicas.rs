@@ -18,7 +18,9 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use common::*;
 use gridreg_protocol::api::decode_hashes;
-use gridreg_protocol::{Hash, Record, SignedCheckpoint, SignerKey, VerifierKey, merkle};
+use gridreg_protocol::{
+    Hash, Head, Prev, Record, SignedCheckpoint, SignerKey, VerifierKey, merkle,
+};
 use gridreg_registry::Registry;
 
 const ORIGIN: &str = "gridreg.local/log";
@@ -130,18 +132,24 @@ async fn replicas_on_one_database_agree() {
     // through replica 1, and the grantee's release through replica 2.
     let alice = key("alice");
     let bob = key("bob");
-    let r = post(&apps[0], &claim(&alice, "acme")).await;
+    let r = post(&apps[0], &claim(&apps[0], &alice, "acme").await).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let grant = namespace_record(
+        &apps[1],
         &alice,
         "acme",
         gridreg_protocol::NamespaceOp::Grant,
         &bob,
         gridreg_protocol::Role::Publish,
-    );
+    )
+    .await;
     let r = post(&apps[1], &grant).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let r = post(&apps[2], &release(&bob, "acme:early", "1.0.0", &hello)).await;
+    let r = post(
+        &apps[2],
+        &release(&apps[2], &bob, "acme:early", "1.0.0", &hello).await,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let early = r.json();
     // A proof for that checkpoint from replica 0, which did not sequence it.
@@ -160,10 +168,16 @@ async fn replicas_on_one_database_agree() {
     assert_eq!(p.status, StatusCode::OK, "{}", p.text());
     assert_eq!(p.json()["hashes"], early["proof"]);
 
-    let leaf_for = |version: String, seconds: i64| {
-        let mut rec = release_record("acme:hello", &version, &hello);
-        rec.time = gridreg_protocol::Timestamp::from_unix(1_700_000_000 + seconds).unwrap();
-        Record::Release(rec).sign(&[&alice]).unwrap()
+    // Every client publishes to the one package `acme:hello`, as `gridreg publish` does: signed
+    // on the chain's head, and again on the new head when another record landed first.
+    let leaf_for = {
+        let (alice, hello) = (alice.clone(), hello.clone());
+        move |prev: Prev, version: &str, seconds: i64| {
+            let mut rec = release_record("acme:hello", version, &hello);
+            rec.prev = prev;
+            rec.time = gridreg_protocol::Timestamp::from_unix(1_700_000_000 + seconds).unwrap();
+            Record::Release(rec).sign(&[&alice]).unwrap()
+        }
     };
 
     // Watchers read checkpoints from every replica while the publishes run.
@@ -185,22 +199,26 @@ async fn replicas_on_one_database_agree() {
     for (r, app) in apps.iter().enumerate() {
         for c in 0..CLIENTS_PER_REPLICA {
             let app = app.clone();
-            let mut leaves = Vec::new();
+            let leaf_for = leaf_for.clone();
+            let mut versions = Vec::new();
             for v in 0..VERSIONS_PER_CLIENT {
                 // Distinct versions per client, plus contested ones every replica races for.
-                leaves.push((
-                    false,
-                    leaf_for(format!("{r}.{c}.{v}"), (r * 100 + c) as i64),
-                ));
+                versions.push((false, format!("{r}.{c}.{v}"), (r * 100 + c) as i64));
                 if c == 0 && v < CONTESTED {
-                    leaves.push((true, leaf_for(format!("9.0.{v}"), r as i64)));
+                    versions.push((true, format!("9.0.{v}"), r as i64));
                 }
             }
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
-                for (contested, leaf) in leaves {
-                    let reply = post(&app, &leaf).await;
-                    out.push((r, contested, leaf, reply));
+                for (contested, version, seconds) in versions {
+                    let leaf = Mutex::new(String::new());
+                    let reply = post_chained(&app, "package acme:hello", |prev| {
+                        let signed = leaf_for(prev, &version, seconds);
+                        *leaf.lock().unwrap() = signed.clone();
+                        signed
+                    })
+                    .await;
+                    out.push((r, contested, leaf.into_inner().unwrap(), reply));
                 }
                 out
             }));
@@ -426,7 +444,9 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
     let log_key = VerifierKey::parse(get(&current(0), "/v1/log/key").await.text().trim()).unwrap();
     let alice = key("alice");
     assert_eq!(
-        post(&current(0), &claim(&alice, "acme")).await.status,
+        post(&current(0), &claim(&current(0), &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     let hello = fixture("hello.wasm");
@@ -449,20 +469,25 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
             let slot = slot.clone();
             let (victim, crashed, acked_by_1) =
                 (victim.clone(), crashed.clone(), acked_by_1.clone());
-            let leaves: Vec<String> = (0..VERSIONS)
-                .map(|v| release(&alice, "acme:hello", &format!("{r}.{c}.{v}"), &hello))
-                .collect();
+            // Each client publishes its own package's versions in turn, each release naming
+            // the one before it (a package chain per client).
+            let (alice, hello) = (alice.clone(), hello.clone());
+            let package = format!("acme:p{r}x{c}");
             tasks.push(tokio::spawn(async move {
                 // (leaf, acknowledged answer or None if its outcome was lost in the crash,
                 // whether it had to be retried)
                 let mut out: Vec<(String, Option<serde_json::Value>, bool)> = Vec::new();
-                for leaf in leaves {
+                let mut prev = Prev::None;
+                for v in 0..VERSIONS {
+                    let leaf = release_at(prev, &alice, &package, &format!("1.0.{v}"), &hello);
                     let mut retried = false;
                     loop {
                         let app = slot.read().unwrap().clone();
                         let reply = post(&app, &leaf).await;
                         match reply.status {
                             StatusCode::OK => {
+                                let index = reply.json()["index"].as_u64().unwrap();
+                                prev = Prev::Entry(Head::of(index, leaf.as_bytes()));
                                 out.push((leaf, Some(reply.json()), retried));
                                 if r == 1 && acked_by_1.fetch_add(1, Ordering::SeqCst) == 5 {
                                     let registry = victim.lock().unwrap().take();
@@ -476,6 +501,11 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
                             // The crashed attempt made it durable without an answer.
                             StatusCode::CONFLICT if retried => {
                                 reply.assert_error(StatusCode::CONFLICT, "version_exists");
+                                prev = head(&app, &format!("package {package}")).await;
+                                assert_eq!(
+                                    prev.head().map(|h| h.leaf),
+                                    Some(merkle::leaf_hash(leaf.as_bytes()))
+                                );
                                 out.push((leaf, None, retried));
                                 break;
                             }
@@ -600,7 +630,7 @@ async fn a_policy_set_through_one_replica_binds_the_others_at_once() {
         assert!(r.status.is_success(), "{}", r.text());
     }
     let alice = key("alice");
-    let r = post(&apps[0], &claim(&alice, "acme")).await;
+    let r = post(&apps[0], &claim(&apps[0], &alice, "acme").await).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     let store = replicas[0].state.store.as_ref();
@@ -619,7 +649,7 @@ async fn a_policy_set_through_one_replica_binds_the_others_at_once() {
     .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
 
-    let leaf = release(&alice, "acme:tcp", "1.0.0", &tcp);
+    let leaf = release(&apps[1], &alice, "acme:tcp", "1.0.0", &tcp).await;
     let size = store.log_size().await.unwrap();
     let r = post(&apps[1], &leaf).await;
     r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "policy_violation");

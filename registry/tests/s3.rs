@@ -338,11 +338,13 @@ async fn publishes_a_component_and_reads_it_back() {
     let alice = key("alice");
     let hello = fixture("hello.wasm");
     assert_eq!(
-        h.post_record(&claim(&alice, "acme")).await.status,
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
         StatusCode::OK
     );
     // Publishing before the upload names missing content.
-    h.post_record(&release(&alice, "acme:hello", "1.0.0", &hello))
+    h.post_record(&release(&h.app, &alice, "acme:hello", "1.0.0", &hello).await)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "content_missing");
     let answer = h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
@@ -413,7 +415,7 @@ async fn replicas_share_one_bucket() {
         &b,
         Method::POST,
         "/v1/records",
-        claim(&alice, "acme").into_bytes(),
+        claim(&b, &alice, "acme").await.into_bytes(),
         None,
     )
     .await;
@@ -422,7 +424,9 @@ async fn replicas_share_one_bucket() {
         &b,
         Method::POST,
         "/v1/records",
-        release(&alice, "acme:hello", "1.0.0", &hello).into_bytes(),
+        release(&b, &alice, "acme:hello", "1.0.0", &hello)
+            .await
+            .into_bytes(),
         None,
     )
     .await;

@@ -46,9 +46,11 @@ async fn batch(store: &Store, start: u64, n: u64, tag: &str) -> Batch {
             .enumerate()
             .map(|(k, body)| NewEntry {
                 index: start + k as u64,
+                leaf: merkle::leaf_hash(&body),
                 body,
                 kind: EntryKind::Namespace,
                 namespace: "acme".into(),
+                chain: "namespace acme".into(),
                 derived: Derived::Namespace,
             })
             .collect(),
@@ -180,6 +182,9 @@ async fn derived_batch(store: &Store, start: u64, derived: Vec<Derived>, tag: &s
             Derived::Yank { .. } => EntryKind::Yank,
             Derived::Namespace => EntryKind::Namespace,
         };
+        if e.kind != EntryKind::Namespace {
+            e.chain = "package acme:x".into();
+        }
         e.derived = d;
     }
     b
@@ -294,15 +299,34 @@ async fn stage_reads_versions_policies_and_the_log(backend: Backend) {
     let key = |v: &str| ("acme:x".to_string(), v.to_string());
     let req = StageRequest {
         versions: vec![key("1.0.0"), key("1.1.0"), key("2.0.0")],
+        chains: vec![
+            "namespace acme".into(),
+            "package acme:x".into(),
+            "package acme:never".into(),
+        ],
         namespaces: vec!["acme".into(), "other".into()],
         follow: None,
     };
     let want_versions = HashMap::from([(key("1.0.0"), true), (key("1.1.0"), false)]);
     let want_policies = HashMap::from([("acme".to_string(), policy.to_string())]);
+    // Each chain's head is its newest entry: the yank at 5 for the package, the last of batch
+    // `c` for the namespace; a chain without entries has none.
+    let bodies = store.entries(0, 8).await.unwrap();
+    let head_at = |i: usize| gridreg_protocol::Head::of(i as u64, &bodies[i].1);
+    let want_heads = HashMap::from([
+        ("namespace acme".to_string(), head_at(7)),
+        ("package acme:x".to_string(), head_at(5)),
+    ]);
 
     let staged = store.stage(req.clone()).await.unwrap();
     assert_eq!(staged.versions, want_versions);
     assert_eq!(staged.policies, want_policies);
+    assert_eq!(staged.heads, want_heads);
+    assert_eq!(
+        store.chain_head("package acme:x").await.unwrap(),
+        Some(head_at(5))
+    );
+    assert_eq!(store.chain_head("package acme:never").await.unwrap(), None);
     assert!(staged.latest.is_none(), "not asked to follow");
     assert!(staged.namespace_entries.is_empty());
 
@@ -318,6 +342,7 @@ async fn stage_reads_versions_policies_and_the_log(backend: Backend) {
         .unwrap();
     assert_eq!(followed.versions, want_versions);
     assert_eq!(followed.policies, want_policies);
+    assert_eq!(followed.heads, want_heads);
     let latest = followed.latest.unwrap();
     let stored = store.latest_checkpoint().await.unwrap().unwrap();
     assert_eq!(

@@ -164,10 +164,7 @@ fn verified_signers(
     record: &Record,
     leaf: &[u8],
 ) -> Result<Vec<gridreg_protocol::VerifierKey>, ApiError> {
-    let keys = state
-        .view
-        .with_namespaces(|ns| ns.keys_for(record))
-        .map_err(|e| ApiError::MalformedRecord(e.to_string()))?;
+    let keys = state.view.with_namespaces(|ns| ns.keys_for(record));
     match note::verify(leaf, &keys) {
         Ok(v) => Ok(v.verified_by),
         Err(NoteError::NoVerifiedSignature { .. }) => Ok(Vec::new()),

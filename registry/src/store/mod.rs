@@ -13,7 +13,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-use gridreg_protocol::Hash;
+use gridreg_protocol::{Hash, Head};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -94,6 +94,10 @@ pub struct NewEntry {
     pub body: Vec<u8>,
     pub kind: EntryKind,
     pub namespace: String,
+    /// The chain the record extends (`namespace acme`, `package acme:auth`).
+    pub chain: String,
+    /// SHA-256(0x00 || body): what the next record of the chain names in its `prev`.
+    pub leaf: Hash,
     pub derived: Derived,
 }
 
@@ -171,6 +175,8 @@ pub type ExistingVersions = std::collections::HashMap<(String, String), bool>;
 pub struct StageRequest {
     /// The (package, version) pairs the batch releases or yanks.
     pub versions: Vec<(String, String)>,
+    /// The chains the batch's records extend, whose heads they must name.
+    pub chains: Vec<String>,
     /// The namespaces the batch releases into, whose policies judge it.
     pub namespaces: Vec<String>,
     /// With replicas sharing the store: also where the log stands now.
@@ -193,6 +199,8 @@ pub struct Staged {
     pub versions: ExistingVersions,
     /// The policy texts of the requested namespaces that have one.
     pub policies: std::collections::HashMap<String, String>,
+    /// The heads of the requested chains that exist.
+    pub heads: std::collections::HashMap<String, Head>,
     /// With [`StageRequest::follow`]: the newest checkpoint (`None` only for a log that never
     /// signed one) ...
     pub latest: Option<CheckpointRow>,
@@ -363,6 +371,14 @@ fn hash(bytes: &[u8]) -> Result<Hash, StoreError> {
     })
 }
 
+/// A stored chain head: an entry's index and leaf hash.
+fn head_row(idx: i64, leaf: &[u8]) -> Result<Head, StoreError> {
+    Ok(Head {
+        index: uint(idx, "log index")?,
+        leaf: hash(leaf)?,
+    })
+}
+
 /// `(idx, body)` rows as log entries.
 fn entries_of(rows: Vec<(i64, Vec<u8>)>) -> Result<Entries, StoreError> {
     rows.into_iter()
@@ -490,6 +506,8 @@ pub struct BatchRows {
     pub entry_body: Vec<Vec<u8>>,
     pub entry_kind: Vec<&'static str>,
     pub entry_namespace: Vec<String>,
+    pub entry_chain: Vec<String>,
+    pub entry_leaf: Vec<Vec<u8>>,
     pub hash_idx: Vec<i64>,
     pub hash: Vec<Vec<u8>>,
     pub rel: ReleaseRows,
@@ -545,6 +563,8 @@ impl BatchRows {
             c.entry_body.push(e.body.clone());
             c.entry_kind.push(e.kind.as_str());
             c.entry_namespace.push(e.namespace.clone());
+            c.entry_chain.push(e.chain.clone());
+            c.entry_leaf.push(e.leaf.to_vec());
             match &e.derived {
                 Derived::Release(r) => {
                     in_batch.insert((&r.package, &r.version), c.rel.idx.len());
@@ -816,12 +836,31 @@ impl Store {
             }
         }
         staged.versions = self.release_states(&req.versions).await?;
+        for chain in req.chains {
+            if let Some(head) = self.chain_head(&chain).await? {
+                staged.heads.insert(chain, head);
+            }
+        }
         for ns in req.namespaces {
             if let Some(text) = self.policy(&ns).await? {
                 staged.policies.insert(ns, text);
             }
         }
         Ok(staged)
+    }
+
+    /// The newest entry of `chain` (`namespace acme`, `package acme:auth`), if it has one.
+    pub async fn chain_head(&self, chain: &str) -> Result<Option<Head>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = with_pool!(&self.pool, |p, Db| {
+            sqlx::query_as(
+                "SELECT idx, leaf FROM entries WHERE chain = $1 ORDER BY idx DESC LIMIT 1",
+            )
+            .bind(chain)
+            .fetch_optional(p)
+            .await
+        })
+        .map_err(db)?;
+        row.map(|(idx, leaf)| head_row(idx, &leaf)).transpose()
     }
 
     /// Writes a whole sequencer batch in one durable transaction, or nothing.

@@ -11,7 +11,7 @@
 //! Bulk inserts pass one array per column to `UNNEST`, so a batch costs one round trip however
 //! many entries and tables it touches.
 
-use gridreg_protocol::Hash;
+use gridreg_protocol::{Hash, Head};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::{
@@ -99,7 +99,8 @@ const STAGE_HASHES: i64 = 4096;
 /// and in one round trip (under the replicas' lock, every round trip delays all of them). Each
 /// row is tagged with what it is: `v` an existing version of the batch ($1, $2; `n` its yank
 /// index), `p` a namespace policy ($3); and when following other replicas ($4): `c` the newest
-/// checkpoint, `e` a namespace record from index $5 on, `h` a stored hash from index $6 on.
+/// checkpoint, `e` a namespace record from index $5 on, `h` a stored hash from index $6 on; and
+/// `d` the head (newest entry: index and leaf hash) of each chain in $8.
 const STAGE: &str = "\
 SELECT 'v' AS k, r.package AS a, r.version AS b, r.yank_idx AS n, NULL::BYTEA AS bin
     FROM releases r JOIN UNNEST($1::TEXT[], $2::TEXT[]) AS q (package, version)
@@ -111,7 +112,11 @@ UNION ALL
 UNION ALL
 SELECT 'e', NULL, NULL, idx, body FROM entries WHERE $4 AND kind = 'namespace' AND idx >= $5::BIGINT
 UNION ALL
-(SELECT 'h', NULL, NULL, idx, hash FROM hashes WHERE $4 AND idx >= $6::BIGINT ORDER BY idx DESC LIMIT $7)";
+(SELECT 'h', NULL, NULL, idx, hash FROM hashes WHERE $4 AND idx >= $6::BIGINT ORDER BY idx DESC LIMIT $7)
+UNION ALL
+SELECT 'd', q.chain, NULL, d.idx, d.leaf FROM UNNEST($8::TEXT[]) AS q (chain)
+    CROSS JOIN LATERAL (SELECT idx, leaf FROM entries WHERE chain = q.chain \
+                        ORDER BY idx DESC LIMIT 1) AS d";
 
 /// One row of [`STAGE`]; which columns are set depends on the tag `k`.
 #[derive(Debug, sqlx::FromRow)]
@@ -166,6 +171,7 @@ async fn stage(pool: &PgPool, req: &StageRequest) -> Result<Staged, StoreError> 
         .bind(int(namespaces_from)?)
         .bind(int(hashes_from)?)
         .bind(STAGE_HASHES)
+        .bind(&req.chains)
         .fetch_all(pool)
         .await
         .map_err(db)?;
@@ -190,6 +196,13 @@ async fn stage(pool: &PgPool, req: &StageRequest) -> Result<Staged, StoreError> 
             }
             "e" => staged.namespace_entries.push((row.number()?, row.bytes()?)),
             "h" => staged.hashes.push((row.number()?, hash(&row.bytes()?)?)),
+            "d" => {
+                let head = Head {
+                    index: row.number()?,
+                    leaf: hash(&row.bytes()?)?,
+                };
+                staged.heads.insert(row.text("a")?, head);
+            }
             other => {
                 return Err(StoreError::Corrupt(format!("unknown staging row {other}")));
             }
@@ -216,8 +229,9 @@ const COMMIT_BATCH: &str = "\
 WITH ts AS (
     UPDATE tree_state SET size = $1 WHERE id = 1 AND size = $2 RETURNING size
 ), e AS (
-    INSERT INTO entries (idx, body, kind, namespace)
-    SELECT u.* FROM UNNEST($3::BIGINT[], $4::BYTEA[], $5::TEXT[], $6::TEXT[]) AS u
+    INSERT INTO entries (idx, body, kind, namespace, chain, leaf)
+    SELECT u.* FROM UNNEST($3::BIGINT[], $4::BYTEA[], $5::TEXT[], $6::TEXT[], $30::TEXT[], \
+                           $31::BYTEA[]) AS u
     WHERE EXISTS (SELECT 1 FROM ts)
 ), h AS (
     INSERT INTO hashes (idx, hash)
@@ -290,6 +304,8 @@ async fn commit(pool: &PgPool, batch: &Batch, c: BatchRows) -> Result<(), StoreE
         .bind(c.exp_name)
         .bind(cp.root.to_vec())
         .bind(&cp.body)
+        .bind(c.entry_chain)
+        .bind(c.entry_leaf)
         .fetch_one(pool)
         .await;
     // The statement returns once its WAL record is flushed (synchronous_commit = on, the

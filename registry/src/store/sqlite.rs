@@ -130,13 +130,15 @@ async fn commit(pool: &SqlitePool, batch: &Batch, c: BatchRows) -> Result<(), St
     let n = c.entry_idx.len();
     insert_rows(
         &mut tx,
-        "entries (idx, body, kind, namespace)",
+        "entries (idx, body, kind, namespace, chain, leaf)",
         n,
         |b, i| {
             b.push_bind(c.entry_idx[i])
                 .push_bind(c.entry_body[i].clone())
                 .push_bind(c.entry_kind[i])
-                .push_bind(c.entry_namespace[i].clone());
+                .push_bind(c.entry_namespace[i].clone())
+                .push_bind(c.entry_chain[i].clone())
+                .push_bind(c.entry_leaf[i].clone());
         },
     )
     .await?;

@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use gridreg_protocol::record::{NamespaceRecord, Release, Yank};
 use gridreg_protocol::{
-    Digest, Namespace, NamespaceOp, PackageName, Record, Role, SignerKey, Timestamp,
+    Digest, Namespace, NamespaceOp, PackageName, Prev, Record, Role, SignerKey, Timestamp,
 };
 use gridreg_registry::{Config, Registry};
 use http_body_util::BodyExt as _;
@@ -296,9 +296,8 @@ impl Harness {
     ) -> serde_json::Value {
         let r = self.put_content(bytes).await;
         assert!(r.status.is_success(), "{}", r.text());
-        let r = self
-            .post_record(&release(key, package, version, bytes))
-            .await;
+        let leaf = release(&self.app, key, package, version, bytes).await;
+        let r = self.post_record(&leaf).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()
     }
@@ -308,11 +307,12 @@ pub fn key(name: &str) -> SignerKey {
     SignerKey::generate(name).unwrap()
 }
 
-/// A release record whose surface is the binary's own.
+/// A release record whose surface is the binary's own, first of its package's chain.
 pub fn release_record(package: &str, version: &str, bytes: &[u8]) -> Release {
     let audit = gridreg_verifier::audit(bytes).unwrap();
     Release {
         package: PackageName::parse(package).unwrap(),
+        prev: Prev::None,
         version: semver::Version::parse(version).unwrap(),
         digest: Digest::of(bytes),
         size: bytes.len() as u64,
@@ -322,13 +322,64 @@ pub fn release_record(package: &str, version: &str, bytes: &[u8]) -> Release {
     }
 }
 
-pub fn release(key: &SignerKey, package: &str, version: &str, bytes: &[u8]) -> String {
-    Record::Release(release_record(package, version, bytes))
-        .sign(&[key])
-        .unwrap()
+/// The head of `chain` (`namespace acme`, `package acme:hello`) as the registry on `app`
+/// reports it: the `prev` a signer names, as `gridreg publish` asks for it.
+pub async fn head(app: &Router, chain: &str) -> Prev {
+    let (kind, name) = chain.split_once(' ').unwrap();
+    let r = send(
+        app,
+        Method::GET,
+        &format!("/v1/chains/{kind}/{name}"),
+        Vec::new(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    Prev::parse(r.json()["head"].as_str().unwrap()).unwrap()
 }
 
-pub fn namespace_record(
+/// Posts a record of `chain` as `gridreg publish` does: signed (by `sign`) on the head the
+/// registry reports, and signed again on the new head whenever another record of the chain
+/// landed first (`stale_prev`). Returns the first other answer.
+pub async fn post_chained(app: &Router, chain: &str, sign: impl Fn(Prev) -> String) -> Reply {
+    for _ in 0..1000 {
+        let leaf = sign(head(app, chain).await);
+        let r = send(app, Method::POST, "/v1/records", leaf.into_bytes(), None).await;
+        if r.status != StatusCode::CONFLICT || r.json()["error"]["code"] != "stale_prev" {
+            return r;
+        }
+    }
+    panic!("{chain}: 1000 signings in a row named a stale head");
+}
+
+/// A signed release of `package@version` for `bytes`, naming `prev`.
+pub fn release_at(
+    prev: Prev,
+    key: &SignerKey,
+    package: &str,
+    version: &str,
+    bytes: &[u8],
+) -> String {
+    let mut r = release_record(package, version, bytes);
+    r.prev = prev;
+    Record::Release(r).sign(&[key]).unwrap()
+}
+
+/// A signed release on the package chain's current head on `app`.
+pub async fn release(
+    app: &Router,
+    key: &SignerKey,
+    package: &str,
+    version: &str,
+    bytes: &[u8],
+) -> String {
+    let prev = head(app, &format!("package {package}")).await;
+    release_at(prev, key, package, version, bytes)
+}
+
+/// A signed namespace record naming `prev`.
+pub fn namespace_record_at(
+    prev: Prev,
     signer: &SignerKey,
     ns: &str,
     op: NamespaceOp,
@@ -337,6 +388,7 @@ pub fn namespace_record(
 ) -> String {
     Record::Namespace(NamespaceRecord {
         namespace: Namespace::parse(ns).unwrap(),
+        prev,
         op,
         key: subject.verifier(),
         role,
@@ -346,17 +398,44 @@ pub fn namespace_record(
     .unwrap()
 }
 
-pub fn claim(owner: &SignerKey, ns: &str) -> String {
-    namespace_record(owner, ns, NamespaceOp::Claim, owner, Role::Owner)
+/// A signed namespace record on the namespace chain's current head on `app`.
+pub async fn namespace_record(
+    app: &Router,
+    signer: &SignerKey,
+    ns: &str,
+    op: NamespaceOp,
+    subject: &SignerKey,
+    role: Role,
+) -> String {
+    let prev = head(app, &format!("namespace {ns}")).await;
+    namespace_record_at(prev, signer, ns, op, subject, role)
 }
 
-pub fn yank(key: &SignerKey, package: &str, version: &str) -> String {
+/// `owner`'s self-signed claim of `ns`, first of the namespace's chain.
+pub fn claim_at(prev: Prev, owner: &SignerKey, ns: &str) -> String {
+    namespace_record_at(prev, owner, ns, NamespaceOp::Claim, owner, Role::Owner)
+}
+
+/// `owner`'s claim of `ns` on the chain's current head on `app` (`none` unless claimed already).
+pub async fn claim(app: &Router, owner: &SignerKey, ns: &str) -> String {
+    namespace_record(app, owner, ns, NamespaceOp::Claim, owner, Role::Owner).await
+}
+
+/// A signed yank naming `prev`.
+pub fn yank_at(prev: Prev, key: &SignerKey, package: &str, version: &str) -> String {
     Record::Yank(Yank {
         package: PackageName::parse(package).unwrap(),
+        prev,
         version: semver::Version::parse(version).unwrap(),
         reason: "broken build".into(),
         time: Timestamp::now(),
     })
     .sign(&[key])
     .unwrap()
+}
+
+/// A signed yank on the package chain's current head on `app`.
+pub async fn yank(app: &Router, key: &SignerKey, package: &str, version: &str) -> String {
+    let prev = head(app, &format!("package {package}")).await;
+    yank_at(prev, key, package, version)
 }
