@@ -1120,3 +1120,63 @@ fn publish_sends_again_after_503_or_no_answer_and_finds_a_record_that_landed_any
     assert_eq!(entries, before + 3);
     assert_eq!(versions, ["1.3.0", "1.4.0", "1.6.0"]);
 }
+
+/// Six `gridreg publish` processes release six versions of one package at the same moment. Each
+/// signs on the package chain's head; all but one find it taken, sign again on the new head and
+/// land. The log then holds one chain: each release names the one before it.
+#[test]
+fn concurrent_publishes_to_one_package_all_land_in_one_chain() {
+    let w = World::new();
+    w.keygen("alice");
+    w.ok(&["namespace", "claim", "acme", "--key", "alice.key"]);
+    let f = fixture("hello.wasm");
+    let children: Vec<Child> = (0..6)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_gridreg"))
+                .args(["publish", f.to_str().unwrap(), "--package", "acme:hello"])
+                .args(["--version", &format!("1.{i}.0"), "--key", "alice.key"])
+                .current_dir(w.work())
+                .env("GRIDREG_CONFIG", w.dir.path().join("config.toml"))
+                // Each publisher keeps its own trusted checkpoint, as separate machines would.
+                .env("GRIDREG_STATE_DIR", w.dir.path().join(format!("state{i}")))
+                .env("GRIDREG_REGISTRY", w.url())
+                .env("HOME", w.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut resigned = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        resigned += err.matches("signing again on its new head").count();
+    }
+    // However the race went, the chain is whole.
+    let rows: Vec<(i64, Vec<u8>)> = w.db(async |pool| {
+        sqlx::query("SELECT idx, body FROM entries WHERE kind = 'release' ORDER BY idx")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<i64, _>(0), r.get::<Vec<u8>, _>(1)))
+            .collect()
+    });
+    assert_eq!(rows.len(), 6);
+    let mut prev = gridreg_protocol::Prev::None;
+    for (idx, body) in &rows {
+        let record = Record::from_note(&Note::parse(body).unwrap()).unwrap();
+        assert_eq!(record.prev(), prev, "the release at {idx}");
+        prev = gridreg_protocol::Prev::Entry(gridreg_protocol::Head::of(*idx as u64, body));
+    }
+    eprintln!("{resigned} signings again after another publisher landed first");
+    let out = w.ok(&["pull", "acme:hello", "--verify", "-o", "latest.wasm"]);
+    assert!(out.contains("acme:hello@1."), "{out}");
+}

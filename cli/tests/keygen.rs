@@ -48,7 +48,7 @@ fn writes_private_key_and_prints_verifier() {
     let signed = Note::sign("hello from alice\n", &[&signer])
         .unwrap()
         .to_text();
-    let keys = KeySet::from_keys([verifier]).unwrap();
+    let keys = KeySet::from_keys([verifier]);
     note::verify(signed.as_bytes(), &keys).unwrap();
 
     // A second run must not touch the existing key.

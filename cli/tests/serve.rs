@@ -14,7 +14,7 @@ use gridreg_protocol::{Digest, SignedCheckpoint, SignerKey, merkle};
 const ORIGIN: &str = "crash.test/log";
 
 mod common;
-use common::{claim, fixture_bytes as fixture, free_port, http, json, log_key, release};
+use common::{claim, fixture_bytes as fixture, free_port, http, json, log_key, next_prev, release};
 
 fn start(data: &Path, port: u16) -> Child {
     common::start_serve(data, port, ORIGIN)
@@ -53,8 +53,11 @@ fn kill_9_during_publishes_keeps_every_served_checkpoint_and_ack() {
     for w in 0..8 {
         let (seen, alice, hello) = (seen.clone(), alice.clone(), hello.clone());
         workers.push(std::thread::spawn(move || {
+            // Each worker publishes its own package, each release naming the one before.
+            let package = format!("acme:w{w}");
+            let mut prev = gridreg_protocol::Prev::None;
             for i in 0.. {
-                let leaf = release(&alice, &format!("{w}.{i}.0"), &hello);
+                let leaf = release(prev, &alice, &package, &format!("1.{i}.0"), &hello);
                 let Some((status, body)) = http(port, "POST", "/v1/records", leaf.as_bytes())
                 else {
                     return;
@@ -63,6 +66,7 @@ fn kill_9_during_publishes_keeps_every_served_checkpoint_and_ack() {
                     return;
                 }
                 let j = json(&body);
+                prev = next_prev(j["index"].as_u64().unwrap(), &leaf);
                 let mut s = seen.lock().unwrap();
                 s.acked.push((j["index"].as_u64().unwrap(), leaf));
                 s.checkpoints
@@ -138,7 +142,13 @@ fn kill_9_during_publishes_keeps_every_served_checkpoint_and_ack() {
         .unwrap();
     }
     // And the restarted server keeps appending on the same tree.
-    let leaf = release(&alice, "99.0.0", &hello);
+    let leaf = release(
+        gridreg_protocol::Prev::None,
+        &alice,
+        "acme:after",
+        "1.0.0",
+        &hello,
+    );
     let (status, body) = http(port, "POST", "/v1/records", leaf.as_bytes()).unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["index"].as_u64().unwrap(), now.size());

@@ -18,8 +18,8 @@ const ORIGIN: &str = "shutdown.test/log";
 
 mod common;
 use common::{
-    claim, fixture_bytes as fixture, free_port, http, json, log_key, read_answer, release,
-    request_head,
+    claim, fixture_bytes as fixture, free_port, http, json, log_key, next_prev, read_answer,
+    release, request_head,
 };
 
 fn start(data: &Path, port: u16) -> Child {
@@ -81,7 +81,13 @@ fn sigterm_finishes_in_flight_publishes_and_exits_zero() {
 
     // A publish whose head is sent now and whose body only after SIGTERM: a request that is
     // certainly in flight when shutdown starts.
-    let slow_leaf = release(&alice, "1000.0.0", &hello);
+    let slow_leaf = release(
+        gridreg_protocol::Prev::None,
+        &alice,
+        "acme:slow",
+        "1.0.0",
+        &hello,
+    );
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -97,8 +103,11 @@ fn sigterm_finishes_in_flight_publishes_and_exits_zero() {
     for w in 0..8 {
         let (seen, alice, hello) = (seen.clone(), alice.clone(), hello.clone());
         workers.push(std::thread::spawn(move || {
+            // Each worker publishes its own package, each release naming the one before.
+            let package = format!("acme:w{w}");
+            let mut prev = gridreg_protocol::Prev::None;
             for i in 0.. {
-                let leaf = release(&alice, &format!("{w}.{i}.0"), &hello);
+                let leaf = release(prev, &alice, &package, &format!("1.{i}.0"), &hello);
                 let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
                     // The listener is closed: the server is shutting down.
                     seen.lock().unwrap().refused_connect += 1;
@@ -116,6 +125,7 @@ fn sigterm_finishes_in_flight_publishes_and_exits_zero() {
                 let mut s = seen.lock().unwrap();
                 if status == 200 {
                     let j = json(&body);
+                    prev = next_prev(j["index"].as_u64().unwrap(), &leaf);
                     s.acked.push((
                         j["index"].as_u64().unwrap(),
                         leaf,

@@ -22,6 +22,8 @@ pub struct HttpError {
     pub status: Option<u16>,
     /// The `error.code` of the JSON body, when there was one.
     pub code: Option<ErrorCode>,
+    /// The `error.head` of a `stale_prev` answer: the chain's head now, in `prev` form.
+    pub head: Option<String>,
     pub message: String,
 }
 
@@ -34,6 +36,11 @@ impl HttpError {
     /// Nothing was stored and the registry asks for another try.
     pub fn is_unavailable(&self) -> bool {
         self.means(|c| *c == ErrorCode::Unavailable)
+    }
+
+    /// Refused because the record's `prev` is not its chain's head.
+    pub fn is_stale_prev(&self) -> bool {
+        self.code == Some(ErrorCode::StalePrev)
     }
 
     /// Refused because the log already holds something in the way (see [`ErrorCode::is_conflict`]).
@@ -113,9 +120,13 @@ impl Api {
             Err(ureq::Error::Status(status, resp)) => {
                 let body = read_limited(resp.into_reader(), 64 * 1024).unwrap_or_default();
                 let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-                let (code, detail) = match parsed {
-                    Some(b) => (Some(b.error.code), b.error.message),
-                    None => (None, String::from_utf8_lossy(&body).trim().to_string()),
+                let (code, detail, head) = match parsed {
+                    Some(b) => (Some(b.error.code), b.error.message, b.error.head),
+                    None => (
+                        None,
+                        String::from_utf8_lossy(&body).trim().to_string(),
+                        None,
+                    ),
                 };
                 let message = match &code {
                     Some(c) => format!("{what}: the registry answered {status} {c}: {detail}"),
@@ -125,12 +136,14 @@ impl Api {
                 Err(HttpError {
                     status: Some(status),
                     code,
+                    head,
                     message,
                 })
             }
             Err(ureq::Error::Transport(t)) => Err(HttpError {
                 status: None,
                 code: None,
+                head: None,
                 message: format!(
                     "{what}: cannot reach the registry at {}: {t} (is `gridreg serve` running there?)",
                     self.base
@@ -369,6 +382,7 @@ mod tests {
         HttpError {
             status,
             code: code.map(ErrorCode::parse),
+            head: None,
             message: String::new(),
         }
     }
@@ -379,6 +393,9 @@ mod tests {
         assert!(answer(Some(404), Some("not_found")).is_not_found());
         assert!(answer(Some(503), Some("unavailable")).is_unavailable());
         assert!(answer(Some(409), Some("version_exists")).is_conflict());
+        assert!(answer(Some(409), Some("stale_prev")).is_stale_prev());
+        assert!(answer(Some(409), Some("stale_prev")).is_conflict());
+        assert!(!answer(Some(409), Some("version_exists")).is_stale_prev());
         assert!(answer(Some(409), Some("namespace_claimed")).is_conflict());
         assert!(!answer(Some(403), Some("not_owner")).is_conflict());
         assert!(!answer(Some(500), Some("internal")).is_unavailable());

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridreg_protocol::api::{PublishResponse, decode_hashes};
 use gridreg_protocol::merkle::{leaf_hash, verify_inclusion};
-use gridreg_protocol::{Hash, SignedCheckpoint, SignerKey, VerifierKey};
+use gridreg_protocol::{ChainKey, Hash, Prev, SignedCheckpoint, SignerKey, VerifierKey};
 
 use crate::exit::Failure;
 use http::HttpError;
@@ -32,6 +32,10 @@ use trust::{Outcome, Session};
 /// for another try: its log could not be written, or it is shutting down) or cannot be reached
 /// (behind a load balancer, the next try may reach another replica).
 const SEND_ATTEMPTS: u32 = 3;
+
+/// How many times a record is signed on a newer chain head after the registry answered
+/// `stale_prev` (another record of the chain landed first: concurrent publishers of a package).
+const CHAIN_ATTEMPTS: u32 = 8;
 
 /// Reads a signer key file written by `gridreg keygen`.
 pub fn load_signer(path: &Path) -> anyhow::Result<SignerKey> {
@@ -71,6 +75,50 @@ pub struct Submitted {
     pub index: u64,
     pub checkpoint: SignedCheckpoint,
     pub trust: Outcome,
+}
+
+/// Signs a record of `chain` on the chain's current head and submits it ([`submit`]). When
+/// another record of the chain lands first (the registry answers `stale_prev` with the new
+/// head), the record is signed again on that head and sent again, up to [`CHAIN_ATTEMPTS`]
+/// times, so concurrent publishers of one package all land, one after the other. `sign` builds
+/// and signs the record for a given `prev`.
+pub fn submit_chained(
+    session: &Session,
+    chain: &ChainKey,
+    mut sign: impl FnMut(Prev) -> anyhow::Result<String>,
+) -> anyhow::Result<Submitted> {
+    let mut prev = remote::chain_head(&session.api, chain)?;
+    let mut attempt = 1;
+    loop {
+        let leaf = sign(prev)?;
+        let err = match submit(session, &leaf) {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let Some(stale) = err
+            .downcast_ref::<HttpError>()
+            .filter(|h| h.is_stale_prev())
+        else {
+            return Err(err);
+        };
+        if attempt == CHAIN_ATTEMPTS {
+            return Err(err.context(format!(
+                "{chain} kept moving: {CHAIN_ATTEMPTS} signings in a row named a head that \
+                 another record had replaced"
+            )));
+        }
+        let head = match stale.head.as_deref().map(Prev::parse) {
+            Some(Ok(head)) if head != prev => head,
+            // No usable head in the answer, or the same one again: ask for it.
+            _ => remote::chain_head(&session.api, chain)?,
+        };
+        attempt += 1;
+        eprintln!(
+            "another record of {chain} landed first; signing again on its new head {head} \
+             (attempt {attempt} of {CHAIN_ATTEMPTS})"
+        );
+        prev = head;
+    }
 }
 
 /// Posts a signed record and checks the registry's answer before believing it: the checkpoint

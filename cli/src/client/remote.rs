@@ -3,11 +3,11 @@
 //! signed records, proofs and the bytes themselves before it believes it.
 
 use gridreg_protocol::api::{
-    InclusionProof, LogEntries, LogEntry, NamespaceInfo, PackageVersions, ReleaseInfo,
+    ChainHead, InclusionProof, LogEntries, LogEntry, NamespaceInfo, PackageVersions, ReleaseInfo,
     decode_hashes,
 };
 use gridreg_protocol::name::Candidate;
-use gridreg_protocol::{Hash, PackageName, Reference};
+use gridreg_protocol::{ChainKey, Hash, PackageName, Prev, Reference};
 use serde::de::IgnoredAny;
 
 use super::http::{Api, HttpError};
@@ -95,6 +95,20 @@ pub fn namespace_records(api: &Api, namespace: &str) -> anyhow::Result<Vec<LogEn
         }
         Err(e) => Err(e),
     }
+}
+
+/// The head of `chain` as the registry reports it: the `prev` a new record must name. Not
+/// verified: a wrong head only gets the record refused (`stale_prev`), never accepted wrongly.
+pub fn chain_head(api: &Api, chain: &ChainKey) -> anyhow::Result<Prev> {
+    let path = match chain {
+        ChainKey::Namespace(ns) => format!("/v1/chains/namespace/{ns}"),
+        ChainKey::Package(p) => format!("/v1/chains/package/{p}"),
+    };
+    let h: ChainHead = api.get_json(&path)?;
+    if h.chain != chain.to_string() {
+        anyhow::bail!("asked for the head of {chain}, got one for {}", h.chain);
+    }
+    Prev::parse(&h.head).map_err(|e| anyhow::anyhow!("the head of {chain}: {e}"))
 }
 
 /// An inclusion proof for `index` in the tree of `size`.

@@ -24,7 +24,8 @@ use gridreg_protocol::checkpoint::Checkpoint;
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
-    Digest, NamespaceState, Note, Record, SignedCheckpoint, VerifierKey, key_label, record::Release,
+    Digest, Head, NamespaceState, Note, Prev, Record, SignedCheckpoint, VerifierKey, key_label,
+    record::Release,
 };
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
@@ -186,7 +187,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         if let Ok(n) = Note::parse(e.body.as_bytes())
             && let Ok(Record::Namespace(r)) = Record::from_note(&n)
         {
-            let _ = named.insert(r.key);
+            named.insert(r.key);
         }
     }
     let signers: Vec<VerifierKey> = match note::verify(leaf, &named) {
@@ -216,8 +217,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             .iter()
             .filter_map(|k| VerifierKey::parse(k).ok())
             .collect::<Vec<_>>();
-        let set = KeySet::from_keys(keys)
-            .map_err(|e| failed(Check::Signature, format!("policy [signers]: {e}")))?;
+        let set = KeySet::from_keys(keys);
         note::verify_threshold(leaf, &set, want.threshold).map_err(|e| {
             failed(
                 Check::Signature,
@@ -335,8 +335,10 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
 }
 
 /// Replays namespace records in log order, each first proven included in the tree of `size`
-/// with `root`. A record outside that tree, or one the namespace rules refuse, is a [`Failure`];
-/// not reaching the registry is an ordinary error.
+/// with `root` and each naming the one before it as its `prev` (the namespace's chain, from
+/// `none`). A record outside that tree, a broken link (a record left out in between, or a
+/// replayed one), or one the namespace rules refuse, is a [`Failure`]; not reaching the registry
+/// is an ordinary error.
 pub fn replay_namespace(
     api: &Api,
     records: &[LogEntry],
@@ -345,6 +347,7 @@ pub fn replay_namespace(
     t: &mut Timings,
 ) -> anyhow::Result<NamespaceState> {
     let mut state = NamespaceState::new();
+    let mut head: Option<Head> = None;
     for e in records {
         let proof = remote::inclusion_proof(api, e.index, size)?;
         let clock = Instant::now();
@@ -352,9 +355,21 @@ pub fn replay_namespace(
             .map_err(|err| Failure(format!("namespace record at log index {}: {err}", e.index)))?;
         t.proofs += clock.elapsed();
         let clock = Instant::now();
-        state
+        let (record, _) = state
             .apply_entry(e.index, e.body.as_bytes())
             .map_err(|err| Failure(format!("replaying the namespace: {err}")))?;
+        if record.prev() != Prev::after(head) {
+            return Err(Failure(format!(
+                "the namespace's chain is broken at log index {}: the record names {} as the one \
+                 before it, but the record before it is {} (the registry left a record out or \
+                 served a replayed one)",
+                e.index,
+                record.prev(),
+                Prev::after(head)
+            ))
+            .into());
+        }
+        head = Some(Head::of(e.index, e.body.as_bytes()));
         t.signatures += clock.elapsed();
     }
     Ok(state)

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
-use gridreg_protocol::{NamespaceState, Record};
+use gridreg_protocol::{Chains, Head, NamespaceState, Record};
 use serde::Serialize;
 
 use crate::client::{remote, trust};
@@ -38,7 +38,8 @@ pub enum Action {
     Verify(Common),
     /// Replay the log: verify every entry's inclusion and signatures, recompute every release's
     /// import/export lines from its bytes, and report keys granted, capability escalation
-    /// between consecutive versions, and records signed by unexpected keys (exit 1 on findings).
+    /// between consecutive versions, records signed by unexpected keys, and records whose `prev`
+    /// is not their chain's head (exit 1 on findings).
     Monitor(Monitor),
 }
 
@@ -147,6 +148,7 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
 
     let wanted = |ns: &str| m.namespace.as_deref().is_none_or(|w| w == ns);
     let mut state = NamespaceState::new();
+    let mut chains = Chains::new();
     let mut findings = Vec::new();
     let mut grants = Vec::new();
     // The capabilities of the previous release of each package, in log order.
@@ -179,6 +181,20 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
             }
         };
         let ns = record.namespace().to_string();
+        // Every record names its chain's head (a replay, a fork or a gap shows up here); one
+        // that does not is reported and the chain goes on from it, as the registry stored it.
+        if let Err(err) = chains.check(&record)
+            && report
+            && wanted(&ns)
+        {
+            findings.push(Finding {
+                index: e.index,
+                kind: "broken-chain",
+                package: record.package().map(ToString::to_string),
+                message: err.to_string(),
+            });
+        }
+        chains.set(record.chain(), Head::of(e.index, e.body.as_bytes()));
         match &record {
             Record::Namespace(n) => {
                 if report && wanted(&ns) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use gridreg_protocol::record::{NamespaceOp, NamespaceRecord, Role};
-use gridreg_protocol::{Namespace, Record, Timestamp};
+use gridreg_protocol::{ChainKey, Namespace, Record, Timestamp};
 
 use crate::client::{self, remote, trust, verify};
 use crate::commands::RegistryOpt;
@@ -120,16 +120,19 @@ fn post(
 ) -> anyhow::Result<Status> {
     let namespace = Namespace::parse(&c.namespace).context("namespace")?;
     let signer = client::load_signer(&c.key)?;
-    let record = Record::Namespace(NamespaceRecord {
-        namespace: namespace.clone(),
-        op,
-        key: key.clone(),
-        role,
-        time: Timestamp::now(),
-    });
-    let leaf = record.sign(&[&signer]).context("signing the record")?;
     let session = trust::connect(c.registry.get())?;
-    let done = client::submit(&session, &leaf)?;
+    let chain = ChainKey::Namespace(namespace.clone());
+    let done = client::submit_chained(&session, &chain, |prev| {
+        let record = Record::Namespace(NamespaceRecord {
+            namespace: namespace.clone(),
+            prev,
+            op,
+            key: key.clone(),
+            role,
+            time: Timestamp::now(),
+        });
+        record.sign(&[&signer]).context("signing the record")
+    })?;
     let what = match op {
         NamespaceOp::Claim => format!("claimed {namespace}; owner {key}"),
         NamespaceOp::Grant => format!("granted {role} in {namespace} to {key}"),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use gridreg_protocol::name::parse_version;
 use gridreg_protocol::record::Release;
-use gridreg_protocol::{PackageName, Record, Timestamp};
+use gridreg_protocol::{ChainKey, PackageName, Prev, Record, Timestamp};
 
 use crate::client::{self, trust};
 use crate::commands::RegistryOpt;
@@ -61,8 +61,9 @@ impl Opts {
         // Hashed once, while the file was read: the audit and the record both take that digest.
         let audit = gridreg_verifier::audit_with_digest(&file.bytes, file.digest)
             .with_context(|| format!("`{}` is not a valid component or module", file.name))?;
-        let release = Release {
+        let mut release = Release {
             package: package.clone(),
+            prev: Prev::None,
             version: version.clone(),
             digest: file.digest,
             size: file.bytes.len() as u64,
@@ -70,9 +71,10 @@ impl Opts {
             imports: audit.imports.iter().map(|i| i.name.clone()).collect(),
             exports: audit.exports.clone(),
         };
-        let leaf = Record::Release(release.clone())
-            .sign(&[&signer])
-            .context("signing the release record")?;
+        // Checked before anything is uploaded; signed once the chain's head is known.
+        Record::Release(release.clone())
+            .validate()
+            .context("the release record")?;
 
         let session = trust::connect(self.registry.get())?;
         let digest = release.digest.to_string();
@@ -84,7 +86,13 @@ impl Opts {
                 .put_stream(&content, std::io::Cursor::new(&file.bytes), release.size)
                 .context("uploading the content")?;
         }
-        let done = client::submit(&session, &leaf)?;
+        let chain = ChainKey::Package(package.clone());
+        let done = client::submit_chained(&session, &chain, |prev| {
+            release.prev = prev;
+            Record::Release(release.clone())
+                .sign(&[&signer])
+                .context("signing the release record")
+        })?;
 
         if self.json {
             let out = serde_json::json!({

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gridreg_protocol::record::Yank;
-use gridreg_protocol::{Record, Reference, Requirement, Timestamp};
+use gridreg_protocol::{ChainKey, Record, Reference, Requirement, Timestamp};
 
 use crate::client::{self, trust};
 use crate::commands::RegistryOpt;
@@ -45,15 +45,18 @@ impl Opts {
             );
         };
         let signer = client::load_signer(&self.key)?;
-        let record = Record::Yank(Yank {
-            package: reference.package.clone(),
-            version: version.clone(),
-            reason: self.reason.clone(),
-            time: Timestamp::now(),
-        });
-        let leaf = record.sign(&[&signer]).context("signing the yank record")?;
         let session = trust::connect(self.registry.get())?;
-        let done = client::submit(&session, &leaf)?;
+        let chain = ChainKey::Package(reference.package.clone());
+        let done = client::submit_chained(&session, &chain, |prev| {
+            let record = Record::Yank(Yank {
+                package: reference.package.clone(),
+                prev,
+                version: version.clone(),
+                reason: self.reason.clone(),
+                time: Timestamp::now(),
+            });
+            record.sign(&[&signer]).context("signing the yank record")
+        })?;
         println!(
             "yanked {}@{version} at log index {} (verified in checkpoint {})",
             reference.package,

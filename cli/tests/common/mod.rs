@@ -182,10 +182,11 @@ pub fn log_key(port: u16) -> VerifierKey {
     VerifierKey::parse(String::from_utf8(body).unwrap().trim()).unwrap()
 }
 
-/// `owner`'s self-signed claim of namespace `ns`.
+/// `owner`'s self-signed claim of namespace `ns`, not claimed before (`prev none`).
 pub fn claim(owner: &SignerKey, ns: &str) -> String {
     Record::Namespace(NamespaceRecord {
         namespace: Namespace::parse(ns).unwrap(),
+        prev: gridreg_protocol::Prev::None,
         op: NamespaceOp::Claim,
         key: owner.verifier(),
         role: Role::Owner,
@@ -195,11 +196,19 @@ pub fn claim(owner: &SignerKey, ns: &str) -> String {
     .unwrap()
 }
 
-/// A signed release of `acme:hello` at `version` for `bytes`.
-pub fn release(key: &SignerKey, version: &str, bytes: &[u8]) -> String {
+/// A signed release of `package` at `version` for `bytes`, naming `prev` (the head of the
+/// package's chain: `Prev::None` for its first release, then what [`next_prev`] says).
+pub fn release(
+    prev: gridreg_protocol::Prev,
+    key: &SignerKey,
+    package: &str,
+    version: &str,
+    bytes: &[u8],
+) -> String {
     let audit = gridreg_verifier::audit(bytes).unwrap();
     Record::Release(Release {
-        package: PackageName::parse("acme:hello").unwrap(),
+        package: PackageName::parse(package).unwrap(),
+        prev,
         version: gridreg_protocol::name::parse_version(version).unwrap(),
         digest: Digest::of(bytes),
         size: bytes.len() as u64,
@@ -209,4 +218,9 @@ pub fn release(key: &SignerKey, version: &str, bytes: &[u8]) -> String {
     })
     .sign(&[key])
     .unwrap()
+}
+
+/// The `prev` of the record after `leaf`, which the log accepted at `index`.
+pub fn next_prev(index: u64, leaf: &str) -> gridreg_protocol::Prev {
+    gridreg_protocol::Prev::Entry(gridreg_protocol::Head::of(index, leaf.as_bytes()))
 }
