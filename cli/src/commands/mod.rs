@@ -1,20 +1,26 @@
 //! The list of commands, in one place. Each command lives in its own file with an `Opts` struct
-//! (whose doc comment is its `--help`) and a `run(self)`.
+//! (whose doc comment is its `--help`) and a `run(self)`. A command whose cargo feature is off
+//! (`run`, `compose`, `serve`: the gate build, cli/Cargo.toml) is still a subcommand, taking any
+//! arguments, and exits 2 naming the build that has it ([`missing`]).
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::Status;
 
+#[cfg(feature = "compose")]
 pub mod compose;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
 pub mod log;
+pub mod missing;
 pub mod namespace;
 pub mod publish;
 pub mod pull;
 pub mod registry;
+#[cfg(feature = "run")]
 pub mod run;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod verify;
 pub mod yank;
@@ -44,7 +50,7 @@ impl RegistryOpt {
 #[derive(Debug, Parser)]
 #[command(
     name = "gridreg",
-    version,
+    version = missing::VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -64,9 +70,21 @@ pub enum Command {
     Verify(verify::Opts),
     Diff(diff::Opts),
     Keygen(keygen::Opts),
+    #[cfg(feature = "run")]
     Run(run::Opts),
+    /// Run a `wasi:cli/run` component in wasmtime [not in this build: the full build has it].
+    #[cfg(not(feature = "run"))]
+    Run(missing::Opts),
+    #[cfg(feature = "compose")]
     Compose(compose::Opts),
+    /// Plug components into a socket component [not in this build: the full build has it].
+    #[cfg(not(feature = "compose"))]
+    Compose(missing::Opts),
+    #[cfg(feature = "serve")]
     Serve(serve::Opts),
+    /// Run the registry server [not in this build: the full build has it].
+    #[cfg(not(feature = "serve"))]
+    Serve(missing::Opts),
     Publish(publish::Opts),
     Pull(pull::Opts),
     Namespace(namespace::Opts),
@@ -82,9 +100,18 @@ impl Command {
             Command::Verify(o) => o.run(),
             Command::Diff(o) => o.run(),
             Command::Keygen(o) => o.run(),
+            #[cfg(feature = "run")]
             Command::Run(o) => o.run(),
+            #[cfg(not(feature = "run"))]
+            Command::Run(_) => missing::run("run", "run"),
+            #[cfg(feature = "compose")]
             Command::Compose(o) => o.run(),
+            #[cfg(not(feature = "compose"))]
+            Command::Compose(_) => missing::run("compose", "compose"),
+            #[cfg(feature = "serve")]
             Command::Serve(o) => o.run(),
+            #[cfg(not(feature = "serve"))]
+            Command::Serve(_) => missing::run("serve", "serve"),
             Command::Publish(o) => o.run(),
             Command::Pull(o) => o.run(),
             Command::Namespace(o) => o.run(),
