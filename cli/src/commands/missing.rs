@@ -1,7 +1,8 @@
-//! Commands this build was made without. The gate build (`--no-default-features --features gate`,
-//! for CI) leaves out `run` (wasmtime), `compose` (wac) and `serve` (the registry server); they
-//! still parse, whatever their arguments (`--help` included), and exit 2 with a message naming the
-//! build that has them, instead of being unknown subcommands.
+//! Commands this build was made without (compiled only then). The gate build
+//! (`--no-default-features --features gate`, for CI) leaves out `run` (wasmtime), `compose` (wac)
+//! and `serve` (the registry server); they still parse, whatever their arguments (`--help`
+//! included), and exit 2 with a message naming the build that has them, instead of being unknown
+//! subcommands.
 
 use std::ffi::OsString;
 
@@ -9,33 +10,6 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::exit::Status;
-
-/// Which build this is: `full` with every command, `gate` with none of the optional ones.
-pub const BUILD: &str = if cfg!(all(feature = "run", feature = "compose", feature = "serve")) {
-    "full"
-} else if cfg!(any(feature = "run", feature = "compose", feature = "serve")) {
-    "custom"
-} else {
-    "gate"
-};
-
-/// `gridreg --version`: the full build prints the version alone, as it always has; any other
-/// build says so.
-#[cfg(all(feature = "run", feature = "compose", feature = "serve"))]
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-#[cfg(not(any(feature = "run", feature = "compose", feature = "serve")))]
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (gate build: without run, compose and serve)"
-);
-#[cfg(all(
-    any(feature = "run", feature = "compose", feature = "serve"),
-    not(all(feature = "run", feature = "compose", feature = "serve"))
-))]
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (custom build: without some of run, compose and serve)"
-);
 
 // The arguments of a command that is not in this build: anything, unchecked. (No doc comment:
 // it would replace the command's own one-line help, given on its variant in `Command`.)
@@ -48,10 +22,10 @@ pub struct Opts {
 
 /// The error `gridreg COMMAND` exits 2 with when the cargo `feature` that has it is off.
 pub fn run(command: &str, feature: &str) -> anyhow::Result<Status> {
-    let which = if BUILD == "gate" {
-        "the `gate` build".to_string()
-    } else {
+    let which = if cfg!(any(feature = "run", feature = "compose", feature = "serve")) {
         format!("built without the `{feature}` feature")
+    } else {
+        "the `gate` build".to_string()
     };
     bail!(
         "`gridreg {command}` is not in this build ({which}); install the full build: \

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod inspect;
 pub mod keygen;
 pub mod log;
+#[cfg(not(all(feature = "run", feature = "compose", feature = "serve")))]
 pub mod missing;
 pub mod namespace;
 pub mod publish;
@@ -25,6 +26,24 @@ pub mod serve;
 pub mod verify;
 pub mod yank;
 use crate::output::GlobalOpts;
+
+/// `gridreg --version`: the full build prints the version alone, as it always has; any other
+/// build says so.
+#[cfg(all(feature = "run", feature = "compose", feature = "serve"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(not(any(feature = "run", feature = "compose", feature = "serve")))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (gate build: without run, compose and serve)"
+);
+#[cfg(all(
+    any(feature = "run", feature = "compose", feature = "serve"),
+    not(all(feature = "run", feature = "compose", feature = "serve"))
+))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (custom build: without some of run, compose and serve)"
+);
 
 /// `--registry`, the same option with the same help in every command that talks to a registry
 /// (flattened into its `Opts`).
@@ -50,7 +69,7 @@ impl RegistryOpt {
 #[derive(Debug, Parser)]
 #[command(
     name = "gridreg",
-    version = missing::VERSION,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
