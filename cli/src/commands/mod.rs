@@ -1,24 +1,49 @@
 //! The list of commands, in one place. Each command lives in its own file with an `Opts` struct
-//! (whose doc comment is its `--help`) and a `run(self)`.
+//! (whose doc comment is its `--help`) and a `run(self)`. A command whose cargo feature is off
+//! (`run`, `compose`, `serve`: the gate build, cli/Cargo.toml) is still a subcommand, taking any
+//! arguments, and exits 2 naming the build that has it ([`missing`]).
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::Status;
 
+#[cfg(feature = "compose")]
 pub mod compose;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
 pub mod log;
+#[cfg(not(all(feature = "run", feature = "compose", feature = "serve")))]
+pub mod missing;
 pub mod namespace;
 pub mod publish;
 pub mod pull;
 pub mod registry;
+#[cfg(feature = "run")]
 pub mod run;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod verify;
 pub mod yank;
 use crate::output::GlobalOpts;
+
+/// `gridreg --version`: the full build prints the version alone, as it always has; any other
+/// build says so.
+#[cfg(all(feature = "run", feature = "compose", feature = "serve"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(not(any(feature = "run", feature = "compose", feature = "serve")))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (gate build: without run, compose and serve)"
+);
+#[cfg(all(
+    any(feature = "run", feature = "compose", feature = "serve"),
+    not(all(feature = "run", feature = "compose", feature = "serve"))
+))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (custom build: without some of run, compose and serve)"
+);
 
 /// `--registry`, the same option with the same help in every command that talks to a registry
 /// (flattened into its `Opts`).
@@ -44,7 +69,7 @@ impl RegistryOpt {
 #[derive(Debug, Parser)]
 #[command(
     name = "gridreg",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -64,9 +89,21 @@ pub enum Command {
     Verify(verify::Opts),
     Diff(diff::Opts),
     Keygen(keygen::Opts),
+    #[cfg(feature = "run")]
     Run(run::Opts),
+    /// Run a `wasi:cli/run` component in wasmtime [not in this build: the full build has it].
+    #[cfg(not(feature = "run"))]
+    Run(missing::Opts),
+    #[cfg(feature = "compose")]
     Compose(compose::Opts),
+    /// Plug components into a socket component [not in this build: the full build has it].
+    #[cfg(not(feature = "compose"))]
+    Compose(missing::Opts),
+    #[cfg(feature = "serve")]
     Serve(serve::Opts),
+    /// Run the registry server [not in this build: the full build has it].
+    #[cfg(not(feature = "serve"))]
+    Serve(missing::Opts),
     Publish(publish::Opts),
     Pull(pull::Opts),
     Namespace(namespace::Opts),
@@ -82,9 +119,18 @@ impl Command {
             Command::Verify(o) => o.run(),
             Command::Diff(o) => o.run(),
             Command::Keygen(o) => o.run(),
+            #[cfg(feature = "run")]
             Command::Run(o) => o.run(),
+            #[cfg(not(feature = "run"))]
+            Command::Run(_) => missing::run("run", "run"),
+            #[cfg(feature = "compose")]
             Command::Compose(o) => o.run(),
+            #[cfg(not(feature = "compose"))]
+            Command::Compose(_) => missing::run("compose", "compose"),
+            #[cfg(feature = "serve")]
             Command::Serve(o) => o.run(),
+            #[cfg(not(feature = "serve"))]
+            Command::Serve(_) => missing::run("serve", "serve"),
             Command::Publish(o) => o.run(),
             Command::Pull(o) => o.run(),
             Command::Namespace(o) => o.run(),

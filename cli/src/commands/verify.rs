@@ -26,6 +26,11 @@ use crate::policy_file;
   gridreg verify app.wasm --format sarif > gridreg.sarif  for GitHub code scanning
   gridreg verify app.wasm --format json | jq .verdict
 
+The human format prints one line per file (PASS, WARN, FAIL or ERROR, the file, its kind, size,
+policy and capability classes), each violation below it, and a total line for several files.
+Under GitHub Actions (GITHUB_ACTIONS=true) it also prints a workflow annotation per violation
+(`::error file=...::`, `::warning ...` when the policy is in warn mode or the rule only warns).
+
 Exit status: 0 every file passed (or only warnings / a policy in warn mode), 1 a file violates
 the policy, 2 a file or the policy could not be read or is invalid.")]
 pub struct Opts {
@@ -111,7 +116,7 @@ impl Opts {
                 "{}",
                 serde_json::to_string_pretty(&sarif(&reports, env!("CARGO_PKG_VERSION")))?
             ),
-            Format::Human => print!("{}", human(&reports)),
+            Format::Human => print!("{}", human(&reports, github_actions())),
         }
 
         let any_error = reports
@@ -148,7 +153,44 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
-fn human(reports: &[FileReport]) -> String {
+/// Whether to add GitHub Actions workflow commands to the human format: the runner sets
+/// `GITHUB_ACTIONS=true` in every step.
+fn github_actions() -> bool {
+    std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true")
+}
+
+/// A GitHub Actions annotation: `::LEVEL file=FILE,title=TITLE::MESSAGE`, escaped as the runner
+/// reads it (`%`, CR and LF everywhere; `:` and `,` too in properties). Standard input has no file.
+fn annotation(level: &str, file: &str, title: &str, message: &str) -> String {
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn property(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    // The runner places annotations by paths relative to the workspace.
+    let workspace = std::env::var("GITHUB_WORKSPACE").unwrap_or_default();
+    let file = file
+        .strip_prefix(workspace.as_str())
+        .and_then(|f| f.strip_prefix('/'))
+        .filter(|_| !workspace.is_empty())
+        .unwrap_or(file);
+    let file = file.strip_prefix("./").unwrap_or(file);
+    let location = if file == "<stdin>" {
+        String::new()
+    } else {
+        format!("file={},", property(file))
+    };
+    format!(
+        "::{level} {location}title={}::{}\n",
+        property(title),
+        data(message)
+    )
+}
+
+fn human(reports: &[FileReport], github: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let (mut pass, mut warn, mut fail, mut error) = (0, 0, 0, 0);
@@ -163,6 +205,14 @@ fn human(reports: &[FileReport]) -> String {
                     paint(Style::Bold, &r.file)
                 );
                 let _ = writeln!(s, "  {e}");
+                if github {
+                    s.push_str(&annotation(
+                        "error",
+                        &r.file,
+                        "gridreg verify (not audited)",
+                        e,
+                    ));
+                }
             }
             Outcome::Audited(a) => {
                 let tag = match a.verdict {
@@ -202,6 +252,17 @@ fn human(reports: &[FileReport]) -> String {
                         Severity::Warning => paint(Style::Warn, "warning"),
                     };
                     let _ = writeln!(s, "  {sev} {:<22} {}", v.rule.id(), v.message);
+                }
+                if github {
+                    for v in &a.violations {
+                        // An error of a policy in warn mode does not fail the gate: a warning.
+                        let level = match (a.verdict, v.severity) {
+                            (Verdict::Fail, Severity::Error) => "error",
+                            _ => "warning",
+                        };
+                        let title = format!("gridreg {} (policy {})", v.rule.id(), a.policy);
+                        s.push_str(&annotation(level, &r.file, &title, &v.message));
+                    }
                 }
             }
         }
