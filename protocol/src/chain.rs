@@ -135,7 +135,7 @@ impl fmt::Display for ChainKey {
 pub enum ChainError {
     #[error("the record's prev is {found}, but the head of {chain} is {head}")]
     StalePrev {
-        chain: ChainKey,
+        chain: Box<ChainKey>,
         /// The chain's current head (`none`: the chain does not exist yet).
         head: Prev,
         found: Prev,
@@ -143,14 +143,14 @@ pub enum ChainError {
     #[error("log entry {index} is in {found}, expected a record of {chain}")]
     OtherChain {
         index: u64,
-        chain: ChainKey,
-        found: ChainKey,
+        chain: Box<ChainKey>,
+        found: Box<ChainKey>,
     },
     #[error("log entry {index} does not come after log entry {previous} of {chain}")]
     NotAscending {
         index: u64,
         previous: u64,
-        chain: ChainKey,
+        chain: Box<ChainKey>,
     },
 }
 
@@ -175,7 +175,7 @@ impl Chains {
         let head = Prev::after(self.head(&chain));
         if record.prev() != head {
             return Err(ChainError::StalePrev {
-                chain,
+                chain: Box::new(chain),
                 head,
                 found: record.prev(),
             });
@@ -228,8 +228,8 @@ pub fn check_links<'a>(
         if &found != chain {
             return Err(ChainError::OtherChain {
                 index,
-                chain: chain.clone(),
-                found,
+                chain: Box::new(chain.clone()),
+                found: Box::new(found),
             });
         }
         if let Some(h) = head
@@ -238,12 +238,12 @@ pub fn check_links<'a>(
             return Err(ChainError::NotAscending {
                 index,
                 previous: h.index,
-                chain: chain.clone(),
+                chain: Box::new(chain.clone()),
             });
         }
         if record.prev() != Prev::after(head) {
             return Err(ChainError::StalePrev {
-                chain: chain.clone(),
+                chain: Box::new(chain.clone()),
                 head: Prev::after(head),
                 found: record.prev(),
             });
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(
             err,
             ChainError::StalePrev {
-                chain: first.chain(),
+                chain: Box::new(first.chain()),
                 head,
                 found: Prev::None
             }
