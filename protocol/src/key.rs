@@ -37,8 +37,8 @@ pub enum KeyError {
     BadBase64(String),
     #[error("expected 33 bytes of key material (algorithm byte and 32-byte key), found {0}")]
     BadLength(usize),
-    #[error("expected algorithm 0x01 (Ed25519), found 0x{0:02x}")]
-    UnknownAlgorithm(u8),
+    #[error("expected algorithm byte 0x{expected:02x}, found 0x{found:02x}")]
+    UnknownAlgorithm { expected: u8, found: u8 },
     #[error("the public key is not a valid Ed25519 point")]
     BadPoint,
     #[error(
@@ -49,9 +49,16 @@ pub enum KeyError {
 
 /// Computes the C2SP key id of an Ed25519 public key under `name`.
 pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    key_id_for(ALG_ED25519, name, public)
+}
+
+/// The key id of a public key under `name` for the signature type `alg` (0x01 for note
+/// signatures, 0x04 for tlog cosignatures): the first 4 bytes of SHA-256(name || 0x0A || alg ||
+/// key).
+pub(crate) fn key_id_for(alg: u8, name: &str, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
@@ -77,7 +84,7 @@ pub fn check_key_name(name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn parse_id(s: &str) -> Result<u32, KeyError> {
+pub(crate) fn parse_id(s: &str) -> Result<u32, KeyError> {
     if s.len() != 8
         || !s
             .bytes()
@@ -89,14 +96,22 @@ fn parse_id(s: &str) -> Result<u32, KeyError> {
 }
 
 fn parse_material(s: &str) -> Result<[u8; 32], KeyError> {
+    parse_material_for(ALG_ED25519, s)
+}
+
+/// Decodes `BASE64(alg || 32 bytes)`, requiring the algorithm byte `alg`.
+pub(crate) fn parse_material_for(alg: u8, s: &str) -> Result<[u8; 32], KeyError> {
     let raw = B64
         .decode(s)
         .map_err(|_| KeyError::BadBase64(s.to_string()))?;
     if raw.len() != 33 {
         return Err(KeyError::BadLength(raw.len()));
     }
-    if raw[0] != ALG_ED25519 {
-        return Err(KeyError::UnknownAlgorithm(raw[0]));
+    if raw[0] != alg {
+        return Err(KeyError::UnknownAlgorithm {
+            expected: alg,
+            found: raw[0],
+        });
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(&raw[1..]);
@@ -104,8 +119,13 @@ fn parse_material(s: &str) -> Result<[u8; 32], KeyError> {
 }
 
 fn material_b64(bytes: &[u8; 32]) -> String {
+    material_b64_for(ALG_ED25519, bytes)
+}
+
+/// Encodes `BASE64(alg || bytes)`.
+pub(crate) fn material_b64_for(alg: u8, bytes: &[u8; 32]) -> String {
     let mut raw = Vec::with_capacity(33);
-    raw.push(ALG_ED25519);
+    raw.push(alg);
     raw.extend_from_slice(bytes);
     B64.encode(raw)
 }
@@ -289,6 +309,11 @@ impl SignerKey {
     /// Signs `msg` (Ed25519 is deterministic: same key and message, same signature).
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
+    }
+
+    /// The 32-byte seed, for deriving other keys from this one inside the crate.
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
     }
 
     /// The secret text form, for writing to a key file. Kept apart from `Display` so a secret

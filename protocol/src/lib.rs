@@ -12,6 +12,7 @@
 //! - [`chain`]: the `prev` links that chain each namespace's and each package's records;
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
+//! - [`cosignature`]: C2SP tlog cosignatures: the registry's timestamp on the checkpoint it serves;
 //! - [`api`]: the JSON bodies of the log's HTTP API.
 //!
 //! Who signs what: a namespace `claim` is signed by the key it claims (proof of possession) and
@@ -65,6 +66,7 @@
 pub mod api;
 pub mod chain;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod key;
 pub mod merkle;
 pub mod name;
@@ -74,6 +76,7 @@ pub mod record;
 
 pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
+pub use cosignature::{CosignatureError, Cosigner, CosignerKey};
 pub use key::{KeyError, SignerKey, VerifierKey, key_label};
 pub use merkle::{Hash, HashReader, MerkleError};
 pub use name::{NameError, Namespace, PackageName, Reference, Requirement};
