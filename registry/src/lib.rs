@@ -37,6 +37,7 @@ pub mod sequencer;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod timestamp;
 
 pub use server::{Config, Registry};
 pub use state::{AppState, Shared};

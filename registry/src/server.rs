@@ -21,6 +21,7 @@ use crate::paths::DataDir;
 use crate::sequencer::{OpenError, Sequencer};
 use crate::state::{AppState, Shared};
 use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamper;
 
 /// The origin a bare `gridreg serve` uses.
 pub const DEFAULT_ORIGIN: &str = "gridreg.local/log";
@@ -223,6 +224,10 @@ impl Registry {
         let blobs = open_blobs(&dir, config.blobs.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
         let log_key: Arc<str> = key.verifier().to_string().into();
+        let timestamp = Arc::new(Timestamper::new(&key).map_err(|e| StartError::LogKey {
+            path: dir.log_key(),
+            message: format!("deriving the timestamp key: {e}"),
+        })?);
         let (sequencer, view) =
             Sequencer::open(store.clone(), key, config.origin.clone(), metrics.clone()).await?;
         // Replicas on one database each run a sequencer; each follows the others' appends.
@@ -242,6 +247,7 @@ impl Registry {
                 submit,
                 origin: config.origin.clone().into(),
                 log_key,
+                timestamp,
                 max_blob_size: config.max_blob_size,
                 require_token: config.require_token,
             }),

@@ -9,6 +9,7 @@ use crate::blob::BlobStore;
 use crate::metrics::Metrics;
 use crate::sequencer::{LogView, Submission};
 use crate::store::Store;
+use crate::timestamp::Timestamper;
 
 /// What every handler shares. Cloned for every request (axum hands each handler and middleware
 /// its own copy), so it is one reference count, not one per field.
@@ -38,6 +39,8 @@ pub struct Shared {
     pub submit: mpsc::Sender<Submission>,
     pub origin: Arc<str>,
     pub log_key: Arc<str>,
+    /// Stamps served checkpoints with the timestamp key.
+    pub timestamp: Arc<Timestamper>,
     pub max_blob_size: u64,
     pub require_token: bool,
 }

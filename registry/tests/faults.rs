@@ -102,6 +102,7 @@ async fn rig() -> Rig {
     let store = Arc::new(store.with_log(faults.clone()));
     let key = SignerKey::generate(ORIGIN).unwrap();
     let log_key = key.verifier();
+    let timestamp = Arc::new(gridreg_registry::timestamp::Timestamper::new(&key).unwrap());
     let metrics = Arc::new(Metrics::new());
     let (sequencer, view) = Sequencer::open(store.clone(), key, ORIGIN.into(), metrics.clone())
         .await
@@ -116,6 +117,7 @@ async fn rig() -> Rig {
         submit,
         origin: ORIGIN.into(),
         log_key: log_key.to_string().into(),
+        timestamp,
         max_blob_size: gridreg_registry::server::DEFAULT_MAX_BLOB_SIZE,
         require_token: false,
     });

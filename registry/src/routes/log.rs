@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/log/checkpoint", get(checkpoint))
         .route("/v1/log/key", get(key))
+        .route("/v1/log/timestamp-key", get(timestamp_key))
         .route("/v1/log/entries", get(entries))
         .route("/v1/log/proof/inclusion", get(inclusion))
         .route("/v1/log/proof/consistency", get(consistency))
@@ -29,8 +30,17 @@ pub fn routes() -> Router<AppState> {
 
 const TEXT: (axum::http::HeaderName, &str) = (CONTENT_TYPE, "text/plain; charset=utf-8");
 
+/// The newest checkpoint, cosigned by the timestamp key within the last second.
 async fn checkpoint(State(state): State<AppState>) -> impl IntoResponse {
-    ([TEXT], state.view.latest().body.clone())
+    (
+        [TEXT],
+        state.timestamp.stamp(&state.view.latest().body).to_string(),
+    )
+}
+
+/// The log key's signed statement naming the timestamp key.
+async fn timestamp_key(State(state): State<AppState>) -> impl IntoResponse {
+    ([TEXT], state.timestamp.statement().to_string())
 }
 
 async fn key(State(state): State<AppState>) -> impl IntoResponse {

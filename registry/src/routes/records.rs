@@ -153,7 +153,7 @@ async fn publish(
     .await?;
     Ok(PublishResponse {
         index: accepted.index,
-        checkpoint: accepted.checkpoint.body.clone(),
+        checkpoint: state.timestamp.stamp(&accepted.checkpoint.body).to_string(),
         proof: encode_hashes(&proof),
     })
 }
