@@ -20,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 mod common;
-use common::{free_port, start_serve_with};
+use common::{Answer, HostileProxy, free_port, start_serve_with};
 
 /// One server and one client home.
 struct World {
@@ -364,6 +364,7 @@ fn happy_path_publish_pull_verify_lock_yank_monitor() {
         "authorisation",
         "inclusion",
         "checkpoint",
+        "freshness",
         "consistency",
         "surface",
         "policy",
@@ -374,6 +375,12 @@ fn happy_path_publish_pull_verify_lock_yank_monitor() {
         );
     }
     assert!(out.contains("pulled acme:hello@1.2.0"), "{out}");
+    // The timestamp key the log key names is pinned beside it.
+    let config = std::fs::read_to_string(w.dir.path().join("config.toml")).unwrap();
+    assert!(
+        config.contains(&format!("timestamp_key = \"{ORIGIN}/timestamp+")),
+        "{config}"
+    );
     assert_eq!(
         std::fs::read(w.work().join("hello.wasm")).unwrap(),
         std::fs::read(fixture("hello.wasm")).unwrap()
@@ -692,6 +699,143 @@ fn a_shorter_log_is_a_rollback() {
     let err = w.fails(1, &["pull", "acme:hello@1.0.0", "--verify", "-o", "h.wasm"]);
     assert!(
         err.contains("check `consistency`") && err.contains("ROLLBACK"),
+        "{err}"
+    );
+}
+
+/// The client that already trusts a larger tree is served a smaller checkpoint, signed by the
+/// log key, fresh, and a true prefix of the trusted one: the registry (or a mirror) rolls the
+/// client back to before a yank. It is refused at `consistency`, evidence is saved, and nothing
+/// is written.
+#[test]
+fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
+    let w = world_with_releases();
+    let proxy = HostileProxy::start(w.port);
+    let via = proxy.url();
+    let old = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let keep = old.clone();
+    proxy.set(move |req, a: Answer| {
+        if req == "GET /v1/log/checkpoint" {
+            *keep.lock().unwrap() = String::from_utf8(a.body.clone()).unwrap();
+        }
+        a
+    });
+    w.ok(&["pull", "acme:hello@1.2.0", "--verify", "--registry", &via]);
+    let old = old.lock().unwrap().clone();
+    assert!(old.contains(ORIGIN), "captured {old:?}");
+    w.ok(&[
+        "yank",
+        "acme:hello@1.2.0",
+        "--reason",
+        "broken",
+        "--key",
+        "alice.key",
+    ]);
+    w.ok(&["pull", "acme:hello@1.1.0", "--verify", "-o", "first.wasm"]);
+
+    let replay = old.clone();
+    proxy.set(move |req, a: Answer| {
+        if req == "GET /v1/log/checkpoint" {
+            Answer {
+                body: replay.clone().into_bytes(),
+                ..a
+            }
+        } else {
+            a
+        }
+    });
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:hello@1.1.0",
+            "--verify",
+            "-o",
+            "rolled.wasm",
+            "--registry",
+            &via,
+        ],
+    );
+    assert!(
+        err.contains("check `consistency`") && err.contains("LOG ROLLBACK DETECTED"),
+        "{err}"
+    );
+    assert!(!w.work().join("rolled.wasm").exists());
+    let evidence = walk(&w.dir.path().join("state/evidence"));
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    let text = std::fs::read_to_string(&evidence[0]).unwrap();
+    assert!(
+        text.contains("rollback evidence") && text.contains(&old),
+        "{text}"
+    );
+}
+
+/// A mirror (or a registry) that stopped moving serves the checkpoint it captured earlier:
+/// signed by the log key and consistent, but its timestamp ages. Past `max_age` it is refused at
+/// `freshness`; a checkpoint whose timestamp line was stripped is refused too; the live
+/// registry, which renews the timestamp, passes with the same limit.
+#[test]
+fn a_frozen_view_is_refused_at_freshness() {
+    let w = world_with_releases();
+    let proxy = HostileProxy::start(w.port);
+    let via = proxy.url();
+    let frozen = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+    let keep = frozen.clone();
+    proxy.set(move |req, a: Answer| {
+        if req == "GET /v1/log/checkpoint" {
+            let mut f = keep.lock().unwrap();
+            let body = f.get_or_insert_with(|| a.body.clone()).clone();
+            return Answer { body, ..a };
+        }
+        a
+    });
+    w.ok(&["pull", "acme:hello@1.0.0", "--verify", "--registry", &via]);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:hello@1.0.0",
+            "--verify",
+            "-o",
+            "frozen.wasm",
+            "--registry",
+            &via,
+            "--max-age",
+            "2s",
+        ],
+    );
+    assert!(
+        err.contains("check `freshness`") && err.contains("longer ago than max_age 2 s"),
+        "{err}"
+    );
+    assert!(!w.work().join("frozen.wasm").exists());
+
+    // The live registry renews its timestamp: the same limit passes.
+    let out = w.ok(&["pull", "acme:hello@1.0.0", "--verify", "--max-age", "2s"]);
+    assert!(out.contains("ok freshness"), "{out}");
+
+    // Without the timestamp line, the checkpoint is not as the registry serves it.
+    proxy.set(|req, a: Answer| {
+        if req != "GET /v1/log/checkpoint" {
+            return a;
+        }
+        let text = String::from_utf8(a.body.clone()).unwrap();
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| !l.contains("/timestamp "))
+            .collect();
+        Answer {
+            body: kept.into_bytes(),
+            ..a
+        }
+    });
+    let err = w.fails(
+        1,
+        &["pull", "acme:hello@1.0.0", "--verify", "--registry", &via],
+    );
+    assert!(
+        err.contains("check `freshness`") && err.contains("no cosignature"),
         "{err}"
     );
 }

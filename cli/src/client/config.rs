@@ -7,6 +7,8 @@
 //! [registries.local]
 //! url = "http://127.0.0.1:7411"
 //! log_key = "gridreg.local/log+1a2b3c4d+AQ..."   # pinned; checkpoints must verify under it
+//! timestamp_key = "gridreg.local/log/timestamp+5e6f7a8b+BA..."  # pinned; named by the log key
+//! max_age = "24h"                                 # oldest checkpoint timestamp accepted
 //! token_env = "GRIDREG_TOKEN"                     # or: token = "grt_..."
 //! ```
 //!
@@ -18,8 +20,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use gridreg_protocol::VerifierKey;
+use std::time::Duration;
+
 use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
+use gridreg_protocol::{CosignerKey, VerifierKey};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
@@ -41,11 +45,38 @@ pub struct RegistryEntry {
     /// The log's verifier key (`ORIGIN+KEYID+BASE64`); `None` until first contact pins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_key: Option<String>,
+    /// The timestamp key the log key names (`/v1/log/timestamp-key`), pinned with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_key: Option<String>,
+    /// Oldest timestamp on a checkpoint this client accepts, like `90s`, `30m`, `24h`, `7d`
+    /// (default [`DEFAULT_MAX_AGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Name of an environment variable holding the token (keeps it out of the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+}
+
+/// How old a checkpoint's timestamp may be when a registry sets no `max_age`.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses a duration written as a whole number and a unit: `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration like 90s, 30m, 24h or 7d, found `{s}`");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(60 * 60),
+        "d" => n.checked_mul(24 * 60 * 60),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    Ok(Duration::from_secs(secs))
 }
 
 /// Where the configuration file is.
@@ -84,6 +115,19 @@ impl Config {
                     )
                 })?;
             }
+            if let Some(k) = &entry.timestamp_key {
+                CosignerKey::parse(k).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: registries.{name}.timestamp_key: expected a cosigner key NAME+KEYID+BASE64: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            if let Some(a) = &entry.max_age {
+                parse_duration(a).map_err(|e| {
+                    anyhow::anyhow!("{}: registries.{name}.max_age: {e}", path.display())
+                })?;
+            }
         }
         if let Some(d) = &config.default
             && !config.registries.contains_key(d)
@@ -113,6 +157,9 @@ pub struct Remote {
     pub token: Option<String>,
     /// The pinned log key, if any.
     pub log_key: Option<VerifierKey>,
+    /// The pinned timestamp key, if any.
+    pub timestamp_key: Option<CosignerKey>,
+    pub max_age: Duration,
     /// Whether this registry has an entry in the configuration (pins are saved there).
     pub configured: bool,
 }
@@ -163,6 +210,19 @@ impl Config {
                     .map(VerifierKey::parse)
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("registry {name}: log_key: {e}"))?,
+                timestamp_key: e
+                    .timestamp_key
+                    .as_deref()
+                    .map(CosignerKey::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("registry {name}: timestamp_key: {e}"))?,
+                max_age: e
+                    .max_age
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("registry {name}: max_age: {e}"))?
+                    .unwrap_or(DEFAULT_MAX_AGE),
                 configured: true,
             })
         };
@@ -176,6 +236,8 @@ impl Config {
                     url,
                     token: None,
                     log_key: None,
+                    timestamp_key: None,
+                    max_age: DEFAULT_MAX_AGE,
                     configured: false,
                 }),
             }
@@ -248,6 +310,8 @@ mod tests {
             RegistryEntry {
                 url: "https://reg.acme.test/".into(),
                 log_key: None,
+                timestamp_key: None,
+                max_age: None,
                 token: Some("grt_x".into()),
                 token_env: None,
             },
@@ -263,6 +327,25 @@ mod tests {
         assert!(!c.resolve(Some("http://other:1")).unwrap().configured);
         let err = c.resolve(Some("nope")).unwrap_err().to_string();
         assert!(err.contains("no registry named \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("24h"), Ok(DEFAULT_MAX_AGE));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in [
+            "",
+            "h",
+            "24",
+            "1.5h",
+            "-1h",
+            "24 h",
+            "99999999999999999999d",
+            "1w",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn checked(
 #[cfg(any(feature = "run", feature = "compose"))]
 pub fn fetch_reference(
     spec: &str,
-    registry: Option<&str>,
+    registry: trust::Target,
     policy: Option<&gridreg_verifier::Policy>,
     today: gridreg_verifier::policy::Date,
 ) -> anyhow::Result<Option<crate::input::Input>> {

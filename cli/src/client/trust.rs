@@ -6,15 +6,23 @@
 //!   (`$GRIDREG_STATE_DIR`, else `$XDG_STATE_HOME/gridreg`, else `$HOME/.local/state/gridreg`).
 //!   It only ever moves to a checkpoint proven consistent with it, and it is rewritten atomically
 //!   under a lock, re-reading the stored one inside the lock, so concurrent runs never roll it back.
-//! - A fork (two views of history that cannot both be true) or a rollback (the log shrank) is a
-//!   hard error; both checkpoints and the proof are saved as evidence before the error is reported.
+//! - The timestamp key: named by the log key in a signed statement (`/v1/log/timestamp-key`),
+//!   pinned beside the log key the first time it is needed. The registry cosigns the checkpoint it
+//!   serves with it, at most a minute ago; a checkpoint whose newest timestamp is older than the
+//!   registry's `max_age` (default 24 h) is refused as frozen ([`Session::check_fresh`]).
+//! - A fork (two views of history that cannot both be true) or a rollback (a checkpoint smaller
+//!   than the trusted one) is a hard error; both checkpoints and any proof are saved as evidence
+//!   before the error is reported.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use gridreg_protocol::api::{ConsistencyProof, decode_hashes};
 use gridreg_protocol::checkpoint::{Advance, CheckpointError, ForkEvidence, check_against_trusted};
-use gridreg_protocol::{SignedCheckpoint, VerifierKey, key_label};
+use gridreg_protocol::cosignature::parse_timestamp_key_statement;
+use gridreg_protocol::{CosignerKey, KeySet, Note, SignedCheckpoint, VerifierKey, key_label, note};
 
 use super::config::{self, Config, RegistryEntry, Remote};
 use super::fsutil;
@@ -32,29 +40,52 @@ pub fn state_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("gridreg"))
 }
 
+/// How far in the future a timestamp may be before it is refused (clocks differ a little).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// A registry with its log key settled: the API plus what the client trusts about its log.
 pub struct Session {
     pub remote: Remote,
     pub api: Api,
     pub log_key: VerifierKey,
+    /// The registry's `max_age`, or the command's `--max-age`.
+    pub max_age: Duration,
+    timestamp_key: OnceLock<CosignerKey>,
+    config_path: PathBuf,
     state: PathBuf,
 }
 
-/// Opens a session with the registry `flag` names (or the default), pinning the log key on
+/// Which registry a command talks to, and what the command overrides for this one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    /// `--registry NAME|URL`; `None` is `$GRIDREG_REGISTRY` or the configured default.
+    pub registry: Option<&'a str>,
+    /// `--max-age`, over the registry's configured `max_age`.
+    pub max_age: Option<Duration>,
+}
+
+/// Opens a session with the registry `target` names (or the default), pinning the log key on
 /// first contact.
-pub fn connect(flag: Option<&str>) -> anyhow::Result<Session> {
+pub fn connect(target: Target) -> anyhow::Result<Session> {
     let config_path = config::path()?;
     let config = Config::load(&config_path)?;
-    let remote = config.resolve(flag)?;
+    let remote = config.resolve(target.registry)?;
     let api = Api::new(&remote.url, remote.token.clone());
     let log_key = match &remote.log_key {
         Some(k) => k.clone(),
         None => pin_on_first_use(&api, &remote, &config_path)?,
     };
+    let timestamp_key = OnceLock::new();
+    if let Some(k) = &remote.timestamp_key {
+        let _ = timestamp_key.set(k.clone());
+    }
     Ok(Session {
+        max_age: target.max_age.unwrap_or(remote.max_age),
         remote,
         api,
         log_key,
+        timestamp_key,
+        config_path,
         state: state_dir()?,
     })
 }
@@ -81,6 +112,8 @@ fn pin_on_first_use(api: &Api, remote: &Remote, config_path: &Path) -> anyhow::R
         .or_insert_with(|| RegistryEntry {
             url: remote.url.clone(),
             log_key: None,
+            timestamp_key: None,
+            max_age: None,
             token: None,
             token_env: None,
         });
@@ -164,6 +197,103 @@ impl Session {
     pub fn latest(&self) -> anyhow::Result<SignedCheckpoint> {
         let text = self.api.get_text("/v1/log/checkpoint")?;
         self.verify_checkpoint(&text)
+    }
+
+    /// The registry's timestamp key: the pinned one, or the one the log key names in
+    /// `/v1/log/timestamp-key`, pinned beside the log key on first use.
+    pub fn timestamp_key(&self) -> anyhow::Result<&CosignerKey> {
+        if let Some(k) = self.timestamp_key.get() {
+            return Ok(k);
+        }
+        let text = self.api.get_text("/v1/log/timestamp-key")?;
+        let verified = note::verify(text.as_bytes(), &KeySet::from_keys([self.log_key.clone()]))
+            .map_err(|e| {
+                Failure(format!(
+                    "the registry's timestamp-key statement is not signed by the pinned log key {}: {e}",
+                    self.log_key.label()
+                ))
+            })?;
+        let key = parse_timestamp_key_statement(verified.text(), self.origin())
+            .map_err(|e| Failure(format!("the registry's timestamp-key statement: {e}")))?;
+        self.pin_timestamp_key(&key)?;
+        Ok(self.timestamp_key.get_or_init(|| key))
+    }
+
+    fn pin_timestamp_key(&self, key: &CosignerKey) -> anyhow::Result<()> {
+        let _lock = fsutil::lock(&self.config_path.with_extension("lock"))?;
+        let mut config = Config::load(&self.config_path)?;
+        let name = if self.remote.configured {
+            self.remote.name.clone()
+        } else {
+            config::name_for_url(&self.remote.url)
+        };
+        // The entry exists once the log key was pinned; a log key given only for this run has
+        // nowhere to keep the pin, and the statement is fetched again next time.
+        let Some(entry) = config.registries.get_mut(&name) else {
+            return Ok(());
+        };
+        match &entry.timestamp_key {
+            Some(pinned) if CosignerKey::parse(pinned).is_ok_and(|p| &p == key) => Ok(()),
+            Some(pinned) => Err(Failure(format!(
+                "registry {name}: the log key now names timestamp key {key}, but {pinned} was pinned meanwhile"
+            ))
+            .into()),
+            None => {
+                entry.timestamp_key = Some(key.to_string());
+                config.save(&self.config_path)
+            }
+        }
+    }
+
+    /// Checks that `checkpoint` carries a cosignature by the timestamp key no older than
+    /// `max_age` and not from the future; returns its age.
+    pub fn check_fresh(&self, checkpoint: &SignedCheckpoint) -> anyhow::Result<Duration> {
+        let key = self.timestamp_key()?;
+        let note = Note::parse(checkpoint.note.as_bytes())?;
+        let time = key.cosigned_time(&note).map_err(|e| {
+            Failure(format!(
+                "{e}: a registry cosigns every checkpoint it serves with its timestamp key, so this one did not come from it as served"
+            ))
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if time > now.saturating_add(MAX_CLOCK_SKEW.as_secs()) {
+            return Err(Failure(format!(
+                "the checkpoint is timestamped {} after this machine's clock ({} UTC); one of the two clocks is wrong",
+                human(Duration::from_secs(time - now)),
+                rfc3339(time)
+            ))
+            .into());
+        }
+        let age = Duration::from_secs(now.saturating_sub(time));
+        if age > self.max_age {
+            return Err(Failure(format!(
+                "the registry's checkpoint (size {}) was last timestamped {} ago ({} UTC), longer ago than max_age {}: the registry, or a mirror or proxy in front of it, is frozen or serving an old view. If the registry is known to be down, accept an older view for one command with --max-age",
+                checkpoint.size(),
+                human(age),
+                rfc3339(time),
+                human(self.max_age)
+            ))
+            .into());
+        }
+        Ok(age)
+    }
+
+    /// The error for a checkpoint smaller than the trusted one, with both saved as evidence.
+    pub fn rollback(&self, new: &SignedCheckpoint) -> anyhow::Result<anyhow::Error> {
+        let Some(trusted) = self.trusted()? else {
+            return Ok(anyhow::anyhow!("no trusted checkpoint to compare with"));
+        };
+        let evidence = self.save_evidence("rollback", &trusted, new, &[])?;
+        Ok(Failure(format!(
+            "LOG ROLLBACK DETECTED: the registry served a checkpoint of size {} but this client already trusts size {} of {}; evidence saved to {}",
+            new.size(),
+            trusted.size(),
+            self.origin(),
+            evidence.display()
+        ))
+        .into())
     }
 
     /// Checks `new` against the stored checkpoint, with a consistency proof from the registry,
@@ -292,4 +422,26 @@ impl Outcome {
             ),
         }
     }
+}
+
+/// A duration for people: `42 s`, `5 min`, `3 h 20 min`, `2 d 4 h`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} s after the epoch"))
 }

@@ -2,16 +2,20 @@
 //! first failure with an error that names the check:
 //!
 //! 1. `digest`: the bytes hash to the record's digest and have its size;
-//! 2. `signature`: the record is signed by a key the namespace ever authorised (and, when the
+//! 2. `checkpoint`: the registry's checkpoint, which every proof below is checked against, is
+//!    signed by the pinned log key;
+//! 3. `freshness`: it carries a cosignature by the registry's timestamp key no older than the
+//!    registry's `max_age` (a frozen registry or a mirror replaying an old view fails here);
+//! 4. `consistency`: it is not smaller than the last checkpoint this client trusted (a rollback)
+//!    and is consistent with it (a fork);
+//! 5. `signature`: the record is signed by a key the namespace ever authorised (and, when the
 //!    policy has `[signers]`, by enough of those keys);
-//! 3. `authorisation`: replaying the namespace's records, each proven included in the log, a
+//! 6. `authorisation`: replaying the namespace's records, each proven included in the log, a
 //!    signer held a role in the namespace at the record's log index;
-//! 4. `inclusion`: the record is in the log at its index;
-//! 5. `checkpoint`: the checkpoint the proofs lead to is signed by the pinned log key;
-//! 6. `consistency`: that checkpoint is consistent with the last one this client trusted;
-//! 7. `surface`: the record's import and export lines are the ones the client computes from the
+//! 7. `inclusion`: the record is in the log at its index;
+//! 8. `surface`: the record's import and export lines are the ones the client computes from the
 //!    bytes;
-//! 8. `policy`: the policy passes on the client's own audit, drift against the locked version
+//! 9. `policy`: the policy passes on the client's own audit, drift against the locked version
 //!    included.
 //!
 //! Nothing the registry says is believed until one of these checks has proven it.
@@ -20,7 +24,6 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::{LogEntry, ReleaseInfo};
-use gridreg_protocol::checkpoint::Checkpoint;
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
@@ -44,6 +47,7 @@ pub enum Check {
     Authorisation,
     Inclusion,
     Checkpoint,
+    Freshness,
     Consistency,
     Surface,
     Policy,
@@ -57,6 +61,7 @@ impl fmt::Display for Check {
             Check::Authorisation => "authorisation",
             Check::Inclusion => "inclusion",
             Check::Checkpoint => "checkpoint",
+            Check::Freshness => "freshness",
             Check::Consistency => "consistency",
             Check::Surface => "surface",
             Check::Policy => "policy",
@@ -94,6 +99,8 @@ pub struct Verified {
     pub release: Release,
     pub signers: Vec<VerifierKey>,
     pub checkpoint: SignedCheckpoint,
+    /// How long ago the registry's timestamp key cosigned the checkpoint.
+    pub age: Duration,
     pub trust: Outcome,
     pub audit: Audit,
     pub evaluation: Option<Evaluation>,
@@ -151,31 +158,22 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         ));
     }
 
-    // The checkpoint the proofs are checked against; its signature is check 5.
-    let checkpoint_text = api.get_text("/v1/log/checkpoint")?;
-    let clock = Instant::now();
-    let unverified = Note::parse(checkpoint_text.as_bytes())
-        .ok()
-        .and_then(|n| Checkpoint::parse_body(&n.text).ok())
-        .ok_or_else(|| {
-            failed(
-                Check::Checkpoint,
-                "the registry's checkpoint does not parse",
-            )
-        })?;
-    t.proofs += clock.elapsed();
+    // 2-4. the checkpoint every proof is checked against: signed by the log key, fresh, and
+    // consistent with (never older than) the one this client trusted before.
+    let (checkpoint, trust, age) = current_checkpoint(session, &mut t)?;
+    let verified = &checkpoint.checkpoint;
     let index = req.release.info.log_index;
-    if index >= unverified.size {
+    if index >= verified.size {
         return Err(failed(
             Check::Inclusion,
             format!(
                 "the release is said to be at log index {index}, but the checkpoint covers only {} entries",
-                unverified.size
+                verified.size
             ),
         ));
     }
 
-    // 2. signature: by any key the namespace ever named (their roles are check 3).
+    // 5. signature: by any key the namespace ever named (their roles are check 3).
     let ns = release.package.namespace();
     let ns_records: Vec<_> = remote::namespace_records(api, ns.as_str())?
         .into_iter()
@@ -231,11 +229,13 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     }
     t.signatures += clock.elapsed();
 
-    // 3. authorisation: replay the namespace, each record proven included.
-    let state = replay_namespace(api, &ns_records, unverified.size, &unverified.root, &mut t)
-        .map_err(|e| match e.downcast::<Failure>() {
-            Ok(f) => failed(Check::Authorisation, f.0),
-            Err(e) => e,
+    // 6. authorisation: replay the namespace, each record proven included.
+    let state =
+        replay_namespace(api, &ns_records, verified.size, &verified.root, &mut t).map_err(|e| {
+            match e.downcast::<Failure>() {
+                Ok(f) => failed(Check::Authorisation, f.0),
+                Err(e) => e,
+            }
         })?;
     let clock = Instant::now();
     state
@@ -243,13 +243,13 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         .map_err(|err| failed(Check::Authorisation, err))?;
     t.signatures += clock.elapsed();
 
-    // 4. inclusion of the release itself.
-    let proof = remote::inclusion_proof(api, index, unverified.size)?;
+    // 7. inclusion of the release itself.
+    let proof = remote::inclusion_proof(api, index, verified.size)?;
     let clock = Instant::now();
     verify_inclusion(
         &proof,
-        unverified.size,
-        &unverified.root,
+        verified.size,
+        &verified.root,
         index,
         &leaf_hash(leaf),
     )
@@ -261,23 +261,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     })?;
     t.proofs += clock.elapsed();
 
-    // 5. the checkpoint's signature.
-    let clock = Instant::now();
-    let checkpoint = session
-        .verify_checkpoint(&checkpoint_text)
-        .map_err(|e| failed(Check::Checkpoint, e))?;
-    t.signatures += clock.elapsed();
-
-    // 6. consistency with what this client trusted before.
-    let trust = session.advance(&checkpoint).map_err(|e| {
-        if e.downcast_ref::<Failure>().is_some() {
-            failed(Check::Consistency, e)
-        } else {
-            e
-        }
-    })?;
-
-    // 7. surface: the client's own audit against the signed lines.
+    // 8. surface: the client's own audit against the signed lines.
     let clock = Instant::now();
     let audit = gridreg_verifier::audit_with_digest(req.bytes, req.digest).map_err(|e| {
         failed(
@@ -289,7 +273,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         return Err(failed(Check::Surface, diff));
     }
 
-    // 8. policy on that audit.
+    // 9. policy on that audit.
     let evaluation = match req.policy {
         None => None,
         Some(policy) => {
@@ -326,12 +310,54 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         release,
         signers,
         checkpoint,
+        age,
         trust,
         audit,
         evaluation,
         namespace_records: ns_records.len(),
         timings: t,
     })
+}
+
+/// Fetches the registry's checkpoint and runs checks 2-4 on it: the log key's signature, the
+/// timestamp's age, and consistency with the trusted checkpoint, which then moves forward. A
+/// checkpoint smaller than the trusted one is fetched once more (another run of this client may
+/// have moved the trusted one between the fetch and the check); smaller again, it is a rollback.
+pub fn current_checkpoint(
+    session: &Session,
+    t: &mut Timings,
+) -> anyhow::Result<(SignedCheckpoint, Outcome, Duration)> {
+    let as_check = |check: Check| {
+        move |e: anyhow::Error| {
+            if e.downcast_ref::<Failure>().is_some() {
+                failed(check, e)
+            } else {
+                e
+            }
+        }
+    };
+    let mut attempt = 1;
+    loop {
+        let text = session.api.get_text("/v1/log/checkpoint")?;
+        let clock = Instant::now();
+        let checkpoint = session
+            .verify_checkpoint(&text)
+            .map_err(as_check(Check::Checkpoint))?;
+        let age = session
+            .check_fresh(&checkpoint)
+            .map_err(as_check(Check::Freshness))?;
+        t.signatures += clock.elapsed();
+        match session
+            .advance(&checkpoint)
+            .map_err(as_check(Check::Consistency))?
+        {
+            Outcome::Older { .. } if attempt == 1 => attempt += 1,
+            Outcome::Older { .. } => {
+                return Err(failed(Check::Consistency, session.rollback(&checkpoint)?));
+            }
+            trust => return Ok((checkpoint, trust, age)),
+        }
+    }
 }
 
 /// Replays namespace records in log order, each first proven included in the tree of `size`

@@ -11,7 +11,7 @@ use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::{Chains, Head, NamespaceState, Record};
 use serde::Serialize;
 
-use crate::client::{remote, trust};
+use crate::client::{remote, trust, verify};
 use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 
@@ -23,7 +23,8 @@ use crate::exit::{Failure, Status};
   gridreg log monitor                          replay and audit the whole log
   gridreg log monitor --namespace acme --from 1200 --json
 
-Exit status: 0 fine; 1 a check failed (fork, rollback, bad signature) or monitor found something;
+Exit status: 0 fine; 1 a check failed (fork, rollback, bad signature, a checkpoint timestamped
+longer ago than max_age) or monitor found something;
 2 bad input or the registry is unreachable.")]
 pub struct Opts {
     #[command(subcommand)]
@@ -76,8 +77,7 @@ impl Opts {
 
 fn checkpoint(c: &Common, print_note: bool) -> anyhow::Result<Status> {
     let session = trust::connect(c.registry.get())?;
-    let cp = session.latest()?;
-    let outcome = session.advance(&cp)?;
+    let (cp, outcome, age) = verify::current_checkpoint(&session, &mut verify::Timings::default())?;
     if c.json {
         use base64::Engine as _;
         println!(
@@ -88,18 +88,21 @@ fn checkpoint(c: &Common, print_note: bool) -> anyhow::Result<Status> {
                 "root": base64::engine::general_purpose::STANDARD.encode(cp.root()),
                 "checkpoint": cp.note,
                 "consistency": outcome.describe(cp.size()),
+                "age_seconds": age.as_secs(),
             }))?
         );
     } else if print_note {
         print!("{}", cp.note);
         eprintln!(
-            "verified: signed by the pinned log key; {}",
+            "verified: signed by the pinned log key; timestamped {} ago; {}",
+            trust::human(age),
             outcome.describe(cp.size())
         );
     } else {
         println!(
-            "log {} verified: {}",
+            "log {} verified: timestamped {} ago; {}",
             session.origin(),
+            trust::human(age),
             outcome.describe(cp.size())
         );
     }
@@ -126,8 +129,7 @@ struct Grant {
 
 fn monitor(m: &Monitor) -> anyhow::Result<Status> {
     let session = trust::connect(m.common.registry.get())?;
-    let cp = session.latest()?;
-    let outcome = session.advance(&cp)?;
+    let (cp, outcome, _) = verify::current_checkpoint(&session, &mut verify::Timings::default())?;
     let size = cp.size();
     let entries = remote::entries(&session.api, 0, size)?;
 

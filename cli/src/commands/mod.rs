@@ -53,12 +53,19 @@ pub struct RegistryOpt {
     /// configured default, else http://127.0.0.1:7411].
     #[arg(long = "registry", value_name = "NAME|URL")]
     pub name_or_url: Option<String>,
+    /// Accept checkpoints timestamped up to this long ago for this command (90s, 30m, 24h, 7d)
+    /// [default: the registry's max_age, else 24h].
+    #[arg(long, value_name = "DURATION", value_parser = crate::client::config::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl RegistryOpt {
     /// What was given, for [`crate::client::trust::connect`].
-    pub fn get(&self) -> Option<&str> {
-        self.name_or_url.as_deref()
+    pub fn get(&self) -> crate::client::trust::Target<'_> {
+        crate::client::trust::Target {
+            registry: self.name_or_url.as_deref(),
+            max_age: self.max_age,
+        }
     }
 }
 

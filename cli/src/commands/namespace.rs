@@ -149,8 +149,7 @@ fn post(
 fn show(s: &Show) -> anyhow::Result<Status> {
     let namespace = Namespace::parse(&s.namespace).context("namespace")?;
     let session = trust::connect(s.registry.get())?;
-    let checkpoint = session.latest()?;
-    session.advance(&checkpoint)?;
+    let (checkpoint, _, _) = verify::current_checkpoint(&session, &mut verify::Timings::default())?;
     let records = remote::namespace_records(&session.api, namespace.as_str())?;
     if records.is_empty() {
         return Err(anyhow::anyhow!(

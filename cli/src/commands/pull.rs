@@ -20,11 +20,12 @@ use crate::{input, policy_file};
 ///
 /// REF is `ns:name` (newest non-yanked), `ns:name@1.2.0` (exactly that version) or a range such
 /// as `ns:name@^1.2` (newest matching non-yanked). With --verify every claim is checked here, in
-/// order, stopping at the first failure: digest and size, record signature, signer authorised
-/// in the namespace at that log index (replaying the namespace from the log), record inclusion,
-/// checkpoint signature, consistency with the last checkpoint this client trusted, the signed
-/// import/export lines against the bytes, and the policy on this client's own audit (drift
-/// against the version in gridreg.lock included).
+/// order, stopping at the first failure: digest and size, the checkpoint's signature by the log
+/// key, its freshness (the registry's timestamp no older than max_age, default 24h), consistency
+/// with the last checkpoint this client trusted (a smaller one is a rollback), record signature,
+/// signer authorised in the namespace at that log index (replaying the namespace from the log),
+/// record inclusion, the signed import/export lines against the bytes, and the policy on this
+/// client's own audit (drift against the version in gridreg.lock included).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   gridreg pull acme:auth@^1.2 --verify                  verify with the default policy
@@ -32,8 +33,8 @@ use crate::{input, policy_file};
   gridreg pull acme:auth --verify --locked              CI: only exactly what gridreg.lock says
   gridreg pull acme:auth@1.2.0 --verify --json
 
-Exit status: 0 pulled (and verified); 1 a check failed (the message names it; a log fork also saves
-evidence under the state directory) or --locked refused; 2 bad input, unknown package, or the
+Exit status: 0 pulled (and verified); 1 a check failed (the message names it; a log fork or
+rollback also saves evidence under the state directory) or --locked refused; 2 bad input, unknown package, or the
 registry is unreachable.")]
 pub struct Opts {
     /// What to pull: `ns:name`, `ns:name@VERSION` or `ns:name@RANGE`.
@@ -178,6 +179,19 @@ impl Opts {
                     "digest",
                     format!("{} bytes hash to the signed digest", size),
                 ),
+                (
+                    "checkpoint",
+                    format!("signed by the pinned log key {}", session.log_key.label()),
+                ),
+                (
+                    "freshness",
+                    format!(
+                        "timestamped {} ago (max_age {})",
+                        trust::human(v.age),
+                        trust::human(session.max_age)
+                    ),
+                ),
+                ("consistency", v.trust.describe(v.checkpoint.size())),
                 ("signature", format!("signed by {}", signers.join(", "))),
                 (
                     "authorisation",
@@ -194,11 +208,6 @@ impl Opts {
                         v.checkpoint.size()
                     ),
                 ),
-                (
-                    "checkpoint",
-                    format!("signed by the pinned log key {}", session.log_key.label()),
-                ),
-                ("consistency", v.trust.describe(v.checkpoint.size())),
                 (
                     "surface",
                     format!(

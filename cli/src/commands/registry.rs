@@ -55,6 +55,10 @@ pub struct Add {
     /// Read the token from this environment variable at each use.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
+    /// Refuse checkpoints whose timestamp is older than this (90s, 30m, 24h, 7d; default 24h):
+    /// a registry or mirror that stopped renewing it is frozen or replaying an old view.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
     /// Make it the default registry.
     #[arg(long)]
     pub default: bool,
@@ -90,6 +94,8 @@ impl Opts {
                     RegistryEntry {
                         url: url.clone(),
                         log_key: log_key.as_ref().map(ToString::to_string),
+                        timestamp_key: None,
+                        max_age: a.max_age.map(|d| format!("{}s", d.as_secs())),
                         token: a.token,
                         token_env: a.token_env,
                     },
@@ -116,6 +122,8 @@ impl Opts {
                                 "name": n,
                                 "url": e.url,
                                 "log_key": e.log_key,
+                                "timestamp_key": e.timestamp_key,
+                                "max_age": e.max_age.as_deref().unwrap_or("24h"),
                                 "token": e.token.as_ref().map(|_| "<set>"),
                                 "token_env": e.token_env,
                                 "default": cfg.default.as_deref() == Some(n.as_str()),

@@ -224,3 +224,131 @@ pub fn release(
 pub fn next_prev(index: u64, leaf: &str) -> gridreg_protocol::Prev {
     gridreg_protocol::Prev::Entry(gridreg_protocol::Head::of(index, leaf.as_bytes()))
 }
+
+/// One answer passing through a [`HostileProxy`].
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// What a hostile proxy does with an answer: `(request line "METHOD /path?query", upstream's
+/// answer) -> the answer the client gets`.
+pub type Rewrite = Box<dyn FnMut(&str, Answer) -> Answer + Send>;
+
+/// A registry as an attacker in the middle (or a lying mirror) serves it: every request goes to
+/// the real registry on `upstream`, and every answer passes through the current rewrite, which
+/// the test swaps as it goes. One request per connection, answered with `connection: close`.
+pub struct HostileProxy {
+    pub port: u16,
+    rewrite: std::sync::Arc<std::sync::Mutex<Rewrite>>,
+}
+
+impl HostileProxy {
+    pub fn start(upstream: u16) -> HostileProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rewrite: std::sync::Arc<std::sync::Mutex<Rewrite>> =
+            std::sync::Arc::new(std::sync::Mutex::new(Box::new(|_: &str, a: Answer| a)));
+        let shared = rewrite.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let shared = shared.clone();
+                std::thread::spawn(move || proxy_one(client, upstream, &shared));
+            }
+        });
+        HostileProxy { port, rewrite }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, answers pass through `f`.
+    pub fn set(&self, f: impl FnMut(&str, Answer) -> Answer + Send + 'static) {
+        *self.rewrite.lock().unwrap() = Box::new(f);
+    }
+
+    /// From now on, answers pass unchanged.
+    pub fn honest(&self) {
+        self.set(|_, a| a);
+    }
+}
+
+fn proxy_one(
+    mut client: TcpStream,
+    upstream: u16,
+    rewrite: &std::sync::Mutex<Rewrite>,
+) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    client.read_exact(&mut body).ok()?;
+    let request_line: String = head
+        .lines()
+        .next()?
+        .rsplit_once(' ')
+        .map(|(r, _)| r.to_string())?;
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).ok()?;
+    let forwarded: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    up.write_all(format!("{forwarded}connection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    up.write_all(&body).ok()?;
+    let mut raw = Vec::new();
+    up.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let answer_head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = answer_head.split(' ').nth(1)?.parse().ok()?;
+    let content_type = answer_head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut answer_body = raw[split + 4..].to_vec();
+    if answer_head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        answer_body = dechunk(&answer_body)?;
+    }
+    let answer = (rewrite.lock().unwrap())(
+        &request_line,
+        Answer {
+            status,
+            content_type,
+            body: answer_body,
+        },
+    );
+    let out = format!(
+        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    );
+    client.write_all(out.as_bytes()).ok()?;
+    client.write_all(&answer.body).ok()
+}
