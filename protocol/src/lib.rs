@@ -11,6 +11,7 @@
 //! - [`namespace`]: the namespace state machine (who may publish where, at which log index);
 //! - [`chain`]: the `prev` links that chain each namespace's and each package's records;
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
+//! - [`map`]: the head map, a verifiable map from every chain key to its head, with proofs;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
 //! - [`api`]: the JSON bodies of the log's HTTP API.
 //!
@@ -66,6 +67,7 @@ pub mod api;
 pub mod chain;
 pub mod checkpoint;
 pub mod key;
+pub mod map;
 pub mod merkle;
 pub mod name;
 pub mod namespace;
@@ -75,6 +77,7 @@ pub mod record;
 pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
 pub use key::{KeyError, SignerKey, VerifierKey, key_label};
+pub use map::{HeadMap, MapError, MapKey, MapProof};
 pub use merkle::{Hash, HashReader, MerkleError};
 pub use name::{NameError, Namespace, PackageName, Reference, Requirement};
 pub use namespace::{EntryError, NamespaceError, NamespaceState};
