@@ -12,6 +12,7 @@
 //! - [`chain`]: the `prev` links that chain each namespace's and each package's records;
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
 //! - [`map`]: the head map, a verifiable map from every chain key to its head, with proofs;
+//! - [`bundle`]: map entries, and the one-answer evidence for a package verified against them;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
 //! - [`api`]: the JSON bodies of the log's HTTP API.
 //!
@@ -64,6 +65,7 @@
 //! ```
 
 pub mod api;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod key;
@@ -74,6 +76,10 @@ pub mod namespace;
 pub mod note;
 pub mod record;
 
+pub use bundle::{
+    Bundle, BundleError, ChainEvidence, Entry, MapEntry, MapEntryError, VerifiedPackage,
+    VerifiedRelease, VerifiedYank, verify_bundle,
+};
 pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
 pub use key::{KeyError, SignerKey, VerifierKey, key_label};
