@@ -1,5 +1,5 @@
 //! C2SP tlog-cosignature/v1 with Ed25519: a signature line on a checkpoint that says "as of this
-//! time, this is the newest tree I have seen for this log" (docs/protocol.md §6.8).
+//! time, this is the newest tree I have seen for this log" (docs/protocol.md §6.10).
 //!
 //! A registry's **timestamp key** adds one to the checkpoint it serves and renews it at least
 //! every minute, so a client can tell a live registry from a frozen one or an old copy replayed
@@ -288,7 +288,7 @@ impl fmt::Debug for CosignerKey {
 pub const TIMESTAMP_KEY_STATEMENT: &str = "gridreg/timestamp-key/v1";
 
 /// The note text by which the log key of `origin` vouches for `key` as its timestamp key
-/// (docs/protocol.md §6.8): `gridreg/timestamp-key/v1`, the origin, the verifier key.
+/// (docs/protocol.md §6.10): `gridreg/timestamp-key/v1`, the origin, the verifier key.
 pub fn timestamp_key_statement(origin: &str, key: &CosignerKey) -> String {
     format!("{TIMESTAMP_KEY_STATEMENT}\n{origin}\n{key}\n")
 }

@@ -11,6 +11,8 @@
 //! - [`namespace`]: the namespace state machine (who may publish where, at which log index);
 //! - [`chain`]: the `prev` links that chain each namespace's and each package's records;
 //! - [`merkle`]: RFC 6962 hashing, the stored-hash layout, tree hashes and proofs;
+//! - [`map`]: the head map, a verifiable map from every chain key to its head, with proofs;
+//! - [`bundle`]: map entries, and the one-answer evidence for a package verified against them;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
 //! - [`cosignature`]: C2SP tlog cosignatures: the registry's timestamp on the checkpoint it serves;
 //! - [`api`]: the JSON bodies of the log's HTTP API.
@@ -64,20 +66,27 @@
 //! ```
 
 pub mod api;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod cosignature;
 pub mod key;
+pub mod map;
 pub mod merkle;
 pub mod name;
 pub mod namespace;
 pub mod note;
 pub mod record;
 
+pub use bundle::{
+    Bundle, BundleError, ChainEvidence, Entry, MapEntry, MapEntryError, VerifiedPackage,
+    VerifiedRelease, VerifiedYank, verify_bundle,
+};
 pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};
 pub use cosignature::{CosignatureError, Cosigner, CosignerKey};
 pub use key::{KeyError, SignerKey, VerifierKey, key_label};
+pub use map::{HeadMap, MapError, MapKey, MapProof};
 pub use merkle::{Hash, HashReader, MerkleError};
 pub use name::{NameError, Namespace, PackageName, Reference, Requirement};
 pub use namespace::{EntryError, NamespaceError, NamespaceState};

@@ -1,6 +1,6 @@
 //! The registry's timestamp key: a C2SP tlog cosignature on every checkpoint it serves, renewed
 //! while the log stands still, so clients can tell a live registry from a frozen one or from an
-//! old checkpoint replayed by a mirror (docs/protocol.md §6.8).
+//! old checkpoint replayed by a mirror (docs/protocol.md §6.10).
 //!
 //! The key is derived from the log key ([`Cosigner::derived_from`]), so replicas that share the
 //! log key share it too, and the log key vouches for it in a signed statement served at
