@@ -27,6 +27,7 @@
 pub mod auth;
 pub mod blob;
 pub mod error;
+pub mod listen;
 pub mod log;
 pub mod metrics;
 pub mod paths;

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::blob::files::FileBlobStore;
 use crate::blob::s3::S3BlobStore;
 use crate::blob::{BlobError, BlobLocation, BlobStore};
+use crate::listen::{self, Limits};
 use crate::metrics::Metrics;
 use crate::paths::DataDir;
 use crate::sequencer::{OpenError, Sequencer};
@@ -45,6 +46,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where blobs live: `None` is files under `data/blobs`; replicas share an S3 bucket.
     pub blobs: Option<BlobLocation>,
+    /// Connection and time limits of the listener.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             require_token: false,
             database_url: None,
             blobs: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -90,8 +94,6 @@ pub enum StartError {
     Blob(#[from] BlobError),
     #[error(transparent)]
     Log(#[from] OpenError),
-    #[error("serving: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A running registry: the shared state plus the sequencer task.
@@ -99,6 +101,7 @@ pub enum StartError {
 pub struct Registry {
     pub state: AppState,
     sequencer: JoinHandle<()>,
+    limits: Limits,
 }
 
 /// Opens just the metadata store of a data directory (for `gridreg serve token ...`).
@@ -252,6 +255,7 @@ impl Registry {
                 require_token: config.require_token,
             }),
             sequencer: task,
+            limits: config.limits,
         })
     }
 
@@ -261,17 +265,15 @@ impl Registry {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests (publishes waiting on
-    /// the log included) and stops the sequencer once every publisher has had its answer.
+    /// the log included) for at most the shutdown deadline, and stops the sequencer once every
+    /// publisher has had its answer.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartError::Serve)?;
+        listen::serve(listener, router, self.limits, shutdown).await;
         self.stop().await;
         Ok(())
     }
@@ -280,7 +282,9 @@ impl Registry {
     /// the log. A batch being committed either lands whole or not at all; publishers waiting on
     /// it get `unavailable`. Routers built from this state answer `unavailable` to publishes.
     pub async fn abort(self) {
-        let Registry { state, sequencer } = self;
+        let Registry {
+            state, sequencer, ..
+        } = self;
         sequencer.abort();
         let _ = sequencer.await;
         drop(state);
@@ -289,7 +293,9 @@ impl Registry {
     /// Drops this handle's state and waits for the sequencer to answer what is pending and stop.
     /// Routers built from the state must be dropped first, or this waits for them.
     pub async fn stop(self) {
-        let Registry { state, sequencer } = self;
+        let Registry {
+            state, sequencer, ..
+        } = self;
         drop(state);
         if let Err(e) = sequencer.await {
             tracing::error!(error = %e, "sequencer task failed");

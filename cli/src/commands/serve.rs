@@ -8,10 +8,12 @@ use clap::{Args, Subcommand};
 use gridreg_protocol::api::DEFAULT_REGISTRY_ADDR;
 use gridreg_registry::auth::{Scope, create_token};
 use gridreg_registry::blob::BlobLocation;
+use gridreg_registry::listen::Limits;
 use gridreg_registry::server::{DEFAULT_ORIGIN, open_metadata};
 use gridreg_registry::{Config, Registry};
 use gridreg_verifier::parse_size;
 
+use crate::client::config::parse_duration;
 use crate::exit::Status;
 
 /// Run the registry server.
@@ -74,6 +76,17 @@ pub struct Opts {
     /// S3-compatible bucket [default: files under DATA/blobs].
     #[arg(long, value_name = "URL", env = "GRIDREG_BLOBS", value_parser = BlobLocation::parse)]
     pub blobs: Option<BlobLocation>,
+    /// Longest a client may take to send a request's head, and longest an idle keep-alive
+    /// connection stays open (90s, 30m, ...).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Most connections served at once. As many again are answered one request each
+    /// (`/healthz`, anything else 503); beyond that, new connections are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// On SIGTERM or Ctrl-C, longest to let in-flight requests finish before closing them.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
     #[command(subcommand)]
     pub action: Option<Action>,
 }
@@ -135,6 +148,11 @@ impl Opts {
                     require_token: self.require_token,
                     database_url: self.database_url,
                     blobs: self.blobs,
+                    limits: Limits {
+                        header_timeout: self.header_timeout,
+                        max_connections: self.max_connections as usize,
+                        shutdown_timeout: self.shutdown_timeout,
+                    },
                 };
                 let registry = Registry::open(&config).await.with_context(|| {
                     format!("cannot open the registry in {}", config.data.display())

@@ -1,0 +1,155 @@
+//! Clients that hold connections without finishing a request, against a real `gridreg serve`:
+//! they are closed after the head deadline, they cannot keep `/healthz` from answering, and
+//! they cannot keep the server from stopping past its shutdown deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, http, start_serve_with};
+
+const ORIGIN: &str = "slow.test/log";
+
+/// Opens `n` connections that each send half a request head and then nothing.
+fn half_heads(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /v1/log/checkpoint HTTP/1.1\r\nhost: localhost\r\nx-slow: ")
+                .unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Whether the server has closed `s` (read gives end of stream or a reset) within `within`.
+fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            // A 408 or similar before closing is fine; keep reading to the end.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn half_sent_heads_are_closed_and_never_starve_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &["--header-timeout", "1s", "--max-connections", "16"],
+    ));
+    // Every served slot taken, and some overflow slots.
+    let started = Instant::now();
+    let mut slow = half_heads(port, 24);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The liveness probe is answered, by the router, while the server is full.
+    let (status, body) = http(port, "GET", "/healthz", b"").expect("healthz answered");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"ok\""));
+    // Anything else is told to come back, not left waiting.
+    let (status, body) = http(port, "GET", "/v1/log/checkpoint", b"").expect("answered");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"unavailable\""));
+
+    // After the head deadline every slow connection has been closed by the server...
+    for s in &mut slow {
+        assert!(
+            closed_by_server(s, Duration::from_secs(5)),
+            "a half-sent head was still open {:?} after it started",
+            started.elapsed()
+        );
+    }
+    // ...and the server serves normally again.
+    let (status, _) = http(port, "GET", "/v1/log/checkpoint", b"").expect("answered");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &["--header-timeout", "1s"],
+    ));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // The answer is complete; the connection now idles, and must not idle forever.
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)));
+}
+
+#[test]
+fn sigterm_with_stuck_clients_exits_within_the_shutdown_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &["--header-timeout", "60s", "--shutdown-timeout", "2s"],
+    ));
+    let _stuck = half_heads(port, 3);
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM with a 2 s shutdown deadline"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "exited after {took:?}: the stuck requests should have had their 2 s"
+    );
+    // New connections are refused once it has stopped listening.
+    assert!(http(port, "GET", "/healthz", b"").is_none());
+}
