@@ -548,6 +548,40 @@ fn corrupt_cache_entry_is_rebuilt() {
     assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
 }
 
+/// From the hostile-load issue: with write access to the cache directory (a shared or restored
+/// CI cache), copying one component's entry over another's name made `gridreg run` execute the
+/// other component's code. The entry knows what it was compiled for, so the copy is rebuilt.
+#[test]
+fn a_cache_entry_copied_over_another_components_name_is_not_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let allow = policy(tmp.path(), &[]);
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    assert_eq!(code(&gridreg(&["run", &fixture("hello")], cache.path())), 0);
+    let hello_entry = entries().pop().unwrap();
+    let o = gridreg(
+        &["run", &fixture("env-reader"), "--policy", &allow],
+        cache.path(),
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let reader_entry = entries().into_iter().find(|p| *p != hello_entry).unwrap();
+    std::fs::copy(&reader_entry, &hello_entry).unwrap();
+
+    let o = gridreg(&["run", &fixture("hello")], cache.path());
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hello from gridreg\n");
+    assert!(
+        text(&o.stderr).contains("compiled for another component"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     for args in [

@@ -364,6 +364,17 @@ async fn record_rejections_change_nothing(backend: Backend) {
         StatusCode::FORBIDDEN,
         "not_authorised",
     );
+    // The refusal names the index the record would have had, never an impossible one.
+    let refused = h
+        .post_record(&release(&h.app, &bob, "acme:hello", "2.0.1", &hello).await)
+        .await
+        .json();
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    let next = h.get("/healthz").await.json()["log_size"].as_u64().unwrap();
+    assert!(
+        message.contains(&format!("at log index {next},")),
+        "{message}"
+    );
     // A namespace nobody claimed.
     check(
         h.post_record(&release(&h.app, &alice, "other:hello", "1.0.0", &hello).await)

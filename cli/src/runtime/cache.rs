@@ -1,6 +1,8 @@
 //! The compiled-code cache: a component compiled once is stored, keyed by its content digest and
-//! the engine's compatibility hash, so later runs skip Cranelift. Entries carry a SHA-256 of their
-//! payload that is checked before wasmtime is handed the bytes; a corrupt entry is rebuilt.
+//! the engine's compatibility hash, so later runs skip Cranelift. An entry carries its own key
+//! (so it is bound to the component and engine it was compiled for, whatever its file is called)
+//! and a SHA-256 of its payload, both checked before wasmtime is handed the bytes; an entry that
+//! fails either check is rebuilt from the component's bytes.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -11,8 +13,9 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// First bytes of every entry; the version changes whenever the layout below does.
-const MAGIC: &[u8; 16] = b"gridreg-cwasm-1\n";
+/// First bytes of every entry; the version changes whenever the layout below does. Layout:
+/// `MAGIC || key (32 bytes) || SHA-256(payload) (32 bytes) || payload`.
+const MAGIC: &[u8; 16] = b"gridreg-cwasm-2\n";
 
 /// Where entries live: `$GRIDREG_CACHE_DIR`, else `$XDG_CACHE_HOME/gridreg/compiled`, else
 /// `$HOME/.cache/gridreg/compiled`. `None` when none of those is set.
@@ -43,14 +46,19 @@ impl Hasher for ShaHasher {
     }
 }
 
-/// The entry name for the component's `digest` under this engine's settings (the digest enters
-/// in its text form, `sha256:<hex>`, as it always has, so existing entries keep their names).
-pub fn key(engine: &Engine, digest: &Digest) -> String {
+/// The entry key for the component's `digest` under this engine's settings: its file name (in
+/// hex) and the first thing the entry holds.
+fn key_bytes(engine: &Engine, digest: &Digest) -> [u8; 32] {
     let mut h = ShaHasher(Sha256::new());
     h.write(MAGIC);
     h.write(digest.to_string().as_bytes());
     engine.precompile_compatibility_hash().hash(&mut h);
-    hex::encode(h.0.finalize())
+    h.0.finalize().into()
+}
+
+/// The entry name for the component's `digest` under this engine's settings.
+pub fn key(engine: &Engine, digest: &Digest) -> String {
+    hex::encode(key_bytes(engine, digest))
 }
 
 /// What happened when a component was looked up.
@@ -79,10 +87,11 @@ pub fn load_or_compile(
             Lookup::NotStored("no cache directory ($HOME is not set)".to_string()),
         ));
     };
-    let path = dir.join(format!("{}.cwasm", key(engine, digest)));
+    let key = key_bytes(engine, digest);
+    let path = dir.join(format!("{}.cwasm", hex::encode(key)));
     let mut problem = None;
     match std::fs::read(&path) {
-        Ok(entry) => match check(&entry) {
+        Ok(entry) => match check(&entry, &key) {
             Ok(payload) => match deserialize(engine, payload) {
                 Ok(c) => return Ok((c, Lookup::Hit)),
                 Err(e) => problem = Some(format!("wasmtime refused it: {e}")),
@@ -96,7 +105,7 @@ pub fn load_or_compile(
     // Load from the bytes just produced, not from the file, so what runs never depends on
     // whether the write below succeeds.
     let component = deserialize(engine, &serialized)?;
-    let lookup = match store(&path, &serialized) {
+    let lookup = match store(&path, &key, &serialized) {
         Ok(()) => match problem {
             Some(p) => Lookup::Rebuilt(format!("{}: {p}", path.display())),
             None => Lookup::Miss,
@@ -106,9 +115,10 @@ pub fn load_or_compile(
     Ok((component, lookup))
 }
 
-/// Splits an entry into its payload after checking the magic and the payload's SHA-256.
-fn check(entry: &[u8]) -> Result<&[u8], String> {
-    let header = MAGIC.len() + 32;
+/// Splits an entry into its payload after checking the magic, that the entry was made for `key`
+/// (this component under this engine), and the payload's SHA-256.
+fn check<'a>(entry: &'a [u8], key: &[u8; 32]) -> Result<&'a [u8], String> {
+    let header = MAGIC.len() + 64;
     if entry.len() < header || &entry[..MAGIC.len()] != MAGIC {
         return Err(format!(
             "expected a gridreg cache entry ({} header bytes), found {} bytes without one",
@@ -116,7 +126,15 @@ fn check(entry: &[u8]) -> Result<&[u8], String> {
             entry.len()
         ));
     }
-    let (expected, payload) = entry[MAGIC.len()..].split_at(32);
+    let (made_for, rest) = entry[MAGIC.len()..].split_at(32);
+    if made_for != key {
+        return Err(format!(
+            "the entry was compiled for another component or engine (key {}, expected {}); its file was renamed or copied",
+            hex::encode(made_for),
+            hex::encode(key)
+        ));
+    }
+    let (expected, payload) = rest.split_at(32);
     // Exactly 32 bytes, by the length check above.
     let expected = Digest(<[u8; 32]>::try_from(expected).unwrap_or_default());
     let found = Digest::of(payload);
@@ -132,8 +150,9 @@ fn check(entry: &[u8]) -> Result<&[u8], String> {
 ///
 /// Sound because the bytes are either what `Engine::precompile_component` returned a moment ago
 /// in this process, or an entry whose SHA-256 matched the hash written beside it when this
-/// program stored exactly those bytes; the entry is keyed by the engine's compatibility hash, and
-/// wasmtime still checks its own header for version and settings. The cache directory belongs to
+/// program stored exactly those bytes for this component's digest and this engine's
+/// compatibility hash (the key inside the entry), and wasmtime still checks its own header for
+/// version and settings. The cache directory belongs to
 /// the user, so only that user could have planted an entry, and they can already run anything.
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
@@ -144,7 +163,7 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
 
 /// Writes an entry atomically: a temporary file in the same directory, synced, then renamed over
 /// the final name, so a reader never sees half an entry and concurrent writers cannot interleave.
-fn store(path: &Path, payload: &[u8]) -> std::io::Result<()> {
+fn store(path: &Path, key: &[u8; 32], payload: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let nonce = std::time::SystemTime::now()
@@ -159,6 +178,7 @@ fn store(path: &Path, payload: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
+        f.write_all(key)?;
         f.write_all(&Digest::of(payload).0)?;
         f.write_all(payload)?;
         f.sync_all()?;
@@ -212,6 +232,36 @@ mod tests {
         // No temporary files are left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// Someone with write access to the cache directory (a shared or restored CI cache) copies
+    /// one component's entry over another's name: the run must not execute the other code.
+    #[test]
+    fn an_entry_copied_over_another_components_name_is_rebuilt() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let a = wat::parse_str("(component (core module (func (export \"a\"))) (core instance (instantiate 0)) (func (export \"run-a\") (canon lift (core func 0 \"a\"))))").unwrap();
+        let b = wat::parse_str("(component (core module (func (export \"b\"))) (core instance (instantiate 0)) (func (export \"run-b\") (canon lift (core func 0 \"b\"))))").unwrap();
+        let (da, db) = (Digest::of(&a), Digest::of(&b));
+        load_or_compile(&engine, Some(dir.path()), &da, &a).unwrap();
+        load_or_compile(&engine, Some(dir.path()), &db, &b).unwrap();
+        let path = |d: &Digest| dir.path().join(format!("{}.cwasm", key(&engine, d)));
+        std::fs::copy(path(&db), path(&da)).unwrap();
+
+        let (component, l) = load_or_compile(&engine, Some(dir.path()), &da, &a).unwrap();
+        match l {
+            Lookup::Rebuilt(why) => assert!(why.contains("another component"), "{why}"),
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        assert_eq!(exports, ["run-a"]);
+        // The rebuilt entry is A's again.
+        let (_, l) = load_or_compile(&engine, Some(dir.path()), &da, &a).unwrap();
+        assert_eq!(l, Lookup::Hit);
     }
 
     #[test]

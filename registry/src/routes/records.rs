@@ -175,16 +175,17 @@ fn verified_signers(
     }
 }
 
-/// Refuses a release or yank that no signer could publish as things stand now. The sequencer
-/// checks again at the record's real index.
+/// Refuses a release or yank that no signer could publish as things stand now: at the next log
+/// index, the lowest the record can get. The sequencer checks again at the record's real index.
 fn precheck_publisher(
     state: &AppState,
     record: &Record,
     signers: &[gridreg_protocol::VerifierKey],
 ) -> Result<(), ApiError> {
+    let next = state.view.latest().size;
     state
         .view
-        .with_namespaces(|ns| ns.check_publish(record.namespace(), u64::MAX, signers))
+        .with_namespaces(|ns| ns.check_publish(record.namespace(), next, signers))
         .map_err(namespace_error)
 }
 
