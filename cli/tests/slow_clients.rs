@@ -64,7 +64,7 @@ fn half_sent_heads_are_closed_and_never_starve_healthz() {
         dir.path(),
         port,
         ORIGIN,
-        &["--header-timeout", "1s", "--max-connections", "16"],
+        &["--read-timeout", "1s", "--max-connections", "16"],
     ));
     // Every served slot taken, and some overflow slots.
     let started = Instant::now();
@@ -93,6 +93,42 @@ fn half_sent_heads_are_closed_and_never_starve_healthz() {
     assert_eq!(status, 200);
 }
 
+/// An upload that stops sending its body half-way is answered `400` after the read deadline
+/// and its connection closed; nothing is stored.
+#[test]
+fn a_stalled_upload_is_refused_after_the_read_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &["--read-timeout", "1s"],
+    ));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let path = format!("/v1/content/sha256:{}", "ab".repeat(32));
+    s.write_all(
+        format!("PUT {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(b"\0asm\x0d\0\x01\0").unwrap();
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("reading the upload"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let (status, _) = http(port, "GET", &path, b"").unwrap();
+    assert_eq!(status, 404);
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_head_deadline() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,7 +137,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_head_deadline() {
         dir.path(),
         port,
         ORIGIN,
-        &["--header-timeout", "1s"],
+        &["--read-timeout", "1s"],
     ));
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
@@ -121,7 +157,7 @@ fn sigterm_with_stuck_clients_exits_within_the_shutdown_deadline() {
         dir.path(),
         port,
         ORIGIN,
-        &["--header-timeout", "60s", "--shutdown-timeout", "2s"],
+        &["--read-timeout", "60s", "--shutdown-timeout", "2s"],
     ));
     let _stuck = half_heads(port, 3);
     std::thread::sleep(Duration::from_millis(200));

@@ -1,6 +1,6 @@
-//! The HTTP listener: every connection served by hyper with a deadline for each request head
-//! (which is also how long an idle keep-alive connection may wait), a cap on open connections
-//! that never leaves `/healthz` unanswered, and a graceful shutdown with a deadline.
+//! The HTTP listener: every connection served by hyper with a read deadline (for each request
+//! head, for each pause in a request body, and for an idle keep-alive connection), a cap on open
+//! connections that never leaves `/healthz` unanswered, and a graceful shutdown with a deadline.
 //!
 //! Connections beyond [`Limits::max_connections`] are not left in the kernel's queue: up to as
 //! many again are accepted as **overflow** connections, which answer one request each, `/healthz`
@@ -25,15 +25,16 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
 
 /// Connection and time limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Longest a client may take to send a request head, and longest an idle keep-alive
-    /// connection is kept.
-    pub header_timeout: Duration,
+    /// Longest a client may take to send a request head or pause while sending a body, and
+    /// longest an idle keep-alive connection is kept.
+    pub read_timeout: Duration,
     /// Most connections served at once; as many again get the overflow answer.
     pub max_connections: usize,
     /// After the shutdown signal, longest to wait for in-flight requests before closing.
@@ -43,7 +44,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -79,18 +80,23 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.header_timeout))
-        .keep_alive_timeout(limits.header_timeout);
+        .keep_alive_interval(Some(limits.read_timeout))
+        .keep_alive_timeout(limits.read_timeout);
     let mut overflow_builder = Builder::new(TokioExecutor::new());
     overflow_builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(OVERFLOW_HEADER_TIMEOUT)
         .keep_alive(false);
+    // A body that stalls longer than the read deadline fails the handler reading it (a 400 that
+    // says so), which frees the connection; a slow but moving upload goes on.
+    let router = tower::ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(limits.read_timeout))
+        .service(router);
     let served = Arc::new(Semaphore::new(limits.max_connections));
     let overflow = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -125,7 +131,7 @@ pub async fn serve(
                 let router = router.clone();
                 async move {
                     if req.uri().path() == "/healthz" {
-                        router.oneshot(req.map(Body::new)).await
+                        router.oneshot(req).await
                     } else {
                         Ok(busy())
                     }

@@ -76,10 +76,10 @@ pub struct Opts {
     /// S3-compatible bucket [default: files under DATA/blobs].
     #[arg(long, value_name = "URL", env = "GRIDREG_BLOBS", value_parser = BlobLocation::parse)]
     pub blobs: Option<BlobLocation>,
-    /// Longest a client may take to send a request's head, and longest an idle keep-alive
-    /// connection stays open (90s, 30m, ...).
+    /// Longest a client may take to send a request's head or pause while sending a body, and
+    /// longest an idle keep-alive connection stays open (90s, 30m, ...).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub header_timeout: std::time::Duration,
+    pub read_timeout: std::time::Duration,
     /// Most connections served at once. As many again are answered one request each
     /// (`/healthz`, anything else 503); beyond that, new connections are closed at once.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -149,7 +149,7 @@ impl Opts {
                     database_url: self.database_url,
                     blobs: self.blobs,
                     limits: Limits {
-                        header_timeout: self.header_timeout,
+                        read_timeout: self.read_timeout,
                         max_connections: self.max_connections as usize,
                         shutdown_timeout: self.shutdown_timeout,
                     },
