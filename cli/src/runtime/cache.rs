@@ -57,7 +57,8 @@ fn key_bytes(engine: &Engine, digest: &Digest) -> [u8; 32] {
 }
 
 /// The entry name for the component's `digest` under this engine's settings.
-pub fn key(engine: &Engine, digest: &Digest) -> String {
+#[cfg(test)]
+fn key(engine: &Engine, digest: &Digest) -> String {
     hex::encode(key_bytes(engine, digest))
 }
 
