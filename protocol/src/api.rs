@@ -212,6 +212,9 @@ pub enum ErrorCode {
     ContentMissing,
     SizeMismatch,
     InvalidWasm,
+    /// An upload whose bytes are not WebAssembly (no `\0asm` magic): only release content is
+    /// hosted.
+    NotWasm,
     /// A release whose import and export lines differ from its binary's.
     SurfaceMismatch,
     /// Refused by the namespace's policy.
@@ -251,6 +254,7 @@ impl ErrorCode {
         ErrorCode::ContentMissing,
         ErrorCode::SizeMismatch,
         ErrorCode::InvalidWasm,
+        ErrorCode::NotWasm,
         ErrorCode::SurfaceMismatch,
         ErrorCode::PolicyViolation,
         ErrorCode::VersionExists,
@@ -279,6 +283,7 @@ impl ErrorCode {
             ErrorCode::ContentMissing => "content_missing",
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::InvalidWasm => "invalid_wasm",
+            ErrorCode::NotWasm => "not_wasm",
             ErrorCode::SurfaceMismatch => "surface_mismatch",
             ErrorCode::PolicyViolation => "policy_violation",
             ErrorCode::VersionExists => "version_exists",
@@ -325,6 +330,7 @@ impl ErrorCode {
             | ErrorCode::NamespaceConflict
             | ErrorCode::StalePrev => 409,
             ErrorCode::TooLarge => 413,
+            ErrorCode::NotWasm => 415,
             ErrorCode::ContentMissing
             | ErrorCode::SizeMismatch
             | ErrorCode::InvalidWasm
@@ -397,6 +403,7 @@ mod tests {
             (ErrorCode::ContentMissing, "content_missing"),
             (ErrorCode::SizeMismatch, "size_mismatch"),
             (ErrorCode::InvalidWasm, "invalid_wasm"),
+            (ErrorCode::NotWasm, "not_wasm"),
             (ErrorCode::SurfaceMismatch, "surface_mismatch"),
             (ErrorCode::PolicyViolation, "policy_violation"),
             (ErrorCode::VersionExists, "version_exists"),

@@ -32,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidWasm(String),
     #[error("{0}")]
+    NotWasm(String),
+    #[error("{0}")]
     SurfaceMismatch(String),
     #[error("{0}")]
     PolicyViolation(String),
@@ -74,6 +76,7 @@ impl ApiError {
             ApiError::ContentMissing(_) => ErrorCode::ContentMissing,
             ApiError::SizeMismatch(_) => ErrorCode::SizeMismatch,
             ApiError::InvalidWasm(_) => ErrorCode::InvalidWasm,
+            ApiError::NotWasm(_) => ErrorCode::NotWasm,
             ApiError::SurfaceMismatch(_) => ErrorCode::SurfaceMismatch,
             ApiError::PolicyViolation(_) => ErrorCode::PolicyViolation,
             ApiError::Conflict { code, .. } | ApiError::NotAuthorised { code, .. } => code.clone(),

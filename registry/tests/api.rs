@@ -215,6 +215,19 @@ async fn upload_rejections_store_nothing(backend: Backend) {
     h.put_content(&big)
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Bytes that are not WebAssembly are not hosted, whatever digest they come under.
+    for junk in [&b"#!/bin/sh\nrm -rf /\n"[..], b"\0as", b""] {
+        let path = format!("/v1/content/{}", Digest::of(junk));
+        let r = send(&h.app, Method::PUT, &path, junk.to_vec(), None).await;
+        r.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_wasm");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("expected WebAssembly")),
+            "{}",
+            r.json()
+        );
+    }
     // Bad digest spellings never reach the file system.
     for bad in [
         "sha256:abc",
@@ -258,7 +271,8 @@ async fn record_rejections_change_nothing(backend: Backend) {
     );
     h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
     assert_eq!(h.put_content(&tcp).await.status, StatusCode::CREATED);
-    let junk = b"definitely not wasm".to_vec();
+    // WebAssembly's magic, then garbage: hosted, and refused when a release names it.
+    let junk = b"\0asm definitely not wasm".to_vec();
     assert_eq!(h.put_content(&junk).await.status, StatusCode::CREATED);
 
     let before = h.snapshot().await;

@@ -154,14 +154,19 @@ fn blob_key(bytes: &[u8]) -> String {
 /// Deterministic incompressible-looking bytes (xorshift), `n` long.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
-    (0..n)
+    let mut out: Vec<u8> = (0..n)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
         })
-        .collect()
+        .collect();
+    // WebAssembly's magic first: the registry hosts nothing else.
+    let magic = b"\0asm";
+    let n = out.len().min(magic.len());
+    out[..n].copy_from_slice(&magic[..n]);
+    out
 }
 
 /// A SQLite registry whose blobs are in `s3`.

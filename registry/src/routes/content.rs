@@ -71,11 +71,20 @@ async fn upload(
     let mut writer = state.blobs.create().await?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
+    let mut magic: Vec<u8> = Vec::with_capacity(4);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
         let Ok(chunk) = frame.into_data() else {
             continue;
         };
+        // Only release content is hosted: the first bytes must be WebAssembly's magic.
+        if size < 4 {
+            let take = chunk.len().min(4 - size as usize);
+            magic.extend_from_slice(&chunk[..take]);
+            if !WASM_MAGIC.starts_with(&magic) {
+                return Err(not_wasm(&magic));
+            }
+        }
         size += chunk.len() as u64;
         if size > limit {
             return Err(ApiError::TooLarge(format!(
@@ -84,6 +93,9 @@ async fn upload(
         }
         hasher.update(&chunk);
         writer.write(&chunk).await?;
+    }
+    if size < 4 {
+        return Err(not_wasm(&magic));
     }
     let found = gridreg_protocol::Digest(hasher.finalize().into());
     if found != digest {
@@ -264,6 +276,20 @@ async fn serve_object(
     resp.headers_mut()
         .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     Ok(resp)
+}
+
+/// The first four bytes of every WebAssembly module and component.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+fn not_wasm(start: &[u8]) -> ApiError {
+    ApiError::NotWasm(format!(
+        "expected WebAssembly (a component or core module, starting with \\0asm), found bytes starting with {}",
+        if start.is_empty() {
+            "nothing (an empty upload)".to_string()
+        } else {
+            format!("0x{}", hex::encode(start))
+        }
+    ))
 }
 
 #[cfg(test)]
