@@ -19,6 +19,7 @@ backend_tests!(
     namespace_policy_is_enforced,
     private_registry_needs_tokens,
     log_endpoints_refuse_bad_questions,
+    entry_pages_are_bounded_by_bytes,
     restart_keeps_the_log_and_refuses_another_origin,
 );
 
@@ -687,6 +688,58 @@ async fn log_endpoints_refuse_bad_questions(backend: Backend) {
             .len(),
         0
     );
+}
+
+/// A core module importing 200 functions with 1,000-byte names: its release record is about
+/// 200 KiB, near the 256 KiB note limit (the hostile-load issue used 250 such imports).
+fn module_with_long_imports(salt: usize) -> Vec<u8> {
+    let mut wat = String::from("(module");
+    for i in 0..200 {
+        let name = format!("{salt:04}-{i:04}-{}", "x".repeat(990));
+        wat.push_str(&format!(" (import \"m\" \"{name}\" (func))"));
+    }
+    wat.push(')');
+    wat::parse_str(&wat).unwrap()
+}
+
+// docs/protocol.md §7.4.3: a page ends once its bodies reach 4 MiB; the pages still cover the
+// range without gaps. The hostile-load issue made one page of 77 MB this way.
+async fn entry_pages_are_bounded_by_bytes(backend: Backend) {
+    let h = harness_on(backend).await;
+    let alice = key("alice");
+    h.post_record(&claim(&h.app, &alice, "acme").await).await;
+    for v in 0..24 {
+        let module = module_with_long_imports(v);
+        h.publish(&alice, "acme:big", &format!("1.0.{v}"), &module)
+            .await;
+    }
+    let size = h.get("/healthz").await.json()["log_size"].as_u64().unwrap();
+    assert_eq!(size, 25);
+    let mut next = 0;
+    let mut pages = 0;
+    while next < size {
+        let page = h
+            .get(&format!("/v1/log/entries?start={next}&end={size}"))
+            .await
+            .json();
+        let entries = page["entries"].as_array().unwrap();
+        assert!(!entries.is_empty(), "an empty page at {next}");
+        let bytes: usize = entries
+            .iter()
+            .map(|e| e["body"].as_str().unwrap().len())
+            .sum();
+        let last = entries.last().unwrap()["body"].as_str().unwrap().len();
+        assert!(
+            bytes - last < 4 * 1024 * 1024,
+            "a page of {bytes} bytes went past the budget before its last entry"
+        );
+        for e in entries {
+            assert_eq!(e["index"].as_u64().unwrap(), next);
+            next += 1;
+        }
+        pages += 1;
+    }
+    assert!(pages >= 2, "24 records of ~200 KiB came in {pages} page(s)");
 }
 
 async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {
