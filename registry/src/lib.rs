@@ -24,6 +24,7 @@
 //! - modules import only downward: no file imports one that imports it back
 //!   (`tests/layout.rs`).
 
+pub mod audits;
 pub mod auth;
 pub mod blob;
 pub mod error;

@@ -48,6 +48,8 @@ pub struct Config {
     pub blobs: Option<BlobLocation>,
     /// Connection and time limits of the listener.
     pub limits: Limits,
+    /// Memory that audits of content in progress may hold together, in bytes.
+    pub max_audit_memory: u64,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             database_url: None,
             blobs: None,
             limits: Limits::default(),
+            max_audit_memory: crate::audits::DEFAULT_AUDIT_MEMORY,
         }
     }
 }
@@ -245,6 +248,7 @@ impl Registry {
             state: AppState::new(Shared {
                 store,
                 blobs,
+                audits: Arc::new(crate::audits::Audits::new(config.max_audit_memory)),
                 view,
                 metrics,
                 submit,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::audits::Audits;
 use crate::blob::BlobStore;
 use crate::metrics::Metrics;
 use crate::sequencer::{LogView, Submission};
@@ -34,6 +35,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<Store>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Audits of content for publishes: one per digest at a time, within a memory budget.
+    pub audits: Arc<Audits>,
     pub view: Arc<LogView>,
     pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Submission>,

@@ -112,6 +112,9 @@ async fn rig() -> Rig {
     let state = AppState::new(Shared {
         store: store.clone(),
         blobs: Arc::new(FileBlobStore::open(data).await.unwrap()),
+        audits: Arc::new(gridreg_registry::audits::Audits::new(
+            gridreg_registry::audits::DEFAULT_AUDIT_MEMORY,
+        )),
         view,
         metrics,
         submit,

@@ -60,6 +60,10 @@ pub struct Opts {
     /// Largest content upload accepted.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_blob_size: u64,
+    /// Memory that audits of uploaded content in progress may hold together; publishes beyond it
+    /// wait their turn (an audit holds about twice its blob's size; one larger than this runs alone).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub max_audit_memory: u64,
     /// Require a bearer token for every read and write (a private registry).
     #[arg(long)]
     pub require_token: bool,
@@ -148,6 +152,7 @@ impl Opts {
                     require_token: self.require_token,
                     database_url: self.database_url,
                     blobs: self.blobs,
+                    max_audit_memory: self.max_audit_memory,
                     limits: Limits {
                         read_timeout: self.read_timeout,
                         max_connections: self.max_connections as usize,

@@ -23,8 +23,9 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    text.push_str("# HELP gridreg_audits_total Audits of uploaded content run for publishes (publishes sharing one count once).\n");
+    text.push_str("# TYPE gridreg_audits_total counter\n");
+    text.push_str(&format!("gridreg_audits_total {}\n", state.audits.runs()));
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

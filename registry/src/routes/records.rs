@@ -17,6 +17,7 @@ use gridreg_verifier::{Audit, Kind};
 use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 
+use crate::audits::AuditFailure;
 use crate::auth::Scope;
 use crate::error::{ApiError, namespace_error};
 use crate::log::inclusion_proof;
@@ -205,23 +206,18 @@ async fn check_release(state: &AppState, r: &Release) -> Result<(NewRelease, Aud
             r.size, r.digest
         )));
     }
-    let bytes = state
-        .blobs
-        .read(r.digest)
-        .await?
-        .ok_or_else(|| ApiError::ContentMissing(format!("content {} vanished", r.digest)))?;
-    // Serial: concurrent publishes already fill the cores. The WIT is extracted on first
-    // read (routes/wit.rs), not here.
-    let audit = tokio::task::spawn_blocking(move || gridreg_verifier::audit_serial(&bytes))
+    // One audit per digest at a time, admitted within the memory budget: 32 publishes naming
+    // one 100 MiB blob read and audit it once.
+    let audit = state
+        .audits
+        .audit(&state.blobs, r.digest, size)
         .await
-        .map_err(|e| ApiError::Internal(format!("audit task: {e}")))?;
-    let audit = audit.map_err(|e| ApiError::InvalidWasm(format!("content {}: {e}", r.digest)))?;
-    if audit.digest != r.digest {
-        return Err(ApiError::Internal(format!(
-            "stored blob {} hashes to {}",
-            r.digest, audit.digest
-        )));
-    }
+        .map_err(|e| match e {
+            AuditFailure::Missing(_) => ApiError::ContentMissing(e.to_string()),
+            AuditFailure::Invalid { .. } => ApiError::InvalidWasm(e.to_string()),
+            AuditFailure::Internal(m) => ApiError::Internal(m),
+        })?;
+    let audit = Audit::clone(&audit);
     if let Some(diff) = audit.surface_diff(&r.imports, &r.exports) {
         return Err(ApiError::SurfaceMismatch(format!(
             "expected the record's {} lines to equal the binary's; {diff}",
