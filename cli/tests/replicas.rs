@@ -316,11 +316,13 @@ fn three_replicas_survive_a_kill_and_agree_on_one_log() {
     // Every replica serves the same checkpoint (an idle replica follows the others within
     // about 50 ms); every client's stored view extends to it.
     let checkpoint = |i: usize| {
-        ureq::get(&format!("{}/v1/log/checkpoint", cluster.url(i)))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap()
+        common::log_signed(
+            &ureq::get(&format!("{}/v1/log/checkpoint", cluster.url(i)))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap(),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut checkpoints: Vec<String> = (0..3).map(checkpoint).collect();

@@ -28,6 +28,7 @@ pub mod audits;
 pub mod auth;
 pub mod blob;
 pub mod error;
+pub mod gc;
 pub mod listen;
 pub mod log;
 pub mod metrics;

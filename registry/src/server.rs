@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::blob::files::FileBlobStore;
 use crate::blob::s3::S3BlobStore;
 use crate::blob::{BlobError, BlobLocation, BlobStore};
+use crate::gc::{self, Pins};
 use crate::listen::{self, Limits};
 use crate::metrics::Metrics;
 use crate::paths::DataDir;
@@ -50,6 +51,8 @@ pub struct Config {
     pub limits: Limits,
     /// Memory that audits of content in progress may hold together, in bytes.
     pub max_audit_memory: u64,
+    /// Uploads no release names are deleted once older than this.
+    pub upload_ttl: std::time::Duration,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             blobs: None,
             limits: Limits::default(),
             max_audit_memory: crate::audits::DEFAULT_AUDIT_MEMORY,
+            upload_ttl: crate::gc::DEFAULT_UPLOAD_TTL,
         }
     }
 }
@@ -104,6 +108,8 @@ pub enum StartError {
 pub struct Registry {
     pub state: AppState,
     sequencer: JoinHandle<()>,
+    /// The collector of unnamed uploads, stopped with the registry.
+    collector: JoinHandle<()>,
     limits: Limits,
 }
 
@@ -161,6 +167,25 @@ pub async fn open_blobs(
             .await?,
         ),
     })
+}
+
+/// Deletes uploads no release names once older than `ttl`, every [`gc::interval`].
+async fn collect_forever(
+    store: Arc<Store>,
+    blobs: Arc<dyn BlobStore>,
+    pins: Arc<Pins>,
+    ttl: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(gc::interval(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match gc::collect(&store, &blobs, &pins, ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "deleted uploads no release names"),
+            Err(e) => tracing::warn!(error = %e, "collecting unnamed uploads failed"),
+        }
+    }
 }
 
 /// Reads the log key, or makes one on first start (mode 0600, never overwriting).
@@ -244,11 +269,19 @@ impl Registry {
         };
         let (submit, rx) = mpsc::channel(4 * crate::sequencer::MAX_BATCH);
         let task = tokio::spawn(sequencer.run(rx));
+        let pins = Arc::new(Pins::default());
+        let collector = tokio::spawn(collect_forever(
+            store.clone(),
+            blobs.clone(),
+            pins.clone(),
+            config.upload_ttl,
+        ));
         Ok(Registry {
             state: AppState::new(Shared {
                 store,
                 blobs,
                 audits: Arc::new(crate::audits::Audits::new(config.max_audit_memory)),
+                pins,
                 view,
                 metrics,
                 submit,
@@ -259,6 +292,7 @@ impl Registry {
                 require_token: config.require_token,
             }),
             sequencer: task,
+            collector,
             limits: config.limits,
         })
     }
@@ -287,8 +321,12 @@ impl Registry {
     /// it get `unavailable`. Routers built from this state answer `unavailable` to publishes.
     pub async fn abort(self) {
         let Registry {
-            state, sequencer, ..
+            state,
+            sequencer,
+            collector,
+            ..
         } = self;
+        collector.abort();
         sequencer.abort();
         let _ = sequencer.await;
         drop(state);
@@ -298,8 +336,12 @@ impl Registry {
     /// Routers built from the state must be dropped first, or this waits for them.
     pub async fn stop(self) {
         let Registry {
-            state, sequencer, ..
+            state,
+            sequencer,
+            collector,
+            ..
         } = self;
+        collector.abort();
         drop(state);
         if let Err(e) = sequencer.await {
             tracing::error!(error = %e, "sequencer task failed");

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::audits::Audits;
 use crate::blob::BlobStore;
+use crate::gc::Pins;
 use crate::metrics::Metrics;
 use crate::sequencer::{LogView, Submission};
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub blobs: Arc<dyn BlobStore>,
     /// Audits of content for publishes: one per digest at a time, within a memory budget.
     pub audits: Arc<Audits>,
+    /// Digests publishes in progress name, which the collector of unnamed uploads leaves alone.
+    pub pins: Arc<Pins>,
     pub view: Arc<LogView>,
     pub metrics: Arc<Metrics>,
     pub submit: mpsc::Sender<Submission>,

@@ -20,6 +20,7 @@ backend_tests!(
     private_registry_needs_tokens,
     log_endpoints_refuse_bad_questions,
     entry_pages_are_bounded_by_bytes,
+    unnamed_uploads_are_collected,
     restart_keeps_the_log_and_refuses_another_origin,
 );
 
@@ -740,6 +741,57 @@ async fn entry_pages_are_bounded_by_bytes(backend: Backend) {
         pages += 1;
     }
     assert!(pages >= 2, "24 records of ~200 KiB came in {pages} page(s)");
+}
+
+// From the hostile-load issue: bytes uploaded and never named by a release were served forever.
+// Content no release names is deleted once older than the upload TTL; content a publish in
+// progress names is left alone until it is answered.
+async fn unnamed_uploads_are_collected(backend: Backend) {
+    use gridreg_registry::gc;
+    let h = harness_with(backend, |c| {
+        c.upload_ttl = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let state = &h.registry.state;
+    let alice = key("alice");
+    h.post_record(&claim(&h.app, &alice, "acme").await).await;
+    let named = fixture("hello.wasm");
+    h.publish(&alice, "acme:hello", "1.0.0", &named).await;
+    let unnamed = fixture("env-reader.wasm");
+    let in_flight = fixture("tcp-client.wasm");
+    for b in [&unnamed, &in_flight] {
+        assert_eq!(h.put_content(b).await.status, StatusCode::CREATED);
+    }
+    let url = |b: &[u8]| format!("/v1/content/{}", Digest::of(b));
+    let pin = state.pins.pin(Digest::of(&in_flight)).unwrap();
+    // Object stores keep times in whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let ttl = std::time::Duration::ZERO;
+    let n = gc::collect(&state.store, &state.blobs, &state.pins, ttl)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(h.get(&url(&named)).await.status, StatusCode::OK);
+    assert_eq!(h.get(&url(&unnamed)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.get(&url(&in_flight)).await.status, StatusCode::OK);
+    drop(pin);
+    gc::collect(&state.store, &state.blobs, &state.pins, ttl)
+        .await
+        .unwrap();
+    assert_eq!(h.get(&url(&in_flight)).await.status, StatusCode::NOT_FOUND);
+
+    // The registry's own collector runs with the configured TTL (1 s here, looking every 1 s).
+    assert_eq!(h.put_content(&unnamed).await.status, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.get(&url(&unnamed)).await.status == StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an unnamed upload outlived its 1 s TTL by 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.get(&url(&named)).await.status, StatusCode::OK);
 }
 
 async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {

@@ -112,6 +112,7 @@ async fn rig() -> Rig {
     let state = AppState::new(Shared {
         store: store.clone(),
         blobs: Arc::new(FileBlobStore::open(data).await.unwrap()),
+        pins: Arc::default(),
         audits: Arc::new(gridreg_registry::audits::Audits::new(
             gridreg_registry::audits::DEFAULT_AUDIT_MEMORY,
         )),
@@ -174,7 +175,7 @@ impl Rig {
         (
             self.store.log_size().await.unwrap(),
             self.store.release_count().await.unwrap(),
-            self.get("/v1/log/checkpoint").await.text(),
+            log_signed(&self.get("/v1/log/checkpoint").await.text()),
             self.get("/v1/packages").await.json(),
         )
     }

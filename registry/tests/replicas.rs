@@ -282,7 +282,7 @@ async fn replicas_on_one_database_agree() {
     assert_eq!(size, 3 + expected as u64);
     let finals: BTreeSet<String> = futures_join(
         apps.iter()
-            .map(|a| async move { get(a, "/v1/log/checkpoint").await.text() }),
+            .map(|a| async move { log_signed(&get(a, "/v1/log/checkpoint").await.text()) }),
     )
     .await
     .into_iter()
@@ -563,7 +563,7 @@ async fn an_aborted_replica_loses_no_acknowledged_publish() {
         .collect();
     let finals: BTreeSet<String> = futures_join((0..REPLICAS).map(|r| {
         let app = current(r);
-        async move { get(&app, "/v1/log/checkpoint").await.text() }
+        async move { log_signed(&get(&app, "/v1/log/checkpoint").await.text()) }
     }))
     .await
     .into_iter()

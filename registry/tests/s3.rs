@@ -475,6 +475,37 @@ async fn replicas_share_one_bucket() {
     drop(db);
 }
 
+/// Uploads no release names are deleted from the bucket once older than the TTL; named ones
+/// stay (docs: registry/src/gc.rs).
+#[tokio::test]
+async fn unnamed_uploads_leave_the_bucket() {
+    let s3 = S3Server::start();
+    let h = harness_s3(&s3).await;
+    let state = &h.registry.state;
+    let alice = key("alice");
+    h.post_record(&claim(&h.app, &alice, "acme").await).await;
+    let hello = fixture("hello.wasm");
+    h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
+    let unnamed = noise(64 * 1024, 23);
+    assert_eq!(h.put_content(&unnamed).await.status, StatusCode::CREATED);
+    let mut both = vec![blob_key(&hello), blob_key(&unnamed)];
+    both.sort();
+    assert_eq!(s3.bucket_files(), both);
+    // The bucket keeps modification times in whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let n = gridreg_registry::gc::collect(&state.store, &state.blobs, &state.pins, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(s3.bucket_files(), vec![blob_key(&hello)]);
+    assert_eq!(
+        h.get(&format!("/v1/content/{}", Digest::of(&unnamed)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_bucket_or_key_fails_at_start() {
     let s3 = S3Server::start();

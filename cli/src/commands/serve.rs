@@ -64,6 +64,9 @@ pub struct Opts {
     /// wait their turn (an audit holds about twice its blob's size; one larger than this runs alone).
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub max_audit_memory: u64,
+    /// Delete uploaded content that no release names once it is this old (90s, 30m, 1h, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub upload_ttl: std::time::Duration,
     /// Require a bearer token for every read and write (a private registry).
     #[arg(long)]
     pub require_token: bool,
@@ -153,6 +156,7 @@ impl Opts {
                     database_url: self.database_url,
                     blobs: self.blobs,
                     max_audit_memory: self.max_audit_memory,
+                    upload_ttl: self.upload_ttl,
                     limits: Limits {
                         read_timeout: self.read_timeout,
                         max_connections: self.max_connections as usize,

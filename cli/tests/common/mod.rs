@@ -352,3 +352,12 @@ fn proxy_one(
     client.write_all(out.as_bytes()).ok()?;
     client.write_all(&answer.body).ok()
 }
+
+/// A served checkpoint without its timestamp cosignature (docs/protocol.md §6.10), which the
+/// registry renews every second: what stays the same while the log does.
+pub fn log_signed(checkpoint: &str) -> String {
+    checkpoint
+        .split_inclusive('\n')
+        .filter(|l| !l.contains("/timestamp "))
+        .collect()
+}

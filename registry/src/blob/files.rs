@@ -182,6 +182,60 @@ impl BlobStore for FileBlobStore {
         })
     }
 
+    fn written_before(
+        &self,
+        before: std::time::SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Digest>, BlobError>> {
+        Box::pin(async move {
+            let root = self.dir.sha256();
+            tokio::task::spawn_blocking(move || -> io::Result<Vec<Digest>> {
+                let mut out = Vec::new();
+                let shards = match std::fs::read_dir(&root) {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(e),
+                };
+                for shard in shards {
+                    let shard = shard?;
+                    if !shard.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for blob in std::fs::read_dir(shard.path())? {
+                        let blob = blob?;
+                        // Only names this store writes: 64 lowercase hex.
+                        let Some(digest) = blob
+                            .file_name()
+                            .to_str()
+                            .and_then(|n| Digest::parse(&format!("sha256:{n}")).ok())
+                        else {
+                            continue;
+                        };
+                        if blob.metadata()?.modified()? < before {
+                            out.push(digest);
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(ctx(format!("listing {}", self.dir.sha256().display())))
+        })
+    }
+
+    fn delete(&self, digest: Digest) -> BoxFuture<'_, Result<(), BlobError>> {
+        Box::pin(async move {
+            self.hot.remove(&digest);
+            let path = self.dir.blob(&digest);
+            match fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(ctx(format!("deleting {}", path.display()))(e)),
+            }
+        })
+    }
+
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>> {
         Box::pin(async move {
             let root = self.dir.sha256();

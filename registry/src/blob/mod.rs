@@ -207,6 +207,13 @@ pub trait BlobStore: Send + Sync + 'static {
     fn read(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, BlobError>>;
     /// How many blobs are stored (tests and metrics).
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>>;
+    /// The blobs last written before `before`, for the collector of unnamed uploads (`gc`).
+    fn written_before(
+        &self,
+        before: std::time::SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Digest>, BlobError>>;
+    /// Deletes a blob; deleting one that is not there is not an error.
+    fn delete(&self, digest: Digest) -> BoxFuture<'_, Result<(), BlobError>>;
     /// The whole blob as shared bytes, for serving downloads. A store may keep popular small
     /// blobs in memory; blobs are immutable, so a kept copy never goes stale.
     fn read_shared(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Bytes>, BlobError>> {
@@ -242,6 +249,13 @@ impl HotBlobs {
             *used = now;
             b.clone()
         })
+    }
+
+    pub(crate) fn remove(&self, digest: &Digest) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((b, _)) = inner.blobs.remove(digest) {
+            inner.used -= b.len();
+        }
     }
 
     pub(crate) fn put(&self, digest: Digest, bytes: Bytes) {

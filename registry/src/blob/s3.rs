@@ -258,6 +258,43 @@ impl BlobStore for S3BlobStore {
         })
     }
 
+    fn written_before(
+        &self,
+        before: std::time::SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Digest>, BlobError>> {
+        Box::pin(async move {
+            let prefix = ObjectPath::from("sha256");
+            let listed = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(object_error(format!("listing {prefix}")))?;
+            let before = before
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            Ok(listed
+                .objects
+                .into_iter()
+                .filter(|o| o.last_modified.timestamp() < before)
+                .filter_map(|o| {
+                    let name = o.location.filename()?;
+                    Digest::parse(&format!("sha256:{name}")).ok()
+                })
+                .collect())
+        })
+    }
+
+    fn delete(&self, digest: Digest) -> BoxFuture<'_, Result<(), BlobError>> {
+        Box::pin(async move {
+            self.hot.remove(&digest);
+            let key = key(&digest);
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(object_error(format!("deleting {key}"))(e)),
+            }
+        })
+    }
+
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>> {
         Box::pin(async move {
             // Every page of `sha256/` (the client follows continuation tokens); blob keys have

@@ -90,6 +90,17 @@ async fn publish(
         signers = verified_signers(state, &record, &leaf)?;
     }
 
+    // Held until this publish is answered, so the collector of unnamed uploads leaves the
+    // content alone while the release is checked and sequenced.
+    let _pin = match &record {
+        Record::Release(r) => Some(state.pins.pin(r.digest).ok_or_else(|| {
+            ApiError::ContentMissing(format!(
+                "content {} was not named by any release within the upload TTL and is being deleted; upload it again",
+                r.digest
+            ))
+        })?),
+        _ => None,
+    };
     let (derived, audit) = match &record {
         Record::Release(r) => {
             // Fail fast on what the sequencer would refuse anyway, before reading the content.

@@ -777,6 +777,18 @@ impl Store {
     }
 
     /// Whether the release exists, and whether it is yanked.
+    /// Whether any release names the content `digest` (`sha256:<hex>`).
+    pub async fn digest_released(&self, digest: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_scalar("SELECT idx FROM releases WHERE digest = $1 LIMIT 1")
+                .bind(digest)
+                .fetch_optional(p)
+                .await
+        })
+        .map_err(db)?;
+        Ok(found.is_some())
+    }
+
     pub async fn release_state(
         &self,
         package: &str,

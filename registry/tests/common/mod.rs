@@ -439,3 +439,12 @@ pub async fn yank(app: &Router, key: &SignerKey, package: &str, version: &str) -
     let prev = head(app, &format!("package {package}")).await;
     yank_at(prev, key, package, version)
 }
+
+/// A served checkpoint without its timestamp cosignature (docs/protocol.md §6.10), which the
+/// registry renews every second: what stays the same while the log does.
+pub fn log_signed(checkpoint: &str) -> String {
+    checkpoint
+        .split_inclusive('\n')
+        .filter(|l| !l.contains("/timestamp "))
+        .collect()
+}
