@@ -840,6 +840,43 @@ fn a_frozen_view_is_refused_at_freshness() {
     );
 }
 
+/// A cache or proxy in front of the registry says the content is there when the registry no
+/// longer holds it (it deletes content no release names after its upload TTL): the record is
+/// refused with `content_missing`, and `gridreg publish` uploads again and sends it again.
+#[test]
+fn publish_uploads_again_when_the_registry_no_longer_holds_the_content() {
+    let w = world_with_releases();
+    let proxy = HostileProxy::start(w.port);
+    proxy.set(|req, a: Answer| {
+        if req.starts_with("HEAD /v1/content/") {
+            Answer { status: 200, ..a }
+        } else {
+            a
+        }
+    });
+    let f = fixture("env-reader.wasm");
+    let via = proxy.url();
+    let out = w.run(&[
+        "publish",
+        f.to_str().unwrap(),
+        "--package",
+        "acme:env",
+        "--version",
+        "1.0.0",
+        "--key",
+        "alice.key",
+        "--registry",
+        &via,
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("uploading the content again"), "{stderr}");
+    assert!(stdout.contains("published acme:env@1.0.0"), "{stdout}");
+}
+
 #[test]
 fn a_wrong_pinned_log_key_is_refused() {
     let w = world_with_releases();

@@ -38,6 +38,12 @@ impl HttpError {
         self.means(|c| *c == ErrorCode::Unavailable)
     }
 
+    /// A release naming content the registry does not hold (never uploaded, or deleted after
+    /// the upload TTL).
+    pub fn is_content_missing(&self) -> bool {
+        self.code == Some(ErrorCode::ContentMissing)
+    }
+
     /// Refused because the record's `prev` is not its chain's head.
     pub fn is_stale_prev(&self) -> bool {
         self.code == Some(ErrorCode::StalePrev)

@@ -9,6 +9,7 @@ use gridreg_protocol::name::parse_version;
 use gridreg_protocol::record::Release;
 use gridreg_protocol::{ChainKey, PackageName, Prev, Record, Timestamp};
 
+use crate::client::http::HttpError;
 use crate::client::{self, trust};
 use crate::commands::RegistryOpt;
 use crate::exit::Status;
@@ -87,12 +88,31 @@ impl Opts {
                 .context("uploading the content")?;
         }
         let chain = ChainKey::Package(package.clone());
-        let done = client::submit_chained(&session, &chain, |prev| {
-            release.prev = prev;
-            Record::Release(release.clone())
-                .sign(&[&signer])
-                .context("signing the release record")
-        })?;
+        let size = release.size;
+        let mut submit = || {
+            client::submit_chained(&session, &chain, |prev| {
+                release.prev = prev;
+                Record::Release(release.clone())
+                    .sign(&[&signer])
+                    .context("signing the release record")
+            })
+        };
+        let done = match submit() {
+            // The registry deletes content no release names after its upload TTL; if that
+            // happened between the check above and the record, upload again and send it again.
+            Err(e)
+                if e.downcast_ref::<HttpError>()
+                    .is_some_and(HttpError::is_content_missing) =>
+            {
+                eprintln!("{e}\n  uploading the content again and sending the record again");
+                session
+                    .api
+                    .put_stream(&content, std::io::Cursor::new(&file.bytes), size)
+                    .context("uploading the content")?;
+                submit()?
+            }
+            other => other?,
+        };
 
         if self.json {
             let out = serde_json::json!({
