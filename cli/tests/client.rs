@@ -877,6 +877,104 @@ fn publish_uploads_again_when_the_registry_no_longer_holds_the_content() {
     assert!(stdout.contains("published acme:env@1.0.0"), "{stdout}");
 }
 
+/// The registry leaves a namespace record out of `/v1/namespaces/acme` (a grant between two
+/// served ones): the next record names it as the one before, so `pull --verify` fails at
+/// `authorisation` with a broken chain, and writes nothing.
+#[test]
+fn an_omitted_namespace_record_breaks_the_chain() {
+    let w = world_with_releases();
+    let carol = w.keygen("carol");
+    let bob = w.keygen("bob");
+    for who in [&carol, &bob] {
+        w.ok(&[
+            "namespace",
+            "grant",
+            "acme",
+            "--key",
+            "alice.key",
+            "--to",
+            who,
+            "--role",
+            "publish",
+        ]);
+    }
+    w.publish("hello.wasm", "acme:tool", "1.0.0", "bob.key");
+    let proxy = HostileProxy::start(w.port);
+    proxy.set(move |req, a: Answer| {
+        if req != "GET /v1/namespaces/acme" {
+            return a;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        let records = v["records"].as_array_mut().unwrap();
+        let before = records.len();
+        records.retain(|r| {
+            !r["body"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("key {carol}"))
+        });
+        assert_eq!(records.len(), before - 1, "carol's grant is served");
+        Answer {
+            body: serde_json::to_vec(&v).unwrap(),
+            ..a
+        }
+    });
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:tool@1.0.0",
+            "--verify",
+            "-o",
+            "tool.wasm",
+            "--registry",
+            &proxy.url(),
+        ],
+    );
+    assert!(
+        err.contains("check `authorisation`") && err.contains("chain is broken"),
+        "{err}"
+    );
+    assert!(!w.work().join("tool.wasm").exists());
+}
+
+/// Mix-and-match: asked for 1.1.0, the registry serves the signed record of 1.0.0 (same bytes,
+/// a valid signature, included in the log). Refused before anything is written.
+#[test]
+fn another_versions_record_is_refused() {
+    let w = world_with_releases();
+    let proxy = HostileProxy::start(w.port);
+    let old = w.ok(&["pull", "acme:hello@1.0.0", "--verify", "-o", "old.wasm"]);
+    assert!(old.contains("pulled acme:hello@1.0.0"), "{old}");
+    let upstream = w.port;
+    proxy.set(move |req, a: Answer| {
+        if req != "GET /v1/packages/acme:hello/1.1.0" {
+            return a;
+        }
+        let (_, body) =
+            common::http(upstream, "GET", "/v1/packages/acme:hello/1.0.0", b"").unwrap();
+        Answer { body, ..a }
+    });
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:hello@1.1.0",
+            "--verify",
+            "-o",
+            "new.wasm",
+            "--registry",
+            &proxy.url(),
+        ],
+    );
+    assert!(
+        err.contains("check `signature`")
+            && err.contains("the signed record is for acme:hello@1.0.0"),
+        "{err}"
+    );
+    assert!(!w.work().join("new.wasm").exists());
+}
+
 #[test]
 fn a_wrong_pinned_log_key_is_refused() {
     let w = world_with_releases();

@@ -88,7 +88,7 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         remote::resolve(&req.session.api, req.reference)?
     };
     let release = remote::release(&req.session.api, &req.reference.package, &version)?;
-    let (digest, size) = signed_digest(&release)?;
+    let (digest, size) = signed_digest(&release, &package, &version)?;
     if let Some(l) = req.locked_entry {
         let same_version = l.version == version;
         if same_version && l.digest != digest.to_string() {
@@ -135,6 +135,8 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         };
         let v = verify::verify(&verify::Request {
             session: req.session,
+            package: &package,
+            version: &version,
             release: &release,
             bytes: &bytes,
             digest: got.digest,
@@ -165,8 +167,15 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
     })
 }
 
-/// The digest and size the release record names (checked against the bytes later).
-fn signed_digest(release: &ReleaseInfo<IgnoredAny>) -> anyhow::Result<(Digest, u64)> {
+/// The digest and size the release record names (checked against the bytes later). The record
+/// must be a release of the package and version this client asked for: a registry that answers
+/// with another version's record (mix-and-match) is refused here, whatever its answer's other
+/// fields say.
+fn signed_digest(
+    release: &ReleaseInfo<IgnoredAny>,
+    package: &str,
+    version: &str,
+) -> anyhow::Result<(Digest, u64)> {
     let note = Note::parse(release.record.as_bytes()).map_err(|e| {
         Failure(format!(
             "the registry's record for {}@{} is not a signed note: {e}",
@@ -174,7 +183,16 @@ fn signed_digest(release: &ReleaseInfo<IgnoredAny>) -> anyhow::Result<(Digest, u
         ))
     })?;
     match Record::from_note(&note) {
-        Ok(Record::Release(r)) => Ok((r.digest, r.size)),
+        Ok(Record::Release(r))
+            if r.package.to_string() == package && r.version.to_string() == version =>
+        {
+            Ok((r.digest, r.size))
+        }
+        Ok(Record::Release(r)) => Err(Failure(format!(
+            "verification failed at check `signature`: asked for {package}@{version}, the signed record is for {}@{}",
+            r.package, r.version
+        ))
+        .into()),
         Ok(_) => Err(Failure(format!(
             "the registry's record for {}@{} is not a release",
             release.package, release.info.version

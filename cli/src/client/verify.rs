@@ -76,6 +76,10 @@ fn failed(check: Check, message: impl fmt::Display) -> anyhow::Error {
 /// What the caller hands in.
 pub struct Request<'a> {
     pub session: &'a Session,
+    /// What this client asked for: the package, and the version it resolved (never the
+    /// registry's word for either).
+    pub package: &'a str,
+    pub version: &'a str,
     pub release: &'a ReleaseInfo<IgnoredAny>,
     /// The downloaded bytes and what the download computed of them.
     pub bytes: &'a [u8],
@@ -131,14 +135,12 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             "the registry served a record that is not a release",
         ));
     };
-    if release.package.to_string() != req.release.package
-        || release.version.to_string() != req.release.info.version
-    {
+    if release.package.to_string() != req.package || release.version.to_string() != req.version {
         return Err(failed(
             Check::Signature,
             format!(
                 "asked for {}@{}, the signed record is for {}@{}",
-                req.release.package, req.release.info.version, release.package, release.version
+                req.package, req.version, release.package, release.version
             ),
         ));
     }
