@@ -424,13 +424,16 @@ impl Outcome {
     }
 }
 
-/// A duration for people: `42 s`, `5 min`, `3 h 20 min`, `2 d 4 h`.
+/// A duration for people: `42 s`, `5 min`, `3 h 20 min`, `24 h`, `2 d 4 h`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
+    let (h, m) = (s / 3600, s % 3600 / 60);
     match s {
         0..60 => format!("{s} s"),
         60..3600 => format!("{} min", s / 60),
-        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ if s <= 86400 && m == 0 => format!("{h} h"),
+        3600..86400 => format!("{h} h {m} min"),
+        _ if s % 86400 / 3600 == 0 => format!("{} d", s / 86400),
         _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
 }
@@ -444,4 +447,21 @@ fn rfc3339(secs: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{secs} s after the epoch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let h = |s| human(Duration::from_secs(s));
+        assert_eq!(h(42), "42 s");
+        assert_eq!(h(300), "5 min");
+        assert_eq!(h(12_000), "3 h 20 min");
+        assert_eq!(h(3600), "1 h");
+        assert_eq!(h(86_400), "24 h");
+        assert_eq!(h(2 * 86_400 + 4 * 3600), "2 d 4 h");
+        assert_eq!(h(7 * 86_400), "7 d");
+    }
 }
