@@ -18,7 +18,8 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use rand_core::{CryptoRngCore, OsRng};
 
 use crate::key::{
-    KeyError, check_key_name, key_id_for, key_label, material_b64_for, parse_id, parse_material_for,
+    KeyError, check_key_name, key_file_line, key_id_for, key_label, material_b64_for,
+    parse_signer_text, parse_verifier_text,
 };
 use crate::note::{Note, Signature};
 
@@ -93,14 +94,8 @@ impl Cosigner {
 
     /// Parses `PRIVATE+KEY+NAME+KEYID+BASE64(0x04||seed)`, checking the id.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        let parts: Vec<&str> = s.splitn(5, '+').collect();
-        if parts.len() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
-            return Err(KeyError::SignerShape);
-        }
-        check_key_name(parts[2])?;
-        let id = parse_id(parts[3])?;
-        let seed = parse_material_for(ALG_COSIGNATURE_V1, parts[4])?;
-        let key = Self::from_seed(parts[2], &seed)?;
+        let (name, id, seed) = parse_signer_text(ALG_COSIGNATURE_V1, s)?;
+        let key = Self::from_seed(name, &seed)?;
         if key.id != id {
             return Err(KeyError::IdMismatch {
                 found: id,
@@ -112,7 +107,7 @@ impl Cosigner {
 
     /// Parses a key file: the key on one line, optionally followed by one newline.
     pub fn parse_key_file(text: &str) -> Result<Self, KeyError> {
-        Self::parse(text.strip_suffix('\n').unwrap_or(text))
+        Self::parse(key_file_line(text))
     }
 
     /// The secret text form, for a key file (kept apart from any `Display`).
@@ -181,23 +176,9 @@ pub struct CosignerKey {
 
 impl CosignerKey {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        let parts: Vec<&str> = s.splitn(3, '+').collect();
-        if parts.len() != 3 {
-            return Err(KeyError::VerifierShape(parts.len()));
-        }
-        check_key_name(parts[0])?;
-        let id = parse_id(parts[1])?;
-        let public = parse_material_for(ALG_COSIGNATURE_V1, parts[2])?;
-        let computed = key_id_for(ALG_COSIGNATURE_V1, parts[0], &public);
-        if computed != id {
-            return Err(KeyError::IdMismatch {
-                found: id,
-                computed,
-            });
-        }
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::BadPoint)?;
+        let (name, id, key) = parse_verifier_text(ALG_COSIGNATURE_V1, s)?;
         Ok(Self {
-            name: parts[0].to_string(),
+            name: name.to_string(),
             id,
             key,
         })

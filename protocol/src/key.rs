@@ -84,7 +84,7 @@ pub fn check_key_name(name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-pub(crate) fn parse_id(s: &str) -> Result<u32, KeyError> {
+fn parse_id(s: &str) -> Result<u32, KeyError> {
     if s.len() != 8
         || !s
             .bytes()
@@ -93,10 +93,6 @@ pub(crate) fn parse_id(s: &str) -> Result<u32, KeyError> {
         return Err(KeyError::BadKeyId(s.to_string()));
     }
     u32::from_str_radix(s, 16).map_err(|_| KeyError::BadKeyId(s.to_string()))
-}
-
-fn parse_material(s: &str) -> Result<[u8; 32], KeyError> {
-    parse_material_for(ALG_ED25519, s)
 }
 
 /// Decodes `BASE64(alg || 32 bytes)`, requiring the algorithm byte `alg`.
@@ -116,6 +112,48 @@ pub(crate) fn parse_material_for(alg: u8, s: &str) -> Result<[u8; 32], KeyError>
     let mut out = [0u8; 32];
     out.copy_from_slice(&raw[1..]);
     Ok(out)
+}
+
+/// Splits `NAME+KEYID+BASE64(alg||public key)` and checks each part and the id: what a verifier
+/// key of either signature type is made of.
+pub(crate) fn parse_verifier_text(alg: u8, s: &str) -> Result<(&str, u32, VerifyingKey), KeyError> {
+    // The base64 part may itself contain `+`; names and ids never do.
+    let parts: Vec<&str> = s.splitn(3, '+').collect();
+    if parts.len() != 3 {
+        return Err(KeyError::VerifierShape(parts.len()));
+    }
+    check_key_name(parts[0])?;
+    let id = parse_id(parts[1])?;
+    let public = parse_material_for(alg, parts[2])?;
+    let computed = key_id_for(alg, parts[0], &public);
+    if computed != id {
+        return Err(KeyError::IdMismatch {
+            found: id,
+            computed,
+        });
+    }
+    let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::BadPoint)?;
+    Ok((parts[0], id, key))
+}
+
+/// Splits `PRIVATE+KEY+NAME+KEYID+BASE64(alg||seed)` and checks its shape, name and id text; the
+/// caller derives the key and compares its id.
+pub(crate) fn parse_signer_text(alg: u8, s: &str) -> Result<(&str, u32, [u8; 32]), KeyError> {
+    let parts: Vec<&str> = s.splitn(5, '+').collect();
+    if parts.len() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+        return Err(KeyError::SignerShape);
+    }
+    check_key_name(parts[2])?;
+    let id = parse_id(parts[3])?;
+    let seed = parse_material_for(alg, parts[4])?;
+    Ok((parts[2], id, seed))
+}
+
+/// The key line of a key file: the text without one final `\n` (or `\r\n`).
+pub(crate) fn key_file_line(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
 }
 
 fn material_b64(bytes: &[u8; 32]) -> String {
@@ -141,24 +179,9 @@ pub struct VerifierKey {
 impl VerifierKey {
     /// Parses `NAME+KEYID+BASE64(0x01||pub)`, checking the id against the name and key.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        // The base64 part may itself contain `+`; names and ids never do.
-        let parts: Vec<&str> = s.splitn(3, '+').collect();
-        if parts.len() != 3 {
-            return Err(KeyError::VerifierShape(parts.len()));
-        }
-        check_key_name(parts[0])?;
-        let id = parse_id(parts[1])?;
-        let public = parse_material(parts[2])?;
-        let computed = key_id(parts[0], &public);
-        if computed != id {
-            return Err(KeyError::IdMismatch {
-                found: id,
-                computed,
-            });
-        }
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::BadPoint)?;
+        let (name, id, key) = parse_verifier_text(ALG_ED25519, s)?;
         Ok(Self {
-            name: parts[0].to_string(),
+            name: name.to_string(),
             id,
             key,
         })
@@ -262,14 +285,8 @@ impl SignerKey {
     /// Parses `PRIVATE+KEY+NAME+KEYID+BASE64(0x01||seed)`, checking the id against the derived
     /// public key.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        let parts: Vec<&str> = s.splitn(5, '+').collect();
-        if parts.len() != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
-            return Err(KeyError::SignerShape);
-        }
-        check_key_name(parts[2])?;
-        let id = parse_id(parts[3])?;
-        let seed = parse_material(parts[4])?;
-        let key = Self::from_seed(parts[2], &seed)?;
+        let (name, id, seed) = parse_signer_text(ALG_ED25519, s)?;
+        let key = Self::from_seed(name, &seed)?;
         if key.id != id {
             return Err(KeyError::IdMismatch {
                 found: id,
@@ -282,11 +299,7 @@ impl SignerKey {
     /// Parses the contents of a key file as `gridreg keygen` writes it: the key on one line,
     /// optionally followed by one newline.
     pub fn parse_key_file(text: &str) -> Result<Self, KeyError> {
-        let line = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(text);
-        Self::parse(line)
+        Self::parse(key_file_line(text))
     }
 
     pub fn name(&self) -> &str {

@@ -263,17 +263,11 @@ impl BlobStore for S3BlobStore {
         before: std::time::SystemTime,
     ) -> BoxFuture<'_, Result<Vec<Digest>, BlobError>> {
         Box::pin(async move {
-            let prefix = ObjectPath::from("sha256");
-            let listed = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(object_error(format!("listing {prefix}")))?;
+            let listed = self.blobs().await?;
             let before = before
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             Ok(listed
-                .objects
                 .into_iter()
                 .filter(|o| o.last_modified.timestamp() < before)
                 .filter_map(|o| {
@@ -296,21 +290,22 @@ impl BlobStore for S3BlobStore {
     }
 
     fn count(&self) -> BoxFuture<'_, Result<u64, BlobError>> {
-        Box::pin(async move {
-            // Every page of `sha256/` (the client follows continuation tokens); blob keys have
-            // no further `/`, so they are all direct children.
-            let prefix = ObjectPath::from("sha256");
-            let listed = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(object_error(format!("listing {prefix}")))?;
-            Ok(listed.objects.len() as u64)
-        })
+        Box::pin(async move { Ok(self.blobs().await?.len() as u64) })
     }
 }
 
 impl S3BlobStore {
+    /// Every blob's metadata: every page of `sha256/` (the client follows continuation tokens);
+    /// blob keys have no further `/`, so they are all direct children.
+    async fn blobs(&self) -> Result<Vec<object_store::ObjectMeta>, BlobError> {
+        let prefix = ObjectPath::from("sha256");
+        self.store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|listed| listed.objects)
+            .map_err(object_error(format!("listing {prefix}")))
+    }
+
     async fn fetch(&self, digest: Digest) -> Result<Option<Bytes>, BlobError> {
         let key = key(&digest);
         let got = match self.store.get(&key).await {
