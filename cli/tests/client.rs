@@ -7,8 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use gridreg_protocol::bundle::{MAP_ENTRY_TYPE, MapEntry};
+use gridreg_protocol::map::HeadMap;
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
-use gridreg_protocol::{Checkpoint, Note, Record, SignerKey};
+use gridreg_protocol::{Checkpoint, Head, Note, Record, SignerKey};
 use sqlx::Row as _;
 
 const ORIGIN: &str = "client.test/log";
@@ -174,9 +176,15 @@ impl World {
     }
 
     /// What a compromised operator can do with the server's files: replace or drop log
-    /// entries, recompute the tree and sign a fresh checkpoint with the log key. The server is
-    /// restarted on the result.
+    /// entries, recompute every map entry, the tree and a fresh checkpoint, signed with the log
+    /// key, so the rewritten log is consistent in itself. The server is restarted on the result.
     fn rewrite_log(&mut self, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        self.rewrite_log_with(edit, true);
+    }
+
+    /// [`World::rewrite_log`], recomputing the map entries or leaving them as `edit` made them
+    /// (an operator that commits to a map the log does not give).
+    fn rewrite_log_with(&mut self, edit: impl FnOnce(&mut Vec<Vec<u8>>), remap: bool) {
         self.stop();
         let key_text = std::fs::read_to_string(self.data().join("log.key")).unwrap();
         let key = SignerKey::parse_key_file(&key_text).unwrap();
@@ -188,6 +196,25 @@ impl World {
             let mut leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect();
             let before = leaves.clone();
             edit(&mut leaves);
+            let mut map = HeadMap::new();
+            for (i, leaf) in leaves.iter_mut().enumerate() {
+                if leaf.starts_with(format!("{MAP_ENTRY_TYPE}\n").as_bytes()) {
+                    if !remap {
+                        continue;
+                    }
+                    let entry = MapEntry {
+                        size: i as u64,
+                        root: map.root(),
+                    };
+                    *leaf = entry.sign(&key).unwrap().into_bytes();
+                } else if let Ok(record) = Note::parse(leaf)
+                    .map_err(drop)
+                    .and_then(|n| Record::from_note(&n).map_err(drop))
+                {
+                    map.insert(&record.chain(), Head::of(i as u64, leaf))
+                        .unwrap();
+                }
+            }
             let n = leaves.len() as i64;
             let mut tx = pool.begin().await.unwrap();
             for sql in [
@@ -215,8 +242,9 @@ impl World {
                 .unwrap();
             for (i, leaf) in leaves.iter().enumerate() {
                 if before.get(i) != Some(leaf) {
-                    sqlx::query("UPDATE entries SET body = ? WHERE idx = ?")
+                    sqlx::query("UPDATE entries SET body = ?, leaf = ? WHERE idx = ?")
                         .bind(leaf.clone())
+                        .bind(leaf_hash(leaf).to_vec())
                         .bind(i as i64)
                         .execute(&mut *tx)
                         .await
@@ -659,7 +687,7 @@ fn records_signed_by_the_wrong_keys_are_caught() {
     };
     let err = fresh(&["pull", "acme:never@1.0.0", "--verify", "-o", "n.wasm"]);
     assert!(
-        err.contains("check `signature`") && err.contains("mallory"),
+        err.contains("check `authorisation`") && err.contains("mallory"),
         "{err}"
     );
     let err = fresh(&["pull", "acme:late@1.0.0", "--verify", "-o", "l.wasm"]);
@@ -691,8 +719,9 @@ fn records_signed_by_the_wrong_keys_are_caught() {
 fn a_shorter_log_is_a_rollback() {
     let mut w = world_with_releases();
     w.ok(&["log", "checkpoint"]);
+    // The last record and the map entry after it.
     w.rewrite_log(|leaves| {
-        leaves.pop();
+        leaves.truncate(leaves.len() - 2);
     });
     let err = w.fails(1, &["log", "verify"]);
     assert!(err.contains("ROLLBACK"), "{err}");
@@ -700,6 +729,72 @@ fn a_shorter_log_is_a_rollback() {
     assert!(
         err.contains("check `consistency`") && err.contains("ROLLBACK"),
         "{err}"
+    );
+}
+
+/// A store whose log does not end in a map entry (written before map entries existed, or cut
+/// by hand): `gridreg serve` starts and appends one, which is the very entry it had signed before
+/// (a map entry is a function of the log, and Ed25519 signatures are deterministic), so a client
+/// that trusted the old checkpoint sees the same tree, and bundles verify.
+#[test]
+fn a_log_without_a_final_map_entry_gets_one_at_start() {
+    let mut w = world_with_releases();
+    let before = w.ok(&["log", "checkpoint"]);
+    w.rewrite_log(|leaves| {
+        let last = leaves.pop().unwrap();
+        assert!(last.starts_with(format!("{MAP_ENTRY_TYPE}\n").as_bytes()));
+    });
+    let after = w.ok(&["log", "checkpoint"]);
+    let body = |cp: &str| cp.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&after), body(&before), "the same tree again");
+    let out = w.ok(&["pull", "acme:hello@1.2.0", "--verify", "-o", "h.wasm"]);
+    assert!(out.contains("ok chain"), "{out}");
+    let out = w.ok(&["log", "monitor"]);
+    assert!(out.contains("no findings"), "{out}");
+}
+
+/// An operator with the log key commits to a map that is not the log's: one map entry names
+/// a stale head for `acme:hello` (as if its newest release did not exist), the checkpoint
+/// re-signed over it. A client alone cannot tell; `gridreg log monitor`, replaying the log,
+/// reports the entry as `map-mismatch` and exits 1.
+#[test]
+fn the_monitor_recomputes_every_map_entry() {
+    let mut w = world_with_releases();
+    let newest = w.index_of("acme:hello", "1.2.0");
+    let key =
+        SignerKey::parse_key_file(&std::fs::read_to_string(w.data().join("log.key")).unwrap())
+            .unwrap();
+    let out = w.ok(&["log", "monitor"]);
+    assert!(out.contains("no findings"), "{out}");
+    w.rewrite_log_with(
+        |leaves| {
+            let mut map = HeadMap::new();
+            for (i, leaf) in leaves.iter().enumerate().take(newest) {
+                if let Ok(record) = Note::parse(leaf)
+                    .map_err(drop)
+                    .and_then(|n| Record::from_note(&n).map_err(drop))
+                {
+                    map.insert(&record.chain(), Head::of(i as u64, leaf))
+                        .unwrap();
+                }
+            }
+            // The map entry after the newest release, committing to the map before it.
+            leaves[newest + 1] = MapEntry {
+                size: newest as u64 + 1,
+                root: map.root(),
+            }
+            .sign(&key)
+            .unwrap()
+            .into_bytes();
+        },
+        false,
+    );
+    let out = w.run_in(&w.work(), "fresh-monitor", &["log", "monitor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("#{:<5} map-mismatch", newest + 1)),
+        "{stdout}"
     );
 }
 
@@ -715,14 +810,19 @@ fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
     let old = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let keep = old.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/log/checkpoint" {
+        if req == "GET /v1/bundles/acme:hello" {
             *keep.lock().unwrap() = String::from_utf8(a.body.clone()).unwrap();
         }
         a
     });
     w.ok(&["pull", "acme:hello@1.2.0", "--verify", "--registry", &via]);
+    // The whole answer from before the yank: its checkpoint, map and chains all agree.
     let old = old.lock().unwrap().clone();
     assert!(old.contains(ORIGIN), "captured {old:?}");
+    let old_checkpoint = serde_json::from_str::<serde_json::Value>(&old).unwrap()["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     w.ok(&[
         "yank",
         "acme:hello@1.2.0",
@@ -735,7 +835,7 @@ fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
 
     let replay = old.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/log/checkpoint" {
+        if req == "GET /v1/bundles/acme:hello" {
             Answer {
                 body: replay.clone().into_bytes(),
                 ..a
@@ -765,7 +865,7 @@ fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
     assert_eq!(evidence.len(), 1, "{evidence:?}");
     let text = std::fs::read_to_string(&evidence[0]).unwrap();
     assert!(
-        text.contains("rollback evidence") && text.contains(&old),
+        text.contains("rollback evidence") && text.contains(&old_checkpoint),
         "{text}"
     );
 }
@@ -782,7 +882,7 @@ fn a_frozen_view_is_refused_at_freshness() {
     let frozen = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
     let keep = frozen.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/log/checkpoint" {
+        if req == "GET /v1/bundles/acme:hello" {
             let mut f = keep.lock().unwrap();
             let body = f.get_or_insert_with(|| a.body.clone()).clone();
             return Answer { body, ..a };
@@ -817,16 +917,18 @@ fn a_frozen_view_is_refused_at_freshness() {
 
     // Without the timestamp line, the checkpoint is not as the registry serves it.
     proxy.set(|req, a: Answer| {
-        if req != "GET /v1/log/checkpoint" {
+        if req != "GET /v1/bundles/acme:hello" {
             return a;
         }
-        let text = String::from_utf8(a.body.clone()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        let text = v["checkpoint"].as_str().unwrap().to_string();
         let kept: String = text
             .split_inclusive('\n')
             .filter(|l| !l.contains("/timestamp "))
             .collect();
+        v["checkpoint"] = serde_json::Value::String(kept);
         Answer {
-            body: kept.into_bytes(),
+            body: serde_json::to_vec(&v).unwrap(),
             ..a
         }
     });
@@ -877,65 +979,222 @@ fn publish_uploads_again_when_the_registry_no_longer_holds_the_content() {
     assert!(stdout.contains("published acme:env@1.0.0"), "{stdout}");
 }
 
-/// The registry leaves a namespace record out of `/v1/namespaces/acme` (a grant between two
-/// served ones): the next record names it as the one before, so `pull --verify` fails at
-/// `authorisation` with a broken chain, and writes nothing.
-#[test]
-fn an_omitted_namespace_record_breaks_the_chain() {
-    let w = world_with_releases();
-    let carol = w.keygen("carol");
-    let bob = w.keygen("bob");
-    for who in [&carol, &bob] {
-        w.ok(&[
-            "namespace",
-            "grant",
-            "acme",
-            "--key",
-            "alice.key",
-            "--to",
-            who,
-            "--role",
-            "publish",
-        ]);
-    }
-    w.publish("hello.wasm", "acme:tool", "1.0.0", "bob.key");
+/// A hostile registry in front of the real one that rewrites `GET /v1/bundles/acme:hello` with
+/// `edit` (the bundle's JSON), and a pull of `version` through it that must fail at `check` with
+/// `expect` in the message and write nothing: no output file, no lockfile.
+fn bundle_attack(
+    w: &World,
+    version: &str,
+    edit: impl Fn(&mut serde_json::Value) + Send + 'static,
+    check: &str,
+    expect: &str,
+) {
     let proxy = HostileProxy::start(w.port);
     proxy.set(move |req, a: Answer| {
-        if req != "GET /v1/namespaces/acme" {
+        if req != "GET /v1/bundles/acme:hello" || a.status != 200 {
             return a;
         }
         let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-        let records = v["records"].as_array_mut().unwrap();
-        let before = records.len();
-        records.retain(|r| {
-            !r["body"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("key {carol}"))
-        });
-        assert_eq!(records.len(), before - 1, "carol's grant is served");
+        edit(&mut v);
         Answer {
             body: serde_json::to_vec(&v).unwrap(),
             ..a
         }
     });
-    let err = w.fails(
-        1,
-        &[
-            "pull",
-            "acme:tool@1.0.0",
-            "--verify",
-            "-o",
-            "tool.wasm",
-            "--registry",
-            &proxy.url(),
-        ],
-    );
+    let reference = format!("acme:hello@{version}");
+    let out = w.run(&[
+        "pull",
+        &reference,
+        "--verify",
+        "-o",
+        "attacked.wasm",
+        "--registry",
+        &proxy.url(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("check `authorisation`") && err.contains("chain is broken"),
-        "{err}"
+        err.contains(&format!("verification failed at check `{check}`")) && err.contains(expect),
+        "expected check `{check}` with {expect:?}: {err}"
     );
-    assert!(!w.work().join("tool.wasm").exists());
+    assert!(!w.work().join("attacked.wasm").exists());
+    assert!(!w.work().join("gridreg.lock").exists());
+}
+
+/// The registry's signed record of `acme:hello@version`, as text and parsed.
+fn served_release(w: &World, version: &str) -> (String, gridreg_protocol::record::Release) {
+    let path = format!("/v1/packages/acme:hello/{version}");
+    let (_, body) = common::http(w.port, "GET", &path, b"").unwrap();
+    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let leaf = served["record"].as_str().unwrap().to_string();
+    let Record::Release(r) = Record::from_note(&Note::parse(leaf.as_bytes()).unwrap()).unwrap()
+    else {
+        panic!("not a release")
+    };
+    (leaf, r)
+}
+
+/// The records of one chain in a bundle (`package` or `namespace`).
+fn chain_records<'a>(v: &'a mut serde_json::Value, chain: &str) -> &'a mut Vec<serde_json::Value> {
+    v[chain]["records"].as_array_mut().unwrap()
+}
+
+/// Omitted revoke: bob is granted, publishes, is revoked; the registry leaves the revoke out of
+/// the namespace chain. The map names the revoke as the chain's head: caught at `chain`.
+#[test]
+fn an_omitted_revoke_is_caught_at_chain() {
+    let w = world_with_releases();
+    let bob = w.keygen("bob");
+    for op in ["grant", "revoke"] {
+        w.ok(&[
+            "namespace",
+            op,
+            "acme",
+            "--key",
+            "alice.key",
+            "--to",
+            &bob,
+            "--role",
+            "publish",
+        ]);
+    }
+    bundle_attack(
+        &w,
+        "1.2.0",
+        move |v| {
+            let records = chain_records(v, "namespace");
+            assert!(records[0]["body"].as_str().unwrap().contains("op revoke"));
+            records.remove(0);
+        },
+        "chain",
+        "chain namespace acme",
+    );
+}
+
+/// Omitted yank: the registry serves the package chain without the yank of 1.2.0, hoping a
+/// range pull picks the yanked version. The yank is the proven head: caught at `chain`.
+#[test]
+fn an_omitted_yank_is_caught_at_chain() {
+    let w = world_with_releases();
+    w.ok(&[
+        "yank",
+        "acme:hello@1.2.0",
+        "--key",
+        "alice.key",
+        "--reason",
+        "broken",
+    ]);
+    bundle_attack(
+        &w,
+        "^1",
+        |v| {
+            let records = chain_records(v, "package");
+            assert!(
+                records[0]["body"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("gridreg/yank/")
+            );
+            records.remove(0);
+        },
+        "chain",
+        "chain package acme:hello",
+    );
+    // Honestly served, the range resolves to 1.1.0 on the client.
+    let out = w.ok(&["pull", "acme:hello@^1", "--verify", "-o", "h.wasm"]);
+    assert!(out.contains("pulled acme:hello@1.1.0"), "{out}");
+}
+
+/// Stale head: the registry proves the package chain with an old map proof (from before the
+/// yank), against the newest map entry. The proof does not reach its root: caught at `head`.
+#[test]
+fn a_stale_head_is_caught_at_head() {
+    let w = world_with_releases();
+    let (_, before) = common::http(w.port, "GET", "/v1/bundles/acme:hello", b"").unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    w.ok(&[
+        "yank",
+        "acme:hello@1.2.0",
+        "--key",
+        "alice.key",
+        "--reason",
+        "broken",
+    ]);
+    bundle_attack(
+        &w,
+        "^1",
+        move |v| {
+            v["package"] = before["package"].clone();
+        },
+        "head",
+        "head of package acme:hello",
+    );
+}
+
+/// Invented version: the registry adds a release record (validly signed by alice, never
+/// logged) to the package chain. It is no record the proven head links to: caught at `chain`.
+#[test]
+fn an_invented_version_is_caught_at_chain() {
+    let w = world_with_releases();
+    let alice = read_key(&w, "alice");
+    let (_, mut r) = served_release(&w, "1.2.0");
+    r.version = semver::Version::new(9, 0, 0);
+    let invented = Record::Release(r).sign(&[&alice]).unwrap();
+    bundle_attack(
+        &w,
+        "9.0.0",
+        move |v| {
+            let head_index = v["package"]["records"][0]["index"].as_u64().unwrap();
+            chain_records(v, "package").insert(
+                0,
+                serde_json::json!({"index": head_index + 1, "body": invented.clone()}),
+            );
+        },
+        "chain",
+        "chain package acme:hello",
+    );
+}
+
+/// A fork of the chain: a second record naming the same `prev` as the real head (a release
+/// signed by alice that the registry never sequenced), served in the head's place. The map
+/// names the real head's leaf hash: caught at `chain`.
+#[test]
+fn a_forked_chain_is_caught_at_chain() {
+    let w = world_with_releases();
+    let alice = read_key(&w, "alice");
+    let (leaf, mut r) = served_release(&w, "1.2.0");
+    r.version = semver::Version::new(1, 3, 0);
+    let sibling = Record::Release(r).sign(&[&alice]).unwrap();
+    bundle_attack(
+        &w,
+        "1.3.0",
+        move |v| {
+            let records = chain_records(v, "package");
+            assert_eq!(records[0]["body"].as_str().unwrap(), leaf);
+            records[0]["body"] = serde_json::Value::String(sibling.clone());
+        },
+        "chain",
+        "chain package acme:hello",
+    );
+}
+
+/// Mix-and-match of chains: the registry serves another package's chain (with its valid map
+/// proof) as this package's. The verifier derives the chain key from the request: `head`.
+#[test]
+fn another_packages_chain_is_caught_at_head() {
+    let w = world_with_releases();
+    w.publish("hello.wasm", "acme:other", "5.0.0", "alice.key");
+    let (_, other) = common::http(w.port, "GET", "/v1/bundles/acme:other", b"").unwrap();
+    let other: serde_json::Value = serde_json::from_slice(&other).unwrap();
+    bundle_attack(
+        &w,
+        "5.0.0",
+        move |v| {
+            v["package"] = other["package"].clone();
+        },
+        "head",
+        "head of package acme:hello",
+    );
 }
 
 /// Mix-and-match: asked for 1.1.0, the registry serves the signed record of 1.0.0 (same bytes,
@@ -1156,7 +1415,8 @@ fn concurrent_runs_never_roll_the_stored_checkpoint_back() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let newest = indexes.iter().max().unwrap() + 1;
+    // The newest record's batch ends in the map entry right after it.
+    let newest = indexes.iter().max().unwrap() + 2;
     let stored = walk(&w.dir.path().join("state/checkpoints"))
         .into_iter()
         .find(|p| p.extension().is_none_or(|e| e != "lock"))
@@ -1283,7 +1543,7 @@ fn flaky_proxy(upstream: u16, plan: Vec<Post>) -> u16 {
 fn publish_sends_again_after_503_or_no_answer_and_finds_a_record_that_landed_anyway() {
     let mut w = world_with_releases();
     let before = w.db(async |pool| {
-        sqlx::query("SELECT count(*) FROM entries")
+        sqlx::query("SELECT count(*) FROM entries WHERE kind != 'map'")
             .fetch_one(pool)
             .await
             .unwrap()
@@ -1381,7 +1641,7 @@ fn publish_sends_again_after_503_or_no_answer_and_finds_a_record_that_landed_any
     // Each stored exactly once; the refused version not at all.
     w.stop();
     let (entries, versions) = w.db(async |pool| {
-        let n = sqlx::query("SELECT count(*) FROM entries")
+        let n = sqlx::query("SELECT count(*) FROM entries WHERE kind != 'map'")
             .fetch_one(pool)
             .await
             .unwrap()

@@ -1,4 +1,4 @@
-//! Head map benchmark (docs/map.md): builds the map of 1M chains from scratch, measures its
+//! Head map benchmark (docs/protocol.md): builds the map of 1M chains from scratch, measures its
 //! memory, applies 64-key batches (48 updated heads, 16 new chains), and times proof generation,
 //! client verification and proof sizes over random members and absent keys. Run with
 //! `cargo bench -p gridreg-protocol --bench map`; `CHAINS=N` changes the map size.

@@ -1,9 +1,8 @@
 //! Package bundles: the evidence for one package in one answer, and its verification against a
-//! checkpoint (docs/bundle.md, to become docs/protocol.md §6.9 "Map entries" and §8.6 "Package
-//! bundles").
+//! checkpoint (docs/protocol.md §6.9 "Map entries" and §8.6 "Package bundles").
 //!
 //! After every sequenced batch the log holds a [`MapEntry`], signed by the log key, naming the
-//! root of the head map (docs/map.md) over every entry before it; it is the last leaf of each
+//! root of the head map (docs/protocol.md §6.8) over every entry before it; it is the last leaf of each
 //! checkpoint. A [`Bundle`] carries that entry with its inclusion proof, and for the package's
 //! chain and its namespace's chain a map proof of the head and the records from the head back to
 //! `prev none`. [`verify_bundle`] checks the entry against the checkpoint, each head against the
@@ -50,7 +49,7 @@ pub enum MapEntryError {
     Malformed { line: usize, reason: String },
 }
 
-/// A map entry (docs/bundle.md §6.9): the head-map root over the log entries before it. `size`
+/// A map entry (docs/protocol.md §6.9): the head-map root over the log entries before it. `size`
 /// is the entry's own log index, the number of entries it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapEntry {
@@ -173,7 +172,7 @@ fn parse_hash(s: &str) -> Result<Hash, String> {
 // ---------------------------------------------------------------------------------------------
 // The bundle
 
-/// The evidence for one package, as one JSON answer (docs/bundle.md §8.6.1).
+/// The evidence for one package, as one JSON answer (docs/protocol.md §8.6.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bundle {
     /// The signed checkpoint note. The caller verifies it (log key, origin, consistency with
@@ -212,7 +211,7 @@ pub struct Entry {
     pub body: String,
 }
 
-/// Which check of docs/bundle.md §8.6.2 failed, with what was expected and what was found.
+/// Which check of docs/protocol.md §8.6.2 failed, with what was expected and what was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
     /// The map entry: its signature, its form, its size, its inclusion (step 1).
@@ -456,7 +455,7 @@ fn walk_chain<'a>(
 }
 
 /// Verifies a bundle for `package` against a checkpoint the caller has already verified
-/// (signed by `log_key`, consistent with what it trusts), by docs/bundle.md §8.6.2. On success
+/// (signed by `log_key`, consistent with what it trusts), by docs/protocol.md §8.6.2. On success
 /// every release and yank of the package, and its namespace's authorisation history, are
 /// proven as of that checkpoint.
 pub fn verify_bundle(
@@ -971,7 +970,7 @@ mod tests {
         v.resolve(&req(s)).map(|r| r.version().to_string())
     }
 
-    /// docs/bundle.md §8.6.2 (all steps) and §8.6.3; resolution by docs/protocol.md §2.4.
+    /// docs/protocol.md §8.6.2 (all steps) and §8.6.3; resolution by docs/protocol.md §2.4.
     #[test]
     fn honest_bundle_verifies_and_resolves() {
         let log = history();
@@ -1020,7 +1019,7 @@ mod tests {
         assert_eq!(picked(&old, "^1").as_deref(), Some("1.1.0"));
     }
 
-    /// docs/bundle.md §8.6.2 step 3: the namespace chain's head is the revoke the map names.
+    /// docs/protocol.md §8.6.2 step 3: the namespace chain's head is the revoke the map names.
     #[test]
     fn omitted_revoke_is_caught() {
         let log = history();
@@ -1041,7 +1040,7 @@ mod tests {
         assert_eq!(check_of(log.verify(1, &b, "acme:auth")), "head");
     }
 
-    /// docs/bundle.md §8.6.2 step 3: the package chain's head is the yank.
+    /// docs/protocol.md §8.6.2 step 3: the package chain's head is the yank.
     #[test]
     fn omitted_yank_is_caught() {
         let log = history();
@@ -1064,7 +1063,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 step 2: a proof against an older map root.
+    /// docs/protocol.md §8.6.2 step 2: a proof against an older map root.
     #[test]
     fn stale_head_is_caught() {
         let log = history();
@@ -1097,7 +1096,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 step 3: a release that is not in the chain.
+    /// docs/protocol.md §8.6.2 step 3: a release that is not in the chain.
     #[test]
     fn invented_version_is_caught() {
         let log = history();
@@ -1137,7 +1136,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 steps 2 and 3: records and proofs of other chains or versions.
+    /// docs/protocol.md §8.6.2 steps 2 and 3: records and proofs of other chains or versions.
     #[test]
     fn mix_and_match_is_caught() {
         let log = history();
@@ -1174,7 +1173,7 @@ mod tests {
         assert_eq!(check_of(log.verify(1, &b, "acme:auth")), "head");
     }
 
-    /// docs/bundle.md §8.6.2 step 3: a record linked by hash but of another chain, which a
+    /// docs/protocol.md §8.6.2 step 3: a record linked by hash but of another chain, which a
     /// lying registry put in the log and in the map.
     #[test]
     fn record_of_another_chain_with_good_links_is_caught() {
@@ -1204,7 +1203,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 step 3 and docs/protocol.md §4.7: two records on the same prev;
+    /// docs/protocol.md §8.6.2 step 3 and docs/protocol.md §4.7: two records on the same prev;
     /// the branch the map does not name is refused, whichever it is.
     #[test]
     fn fork_branch_not_named_by_the_map_is_caught() {
@@ -1245,7 +1244,7 @@ mod tests {
         assert_eq!(a, 2);
     }
 
-    /// docs/protocol.md §4.7 (a replayed record is refused) and docs/bundle.md §8.6.2 step 3:
+    /// docs/protocol.md §4.7 (a replayed record is refused) and docs/protocol.md §8.6.2 step 3:
     /// the registry refused the replayed grant, so the honest chain verifies without it and
     /// bob stays revoked; a replay spliced into the served chain is refused.
     #[test]
@@ -1269,7 +1268,7 @@ mod tests {
         }
     }
 
-    /// docs/bundle.md §8.6.2 step 2: absence proofs.
+    /// docs/protocol.md §8.6.2 step 2: absence proofs.
     #[test]
     fn absent_package_is_an_empty_chain() {
         let log = history();
@@ -1299,7 +1298,7 @@ mod tests {
         assert_eq!((v.namespace_head, v.package_head), (None, None));
     }
 
-    /// docs/bundle.md §6.9 and §8.6.2 step 1.
+    /// docs/protocol.md §6.9 and §8.6.2 step 1.
     #[test]
     fn map_entry_is_checked() {
         let log = history();
@@ -1338,7 +1337,7 @@ mod tests {
         assert_eq!(e.check(), "map");
     }
 
-    /// docs/bundle.md §6.9: an entry whose size is not its own index, signed and included.
+    /// docs/protocol.md §6.9: an entry whose size is not its own index, signed and included.
     #[test]
     fn map_entry_with_wrong_size_is_caught() {
         let alice = alice();
@@ -1358,7 +1357,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 step 2: a map that names a head at or past its own size.
+    /// docs/protocol.md §8.6.2 step 2: a map that names a head at or past its own size.
     #[test]
     fn head_past_the_map_entry_is_caught() {
         let alice = alice();
@@ -1426,7 +1425,7 @@ mod tests {
         }
     }
 
-    /// docs/bundle.md §8.6.2 step 4 and docs/protocol.md §5.3: records the namespace does not
+    /// docs/protocol.md §8.6.2 step 4 and docs/protocol.md §5.3: records the namespace does not
     /// authorise at their index, sequenced by a lying registry.
     #[test]
     fn unauthorised_records_are_caught() {
@@ -1469,7 +1468,7 @@ mod tests {
         );
     }
 
-    /// docs/bundle.md §8.6.2 step 5: versions are unique, yanks name earlier releases.
+    /// docs/protocol.md §8.6.2 step 5: versions are unique, yanks name earlier releases.
     #[test]
     fn package_rules_are_checked() {
         let alice = alice();
@@ -1508,7 +1507,7 @@ mod tests {
         }
     }
 
-    /// docs/bundle.md §6.9: the map entry format, strictly.
+    /// docs/protocol.md §6.9: the map entry format, strictly.
     #[test]
     fn map_entry_text_is_strict() {
         let entry = MapEntry {
@@ -1566,7 +1565,7 @@ mod tests {
         ));
     }
 
-    /// docs/bundle.md §8.6.1: the JSON form round-trips and verifies.
+    /// docs/protocol.md §8.6.1: the JSON form round-trips and verifies.
     #[test]
     fn json_round_trip() {
         let log = history();
@@ -1592,7 +1591,7 @@ mod tests {
         assert_eq!(v["map_inclusion"][0].as_str().unwrap().len(), 44);
     }
 
-    /// docs/bundle.md §8.6.1: hostile JSON is refused while reading.
+    /// docs/protocol.md §8.6.1: hostile JSON is refused while reading.
     #[test]
     fn hostile_json_is_refused() {
         let log = history();

@@ -1,5 +1,4 @@
-//! The head map: a verifiable map from every chain key to its head (docs/map.md, to become
-//! docs/protocol.md §6.8 "The head map").
+//! The head map: a verifiable map from every chain key to its head (docs/protocol.md §6.8).
 //!
 //! The map is a compact sparse Merkle tree over 256-bit key paths. A chain key's path is
 //! SHA-256(`gridreg/map/v1 key\n` || chain key text); bit 0 is the most significant bit of byte
@@ -230,7 +229,7 @@ enum Slot {
     Child(usize, usize),
 }
 
-/// The head of every chain as a verifiable map (docs/map.md). It stores only paths and heads:
+/// The head of every chain as a verifiable map (docs/protocol.md). It stores only paths and heads:
 /// a chain key cannot be read back from it.
 #[derive(Clone)]
 pub struct HeadMap {
@@ -586,7 +585,7 @@ pub enum ProofEnd {
     Leaf { key: MapKey, head: Head },
 }
 
-/// A membership or absence proof of one key (docs/map.md "Proofs"): the sibling hash at every
+/// A membership or absence proof of one key (docs/protocol.md §6.8.4): the sibling hash at every
 /// depth from the root down to where the key's path ends, and what it ends at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "MapProofJson", try_from = "MapProofJson")]
@@ -643,7 +642,7 @@ impl MapProof {
         Ok(self.head())
     }
 
-    /// [`MapProof::verify`] for a key path (docs/map.md "Verifying a proof", steps 1 to 5).
+    /// [`MapProof::verify`] for a key path (docs/protocol.md §6.8.6, steps 1 to 5).
     pub fn verify_keyed(
         &self,
         root: &Hash,
@@ -716,7 +715,7 @@ impl MapProof {
         (bitmap, present)
     }
 
-    /// The binary encoding (docs/map.md "Proof encoding"): kind (1 byte), depth (u16
+    /// The binary encoding (docs/protocol.md §6.8.5): kind (1 byte), depth (u16
     /// big-endian), bitmap (depth/8 rounded up bytes), the non-empty siblings (32 bytes each), then
     /// the end's data: a member's head, or an other leaf's path and head (a head is index as u64
     /// big-endian, then the 32-byte leaf hash).
@@ -879,7 +878,7 @@ pub enum ProofKind {
     AbsentLeaf,
 }
 
-/// A [`MapProof`] on the wire (docs/map.md "Proof encoding"). Base64 is standard and canonical;
+/// A [`MapProof`] on the wire (docs/protocol.md §6.8.5). Base64 is standard and canonical;
 /// heads are in `prev` form, `<index>:<64 hex>`. Parsing is bounded: at most 256 siblings, each
 /// exactly 44 characters, read without buffering more than one at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1117,7 +1116,7 @@ mod tests {
         ChainKey::parse(s).unwrap()
     }
 
-    /// The root straight from the definition (docs/map.md §6.8.3): empty, one leaf, or the node
+    /// The root straight from the definition (docs/protocol.md §6.8.3): empty, one leaf, or the node
     /// hash of the two halves at the next depth. `entries` have distinct paths.
     fn reference_root(entries: &[(MapKey, Head)], depth: usize) -> Hash {
         match entries {
@@ -1191,7 +1190,7 @@ mod tests {
         (keys[i].1.clone(), keys[i + 1].1.clone(), shared)
     }
 
-    // docs/map.md §6.8.1 "Key paths"
+    // docs/protocol.md §6.8.1 "Key paths"
     #[test]
     fn paths_and_bits() {
         let k = chain("package acme:auth");
@@ -1212,7 +1211,7 @@ mod tests {
         assert_eq!(m.shared_prefix(&MapKey(q)), 255);
     }
 
-    // docs/map.md §6.8.3 "Tree hash", §6.8.6 "Verifying a proof"
+    // docs/protocol.md §6.8.3 "Tree hash", §6.8.6 "Verifying a proof"
     #[test]
     fn empty_map() {
         let map = HeadMap::new();
@@ -1231,7 +1230,7 @@ mod tests {
         check_proof(&map, &MapKey::of(&k), None);
     }
 
-    // docs/map.md §6.8.3 "Tree hash": one key is the root.
+    // docs/protocol.md §6.8.3 "Tree hash": one key is the root.
     #[test]
     fn one_key() {
         let k = chain("namespace acme");
@@ -1260,7 +1259,7 @@ mod tests {
         assert_eq!(map.root(), leaf_hash(&MapKey::of(&k), &head(9, 1)));
     }
 
-    // docs/map.md §6.8.3 "Tree hash", §6.8.4 "Proofs": two keys that share a long prefix sit
+    // docs/protocol.md §6.8.3 "Tree hash", §6.8.4 "Proofs": two keys that share a long prefix sit
     // below a run of one-sided interior nodes, and their proofs carry those empty siblings.
     #[test]
     fn two_keys_with_a_long_shared_prefix() {
@@ -1313,7 +1312,7 @@ mod tests {
         check_proof(&map, &below, None);
     }
 
-    // docs/map.md §6.8.3 "Tree hash": paths that differ only in their last bit give leaves at
+    // docs/protocol.md §6.8.3 "Tree hash": paths that differ only in their last bit give leaves at
     // depth 256, the deepest there is.
     #[test]
     fn full_depth_leaves() {
@@ -1354,7 +1353,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
-        // docs/map.md §6.8.3 "Tree hash", §6.8.4 "Proofs", §6.8.6 "Verifying a proof"
+        // docs/protocol.md §6.8.3 "Tree hash", §6.8.4 "Proofs", §6.8.6 "Verifying a proof"
         #[test]
         fn every_key_proves_its_head_and_others_their_absence(
             entries in prop::collection::vec((path(), any_head()), 0..60),
@@ -1374,7 +1373,7 @@ mod tests {
             }
         }
 
-        // docs/map.md §6.8.3 "Tree hash": the map after any sequence of batches is the map
+        // docs/protocol.md §6.8.3 "Tree hash": the map after any sequence of batches is the map
         // built from scratch from the final heads.
         #[test]
         fn incremental_apply_equals_rebuild(
@@ -1401,7 +1400,7 @@ mod tests {
             }
         }
 
-        // docs/map.md §6.8.5 "Proof encoding": any bytes decode to a proof or to an error.
+        // docs/protocol.md §6.8.5 "Proof encoding": any bytes decode to a proof or to an error.
         #[test]
         fn hostile_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
             if let Ok(p) = MapProof::decode(&bytes) {
@@ -1441,7 +1440,7 @@ mod tests {
         }
     }
 
-    // docs/map.md §6.8.6 "Verifying a proof": every tampered proof is refused.
+    // docs/protocol.md §6.8.6 "Verifying a proof": every tampered proof is refused.
     #[test]
     fn tampered_proofs_fail() {
         let (map, member, absent) = sample_map();
@@ -1557,7 +1556,7 @@ mod tests {
         ));
     }
 
-    // docs/map.md §6.8.5 "Proof encoding": malformed binary proofs are refused with a reason.
+    // docs/protocol.md §6.8.5 "Proof encoding": malformed binary proofs are refused with a reason.
     #[test]
     fn hostile_binary_proofs() {
         let leaf = [7u8; 32];
@@ -1604,7 +1603,7 @@ mod tests {
         assert_eq!(MapProof::decode(&deep).unwrap().depth(), 256);
     }
 
-    // docs/map.md §6.8.5 "Proof encoding": malformed JSON proofs are refused, and parsing stops
+    // docs/protocol.md §6.8.5 "Proof encoding": malformed JSON proofs are refused, and parsing stops
     // at the 257th sibling.
     #[test]
     fn hostile_json_proofs() {
@@ -1663,7 +1662,7 @@ mod tests {
         assert_eq!(MapProof::try_from(j).unwrap(), a);
     }
 
-    // docs/map.md §6.8.7 "Test vectors": the heads are log entries 0 and 1 of docs/protocol.md
+    // docs/protocol.md §6.8.7 "Test vectors": the heads are log entries 0 and 1 of docs/protocol.md
     // §11.3.
     const V_HEAD_NS: &str = "0:be4945a95d2a4ff050ce46a6289b35c5987c5ddb3c03f8cba0075c7cf20cbfd2";
     const V_HEAD_PKG: &str = "1:cb2fa7ddb247eca44bd85fff169d721dad678dbcf20aceea6b34850432735b49";
@@ -1700,7 +1699,7 @@ mod tests {
         p.verify(root, chain, head).unwrap();
     }
 
-    // docs/map.md §6.8.7 "Test vectors"
+    // docs/protocol.md §6.8.7 "Test vectors"
     #[test]
     fn vectors() {
         let ns = chain("namespace acme");
@@ -1753,10 +1752,10 @@ mod tests {
         );
     }
 
-    // docs/map.md §6.8.7 "Test vectors": the values asserted above are the ones printed there.
+    // docs/protocol.md §6.8.7 "Test vectors": the values asserted above are the ones printed there.
     #[test]
     fn document_prints_these_values() {
-        let path = format!("{}/../docs/map.md", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../docs/protocol.md", env!("CARGO_MANIFEST_DIR"));
         let doc = std::fs::read_to_string(&path).unwrap();
         for v in [
             V_HEAD_NS,
@@ -1774,7 +1773,7 @@ mod tests {
             V_ABSENT_LEAF_BIN,
             V_ABSENT_LEAF_JSON,
         ] {
-            assert!(doc.contains(v), "docs/map.md does not print {v}");
+            assert!(doc.contains(v), "docs/protocol.md does not print {v}");
         }
     }
 }

@@ -275,8 +275,28 @@ impl NamespaceState {
             Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
             Err(e) => return Err(note_err(e)),
         };
-        self.apply(index, &record, &verified)
-            .map_err(|source| EntryError::Namespace { index, source })?;
+        self.apply(index, &record, &verified).map_err(|source| {
+            // With no known key verifying, say whose signature lines the record carries.
+            let source = match source {
+                NamespaceError::NotAuthorised {
+                    namespace, index, ..
+                } if verified.is_empty() => NamespaceError::NotAuthorised {
+                    namespace,
+                    index,
+                    signers: format!(
+                        "no key the namespace ever named (signature lines: {})",
+                        parsed
+                            .signatures
+                            .iter()
+                            .map(|l| crate::key_label(&l.name, l.key_id))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+                other => other,
+            };
+            EntryError::Namespace { index, source }
+        })?;
         Ok((record, verified))
     }
 

@@ -56,7 +56,7 @@ async fn seed(data: &std::path::Path, entries: u64) {
                 body,
                 kind: EntryKind::Release,
                 namespace: "bench".to_string(),
-                chain: format!("package bench:p{}", size + i as u64),
+                chain: Some(format!("package bench:p{}", size + i as u64)),
                 derived: Derived::Namespace,
             })
             .collect();

@@ -16,6 +16,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gridreg_protocol::api::ErrorCode;
+use gridreg_protocol::bundle::MapEntry;
+use gridreg_protocol::map::{HeadMap, MapKey};
 use gridreg_protocol::merkle;
 use gridreg_protocol::namespace::NamespaceError;
 use gridreg_protocol::{Checkpoint, Head, NamespaceState, Prev, Record, SignerKey, VerifierKey};
@@ -73,6 +75,25 @@ pub struct LogView {
     wake: Notify,
     /// The view's size, for readers waiting for it to reach a size.
     size: watch::Sender<u64>,
+    /// The head map (docs/protocol.md §6.8) and the log size it describes.
+    map: RwLock<MapState>,
+}
+
+/// The sequencer's head map: the head of every chain among the first `covers` entries. While a
+/// batch is being committed the map already holds its heads and `covers` is `None`; readers
+/// then wait for the commit rather than prove from a map no checkpoint covers yet.
+#[derive(Debug)]
+struct MapState {
+    map: HeadMap,
+    covers: Option<u64>,
+}
+
+/// A reader's consistent view for proofs: the newest checkpoint and the head map that its last
+/// entry (a map entry) commits to.
+#[derive(Debug)]
+pub struct MapSnapshot<'a> {
+    pub checkpoint: Arc<CheckpointRow>,
+    pub map: &'a HeadMap,
 }
 
 impl LogView {
@@ -123,6 +144,45 @@ impl LogView {
         self.size.send_replace(size);
     }
 
+    /// Runs `f` on the newest checkpoint and the head map of exactly that size, waiting (at
+    /// most [`CATCH_UP_TIMEOUT`]) while a batch is being committed. `None` when no such pair
+    /// came about in that time, or the log is empty.
+    pub async fn with_map<T>(&self, f: impl FnOnce(MapSnapshot<'_>) -> T) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        let mut rx = self.size.subscribe();
+        loop {
+            // Marked seen before reading, so a commit after this point wakes the wait below.
+            rx.borrow_and_update();
+            // The checkpoint first: a map that covers it was committed with it.
+            let checkpoint = self.latest();
+            {
+                let guard = match self.map.read() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if checkpoint.size > 0 && guard.covers == Some(checkpoint.size) {
+                    return Some(f(MapSnapshot {
+                        checkpoint,
+                        map: &guard.map,
+                    }));
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    fn map_mut<T>(&self, f: impl FnOnce(&mut MapState) -> T) -> T {
+        match self.map.write() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
     fn namespaces_mut<T>(&self, f: impl FnOnce(&mut NamespaceState) -> T) -> T {
         match self.namespaces.write() {
             Ok(mut g) => f(&mut g),
@@ -144,6 +204,8 @@ pub enum OpenError {
     Inconsistent { checkpoint: u64, entries: u64 },
     #[error("signing a checkpoint: {0}")]
     Sign(String),
+    #[error("building the head map: {0}")]
+    Map(String),
 }
 
 /// The sequencer task's state.
@@ -160,6 +222,9 @@ pub struct Sequencer {
     /// of a batch not (yet) committed. Following other replicas applies only the namespace
     /// records after it, instead of replaying every one.
     namespaces_at: Option<u64>,
+    /// The log does not end in a map entry (a store written before map entries existed): the
+    /// sequencer appends one before anything else.
+    needs_map: bool,
 }
 
 /// What one attempt at a batch came to.
@@ -193,6 +258,17 @@ async fn load_namespaces_below(store: &Store, size: u64) -> Result<NamespaceStat
     let mut state = NamespaceState::new();
     apply_namespace_entries(&mut state, store.namespace_entries_between(0, size).await?);
     Ok(state)
+}
+
+/// The head map of the first `size` entries, from the stored chain heads.
+async fn load_map(store: &Store, size: u64) -> Result<HeadMap, OpenError> {
+    let heads = store.chain_heads_below(size).await?;
+    HeadMap::from_keyed(
+        heads
+            .into_iter()
+            .map(|(chain, head)| (MapKey::of_str(&chain), head)),
+    )
+    .map_err(|e| OpenError::Map(e.to_string()))
 }
 
 /// Applies namespace records in log order. An entry the state machine refuses (the sequencer
@@ -283,6 +359,11 @@ impl Sequencer {
             });
         }
         let namespaces = load_namespaces_below(store.as_ref(), latest.size).await?;
+        let map = load_map(store.as_ref(), latest.size).await?;
+        let needs_map = match latest.size.checked_sub(1) {
+            Some(last) => store.entry_kind(last).await? != Some(EntryKind::Map),
+            None => false,
+        };
         metrics.set_log_size(latest.size);
         let view = Arc::new(LogView {
             latest: RwLock::new(Arc::new(latest.clone())),
@@ -290,6 +371,10 @@ impl Sequencer {
             shared: AtomicBool::new(false),
             wake: Notify::new(),
             size: watch::Sender::new(latest.size),
+            map: RwLock::new(MapState {
+                map,
+                covers: Some(latest.size),
+            }),
         });
         Ok((
             Self {
@@ -301,6 +386,7 @@ impl Sequencer {
                 size: latest.size,
                 refresh_every: None,
                 namespaces_at: Some(latest.size),
+                needs_map,
             },
             view,
         ))
@@ -397,6 +483,7 @@ impl Sequencer {
                 self.view.namespaces_mut(|ns| *ns = state);
             }
         }
+        self.follow_map(latest.size).await?;
         self.namespaces_at = Some(latest.size);
         self.size = latest.size;
         self.metrics.set_log_size(latest.size);
@@ -407,9 +494,47 @@ impl Sequencer {
         Ok(())
     }
 
+    /// Brings the head map to describe the first `size` entries: applies the chain heads
+    /// appended since it last described the log exactly, or rebuilds it when it did not.
+    async fn follow_map(&mut self, size: u64) -> Result<(), OpenError> {
+        let covers = self.view.map_mut(|m| m.covers);
+        match covers {
+            Some(c) if c == size => Ok(()),
+            Some(c) if c < size => {
+                let heads = self.store.chain_heads_between(c, size).await?;
+                let applied = self.view.map_mut(|m| {
+                    let r = m.map.apply_keyed(
+                        heads
+                            .iter()
+                            .map(|(chain, head)| (MapKey::of_str(chain), *head)),
+                    );
+                    m.covers = r.is_ok().then_some(size);
+                    r
+                });
+                applied.map_err(|e| OpenError::Map(e.to_string()))
+            }
+            _ => self.reload_map(size).await,
+        }
+    }
+
+    /// Rebuilds the head map from the store for the first `size` entries.
+    async fn reload_map(&mut self, size: u64) -> Result<(), OpenError> {
+        let map = load_map(self.store.as_ref(), size).await?;
+        self.view.map_mut(|m| {
+            m.map = map;
+            m.covers = Some(size);
+        });
+        Ok(())
+    }
+
     /// Runs until every sender is dropped (the server has shut down and every in-flight publish
     /// has been answered).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
+        if self.needs_map {
+            // A log written before map entries existed: end it with one, so bundles can be
+            // served before the next publish.
+            self.sequence(Vec::new(), &mut rx).await;
+        }
         let mut tick = self.refresh_every.map(|every| {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -495,6 +620,8 @@ impl Sequencer {
     /// The whole commit path for one batch, top to bottom. With `may_lose`, a commit refused
     /// because the log moved hands the accepted submissions back unanswered.
     async fn attempt(&mut self, pending: Vec<Submission>, may_lose: bool) -> Attempt {
+        // A batch of nothing appends only a map entry (see `needs_map`).
+        let only_map = pending.is_empty();
         // 1. Stage. Read which versions the store already holds and the policies of the
         // batch's namespaces (with replicas, in the same read: where the log now stands, which
         // the view follows first). Then decide record by record in arrival order: a version
@@ -638,15 +765,43 @@ impl Sequencer {
         for (s, why) in rejected {
             let _ = s.reply.send(Err(why));
         }
-        if accepted.is_empty() {
+        if accepted.is_empty() && !only_map {
             return Attempt::Done;
         }
 
-        // 2. Integrate: the new stored hashes and the new root, computed from the stored tree.
-        let new_size = start + accepted.len() as u64;
+        // 2. The map entry ending the batch: the head map with this batch's heads applied.
+        // Readers wait while the map is ahead of the newest checkpoint (`covers` is `None`).
+        let map_index = start + accepted.len() as u64;
+        let mapped =
+            self.view.map_mut(|m| {
+                m.covers = None;
+                m.map
+                    .apply_keyed(accepted.iter().map(|(index, s)| {
+                        (MapKey::of(&s.record.chain()), Head::of(*index, &s.leaf))
+                    }))
+                    .map(|()| m.map.root())
+            });
+        let map_leaf = match mapped.map_err(|e| e.to_string()).and_then(|root| {
+            MapEntry {
+                size: map_index,
+                root,
+            }
+            .sign(&self.key)
+            .map_err(|e| e.to_string())
+        }) {
+            Ok(body) => body.into_bytes(),
+            Err(e) => {
+                self.fail(accepted, format!("the map entry: {e}")).await;
+                return Attempt::Done;
+            }
+        };
+
+        // 3. Integrate: the new stored hashes and the new root, computed from the stored tree.
+        let new_size = map_index + 1;
         let leaves: Vec<_> = accepted
             .iter()
             .map(|(_, s)| merkle::leaf_hash(&s.leaf))
+            .chain(std::iter::once(merkle::leaf_hash(&map_leaf)))
             .collect();
         let base_len = merkle::stored_hash_count(start);
         let integrated = async {
@@ -669,7 +824,7 @@ impl Sequencer {
             }
         };
 
-        // 3. Sign one checkpoint for the new size. Nothing has been served or stored yet: a crash
+        // 4. Sign one checkpoint for the new size. Nothing has been served or stored yet: a crash
         // here loses only this unsent signature, and restart signs again for whatever it stores.
         let signed = match Checkpoint::new(&self.origin, new_size, root).sign(&[&self.key]) {
             Ok(s) => s,
@@ -684,7 +839,7 @@ impl Sequencer {
             body: signed.note,
         };
 
-        // 4. Commit leaves, hashes, checkpoint and derived rows in ONE transaction. A crash before
+        // 5. Commit leaves, hashes, checkpoint and derived rows in ONE transaction. A crash before
         // the commit returns leaves the store at `start` with no trace of the batch (WAL rollback)
         // and no publisher was answered; a crash after it leaves the batch durable, and restart
         // serves this checkpoint, which no client has seen yet, so no served checkpoint is lost.
@@ -694,7 +849,7 @@ impl Sequencer {
             .map(|((index, s), leaf)| NewEntry {
                 index: *index,
                 body: s.leaf.clone(),
-                chain: s.record.chain().to_string(),
+                chain: Some(s.record.chain().to_string()),
                 leaf: *leaf,
                 kind: match s.record {
                     Record::Release(_) => EntryKind::Release,
@@ -704,6 +859,15 @@ impl Sequencer {
                 namespace: s.record.namespace().to_string(),
                 derived: s.derived.clone(),
             })
+            .chain(std::iter::once(NewEntry {
+                index: map_index,
+                body: map_leaf,
+                chain: None,
+                leaf: leaves[leaves.len() - 1],
+                kind: EntryKind::Map,
+                namespace: String::new(),
+                derived: Derived::Map,
+            }))
             .collect();
         let batch = Batch {
             start,
@@ -718,7 +882,8 @@ impl Sequencer {
         match self.store.commit(batch).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. } | StoreError::CheckpointExists { .. }) if may_lose => {
-                // The next attempt's read catches up with the log that won.
+                // The next attempt's read catches up with the log that won (the map is
+                // rebuilt there: it holds this batch's heads).
                 return Attempt::Lost(accepted.into_iter().map(|(_, s)| s).collect());
             }
             Err(e) => {
@@ -727,10 +892,12 @@ impl Sequencer {
             }
         }
 
-        // 5. Publish: the checkpoint becomes visible to readers, then each publisher gets its
+        // 6. Publish: the checkpoint becomes visible to readers, then each publisher gets its
         // index. Only now is a publish acknowledged, so every acknowledged record is durable.
         self.size = new_size;
         self.namespaces_at = Some(new_size);
+        self.needs_map = false;
+        self.view.map_mut(|m| m.covers = Some(new_size));
         let checkpoint = Arc::new(checkpoint);
         self.view.set_latest(checkpoint.clone());
         self.metrics.set_log_size(new_size);
@@ -759,6 +926,9 @@ impl Sequencer {
                 self.view.namespaces_mut(|ns| *ns = state);
                 self.size = size;
                 self.namespaces_at = None;
+                if let Err(e) = self.reload_map(size).await {
+                    tracing::error!(error = %e, "reloading the head map failed");
+                }
             }
             (Err(e), _) => tracing::error!(error = %e, "reloading namespace state failed"),
             (_, Err(e)) => tracing::error!(error = %e, "reloading log size failed"),

@@ -53,7 +53,8 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     let r = h.post_record(&leaf).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let answer = r.json();
-    assert_eq!(answer["index"], 1);
+    // The claim at 0, its batch's map entry at 1 (docs/protocol.md §6.9), the release at 2.
+    assert_eq!(answer["index"], 2);
 
     // The client's checks: checkpoint signed by the log, inclusion of the exact leaf bytes.
     let cp = SignedCheckpoint::verify(
@@ -62,14 +63,14 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
         &log_key,
     )
     .unwrap();
-    assert_eq!(cp.size(), 2);
+    assert_eq!(cp.size(), 4, "the release and the map entry after it");
     let proof: Vec<String> = serde_json::from_value(answer["proof"].clone()).unwrap();
     let proof = decode_hashes(&proof).unwrap();
     merkle::verify_inclusion(
         &proof,
         cp.size(),
         cp.root(),
-        1,
+        2,
         &merkle::leaf_hash(leaf.as_bytes()),
     )
     .unwrap();
@@ -80,16 +81,16 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
             &proof,
             cp.size(),
             cp.root(),
-            1,
+            2,
             &merkle::leaf_hash(other.as_bytes())
         )
         .is_err()
     );
 
-    // Same proof from the proof endpoint, and a consistency proof from the empty tree's successor.
-    let p = h.get("/v1/log/proof/inclusion?index=1&size=2").await.json();
+    // Same proof from the proof endpoint, and a consistency proof from the claim's checkpoint.
+    let p = h.get("/v1/log/proof/inclusion?index=2&size=4").await.json();
     assert_eq!(p["hashes"], answer["proof"]);
-    let c = h.get("/v1/log/proof/consistency?from=1&to=2").await.json();
+    let c = h.get("/v1/log/proof/consistency?from=2&to=4").await.json();
     let c: Vec<String> = serde_json::from_value(c["hashes"].clone()).unwrap();
     let entries = h.get("/v1/log/entries?start=0&end=10").await.json();
     let bodies: Vec<String> = entries["entries"]
@@ -98,10 +99,15 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
         .iter()
         .map(|e| e["body"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(bodies.len(), 2);
-    assert_eq!(bodies[1], leaf);
-    let root1 = merkle::leaf_hash(bodies[0].as_bytes());
-    merkle::verify_consistency(&decode_hashes(&c).unwrap(), 2, cp.root(), 1, &root1).unwrap();
+    assert_eq!(bodies.len(), 4);
+    assert_eq!(bodies[2], leaf);
+    assert!(bodies[1].starts_with("gridreg/map/v1\n") && bodies[3].starts_with("gridreg/map/v1\n"));
+    let leaves: Vec<_> = bodies[..2]
+        .iter()
+        .map(|b| merkle::leaf_hash(b.as_bytes()))
+        .collect();
+    let root2 = merkle::node_hash(&leaves[0], &leaves[1]);
+    merkle::verify_consistency(&decode_hashes(&c).unwrap(), 4, cp.root(), 2, &root2).unwrap();
 
     // The bytes come back, whole and by range.
     let got = h.get(&format!("/v1/content/{}", Digest::of(&hello))).await;
@@ -134,7 +140,7 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     // Package pages.
     let v = h.get("/v1/packages/acme:hello").await.json();
     assert_eq!(v["versions"][0]["version"], "1.0.0");
-    assert_eq!(v["versions"][0]["log_index"], 1);
+    assert_eq!(v["versions"][0]["log_index"], 2);
     assert_eq!(v["versions"][0]["yanked"], false);
     // The WIT is extracted on the release's first read, not at publish, then kept in its row.
     let stored = h.registry.state.store.release("acme:hello", "1.0.0");
@@ -191,9 +197,9 @@ async fn publish_fetch_and_verify_hello(backend: Backend) {
     assert_eq!(h.snapshot().await, before);
 
     // Health and metrics.
-    assert_eq!(h.get("/healthz").await.json()["log_size"], 3);
+    assert_eq!(h.get("/healthz").await.json()["log_size"], 6);
     let m = h.get("/metrics").await.text();
-    assert!(m.contains("gridreg_log_size 3"), "{m}");
+    assert!(m.contains("gridreg_log_size 6"), "{m}");
     assert!(m.contains("gridreg_publishes_total 3"), "{m}");
     assert!(
         m.contains("gridreg_rejections_total{code=\"version_exists\"} 1"),
@@ -715,7 +721,7 @@ async fn entry_pages_are_bounded_by_bytes(backend: Backend) {
             .await;
     }
     let size = h.get("/healthz").await.json()["log_size"].as_u64().unwrap();
-    assert_eq!(size, 25);
+    assert_eq!(size, 50, "25 records, each with its batch's map entry");
     let mut next = 0;
     let mut pages = 0;
     while next < size {

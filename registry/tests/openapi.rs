@@ -232,6 +232,7 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
         ("Release", json(release(true)), json(release(false))),
         same("Namespace", json(namespace)),
         ("Error", json(error(true)), json(error(false))),
+        ("Bundle", bundle(true), bundle(false)),
         same(
             "ChainHead",
             json(ChainHead {
@@ -241,6 +242,55 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
             }),
         ),
     ]
+}
+
+/// A bundle sample. Its proofs are member proofs; with `full`, the members only an
+/// `absent_leaf` proof has are merged in, so every documented property of `MapProof` is seen
+/// (each kind has a subset, docs/protocol.md §6.8.5); without, only the members every kind has.
+fn bundle(full: bool) -> Value {
+    use gridreg_protocol::bundle::{Bundle, ChainEvidence, Entry};
+    use gridreg_protocol::{ChainKey, Head, HeadMap, Namespace, PackageName};
+    let ns = Namespace::parse("acme").unwrap();
+    let package = ChainKey::Package(PackageName::parse("acme:hello").unwrap());
+    let namespace = ChainKey::Namespace(ns);
+    let map = HeadMap::from_heads([
+        (&package, Head::of(1, b"one")),
+        (&namespace, Head::of(0, b"zero")),
+    ])
+    .unwrap();
+    let evidence = |key: &ChainKey, index: u64| ChainEvidence {
+        proof: map.prove(key),
+        records: vec![Entry {
+            index,
+            body: "gridreg/release/v2\n".into(),
+        }],
+    };
+    let b = Bundle {
+        checkpoint: "log.example\n2\n=\n".into(),
+        map_entry: "gridreg/map/v1\n".into(),
+        map_inclusion: vec![[0; 32]],
+        package: evidence(&package, 1),
+        namespace: evidence(&namespace, 0),
+    };
+    let mut v = serde_json::to_value(b).unwrap();
+    let absent =
+        serde_json::to_value(map.prove(&ChainKey::Package(PackageName::parse("other:x").unwrap())))
+            .unwrap();
+    for chain in ["package", "namespace"] {
+        let proof = v[chain]["proof"].as_object_mut().unwrap();
+        if full {
+            for member in ["other_key", "other_head"] {
+                let x = absent
+                    .get(member)
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(String::new()));
+                proof.insert(member.into(), x);
+            }
+        } else {
+            proof.remove("head");
+        }
+    }
+    v
 }
 
 /// Follows `$ref`s to the schema itself, and merges an `allOf` into one object schema.
@@ -517,6 +567,8 @@ async fn served_bodies_fit_their_documented_schemas() {
             "/v1/chains/package/{package}",
             "/v1/chains/package/acme:hello",
         ),
+        ("/v1/bundles/{package}", "/v1/bundles/acme:hello"),
+        ("/v1/bundles/{package}", "/v1/bundles/acme:absent"),
         (
             "/v1/chains/package/{package}",
             "/v1/chains/package/acme:none",

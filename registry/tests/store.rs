@@ -50,7 +50,7 @@ async fn batch(store: &Store, start: u64, n: u64, tag: &str) -> Batch {
                 body,
                 kind: EntryKind::Namespace,
                 namespace: "acme".into(),
-                chain: "namespace acme".into(),
+                chain: Some("namespace acme".into()),
                 derived: Derived::Namespace,
             })
             .collect(),
@@ -181,9 +181,10 @@ async fn derived_batch(store: &Store, start: u64, derived: Vec<Derived>, tag: &s
             Derived::Release(_) => EntryKind::Release,
             Derived::Yank { .. } => EntryKind::Yank,
             Derived::Namespace => EntryKind::Namespace,
+            Derived::Map => EntryKind::Map,
         };
         if e.kind != EntryKind::Namespace {
-            e.chain = "package acme:x".into();
+            e.chain = Some("package acme:x".into());
         }
         e.derived = d;
     }

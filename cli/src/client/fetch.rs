@@ -59,6 +59,12 @@ impl Fetched {
 
 pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
     let package = req.reference.package.to_string();
+    // With verification, the package's whole state is proven first (checks 1-7), and the
+    // version is chosen from that, never from the registry's version list.
+    let evidence = match req.verify {
+        true => Some(verify::evidence(req.session, &req.reference.package)?),
+        false => None,
+    };
     // Which version.
     let version = if req.locked {
         let Some(l) = req.locked_entry else {
@@ -84,8 +90,27 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
             .into());
         }
         l.version.clone()
+    } else if let Some(ev) = &evidence {
+        ev.resolve(req.reference, req.session.api.base())?
+            .version()
+            .to_string()
     } else {
         remote::resolve(&req.session.api, req.reference)?
+    };
+    let chosen = match &evidence {
+        None => None,
+        Some(ev) => {
+            let v = semver::Version::parse(&version)
+                .with_context(|| format!("bad version {version} for {package}"))?;
+            Some(ev.package.release(&v).ok_or_else(|| {
+                Failure(format!(
+                    "verification failed at check `chain`: {package}@{version} is not in the \
+                     proven chain of {package} (as of log size {}); the chain holds {} releases",
+                    ev.checkpoint.size(),
+                    ev.package.releases.len()
+                ))
+            })?)
+        }
     };
     let release = remote::release(&req.session.api, &req.reference.package, &version)?;
     let (digest, size) = signed_digest(&release, &package, &version)?;
@@ -99,10 +124,10 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
             ))
             .into());
         }
-        if req.locked && l.log_index != release.info.log_index {
+        let index = chosen.map_or(release.info.log_index, |c| c.index);
+        if req.locked && l.log_index != index {
             return Err(Failure(format!(
-                "--locked: {package}@{version} is at log index {} in the registry, {} says {}",
-                release.info.log_index,
+                "--locked: {package}@{version} is at log index {index} in the registry, {} says {}",
                 req.lock_path.display(),
                 l.log_index
             ))
@@ -123,38 +148,40 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         )
         .context("downloading the content")?;
 
-    let verified = if req.verify {
-        let baseline = match req.locked_entry {
-            Some(l)
-                if l.version != version
-                    && req.policy.is_some_and(|p| p.drift() != DriftAction::Allow) =>
-            {
-                Some(baseline_audit(req.session, l)?)
-            }
-            _ => None,
-        };
-        let v = verify::verify(&verify::Request {
-            session: req.session,
-            package: &package,
-            version: &version,
-            release: &release,
-            bytes: &bytes,
-            digest: got.digest,
-            policy: req.policy,
-            baseline: baseline.as_ref(),
-            today: req.today,
-        })?;
-        Some((v, got.hashing))
-    } else {
-        if got.digest != digest || got.size != size {
-            return Err(Failure(format!(
-                "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
-                got.digest,
-                got.size
-            ))
-            .into());
+    let verified = match (&evidence, chosen) {
+        (Some(ev), Some(chosen)) => {
+            let baseline = match req.locked_entry {
+                Some(l)
+                    if l.version != version
+                        && req.policy.is_some_and(|p| p.drift() != DriftAction::Allow) =>
+                {
+                    Some(baseline_audit(req.session, l)?)
+                }
+                _ => None,
+            };
+            let v = verify::verify(&verify::Request {
+                evidence: ev,
+                chosen,
+                served: &release,
+                bytes: &bytes,
+                digest: got.digest,
+                policy: req.policy,
+                baseline: baseline.as_ref(),
+                today: req.today,
+            })?;
+            Some((v, got.hashing))
         }
-        None
+        _ => {
+            if got.digest != digest || got.size != size {
+                return Err(Failure(format!(
+                    "verification failed at check `digest`: the record names {digest} ({size} bytes), the download is {} ({} bytes)",
+                    got.digest,
+                    got.size
+                ))
+                .into());
+            }
+            None
+        }
     };
 
     Ok(Fetched {

@@ -1,22 +1,28 @@
-//! The checks `gridreg pull --verify` runs on a downloaded release, in this order, stopping at the
-//! first failure with an error that names the check:
+//! The checks `gridreg pull --verify` runs, in this order, stopping at the first failure with
+//! an error that names the check. Checks 1-7 prove the package's whole state from one bundle
+//! (docs/protocol.md §8.6) before a version is chosen; the version is then resolved here, from
+//! proven releases minus proven yanks, never from the registry's lists.
 //!
-//! 1. `digest`: the bytes hash to the record's digest and have its size;
-//! 2. `checkpoint`: the registry's checkpoint, which every proof below is checked against, is
-//!    signed by the pinned log key;
-//! 3. `freshness`: it carries a cosignature by the registry's timestamp key no older than the
+//! 1. `checkpoint`: the bundle's checkpoint is signed by the pinned log key;
+//! 2. `freshness`: it carries a cosignature by the registry's timestamp key no older than the
 //!    registry's `max_age` (a frozen registry or a mirror replaying an old view fails here);
-//! 4. `consistency`: it is not smaller than the last checkpoint this client trusted (a rollback)
+//! 3. `consistency`: it is not smaller than the last checkpoint this client trusted (a rollback)
 //!    and is consistent with it (a fork);
-//! 5. `signature`: the record is signed by a key the namespace ever authorised (and, when the
-//!    policy has `[signers]`, by enough of those keys);
-//! 6. `authorisation`: replaying the namespace's records, each proven included in the log, a
-//!    signer held a role in the namespace at the record's log index;
-//! 7. `inclusion`: the record is in the log at its index;
-//! 8. `surface`: the record's import and export lines are the ones the client computes from the
-//!    bytes;
-//! 9. `policy`: the policy passes on the client's own audit, drift against the locked version
-//!    included.
+//! 4. `map`: the checkpoint's last leaf is a map entry signed by the log key;
+//! 5. `head`: the map proves the heads (or the absence) of the package's chain and its
+//!    namespace's chain;
+//! 6. `chain`: both chains' records link by hash from those heads back to `none` (nothing left
+//!    out, nothing old, nothing invented), and the release served is the one the chain holds;
+//! 7. `authorisation`: replaying both chains, every record was signed by a key that held a role
+//!    in the namespace at its log index;
+//! 8. `signature`: the release's signers (and, when the policy has `[signers]`, enough of those
+//!    keys);
+//! 9. `inclusion`: the release is in the proven chain, so in the log under the map entry;
+//! 10. `digest`: the bytes hash to the record's digest and have its size;
+//! 11. `surface`: the record's import and export lines are the ones the client computes from the
+//!     bytes;
+//! 12. `policy`: the policy passes on the client's own audit, drift against the locked version
+//!     included.
 //!
 //! Nothing the registry says is believed until one of these checks has proven it.
 
@@ -24,17 +30,19 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::{LogEntry, ReleaseInfo};
+use gridreg_protocol::bundle::{
+    Bundle, BundleError, VerifiedPackage, VerifiedRelease, verify_bundle,
+};
 use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{
-    Digest, Head, NamespaceState, Note, Prev, Record, SignedCheckpoint, VerifierKey, key_label,
-    record::Release,
+    Digest, Head, NamespaceState, PackageName, Prev, SignedCheckpoint, VerifierKey,
 };
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
 use serde::de::IgnoredAny;
 
-use super::http::Api;
+use super::http::{Api, HttpError};
 use super::remote;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
@@ -42,13 +50,15 @@ use crate::exit::Failure;
 /// The checks, by the name messages use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    Digest,
-    Signature,
-    Authorisation,
-    Inclusion,
     Checkpoint,
     Freshness,
     Consistency,
+    Map,
+    Head,
+    Chain,
+    Authorisation,
+    Signature,
+    Digest,
     Surface,
     Policy,
 }
@@ -56,13 +66,15 @@ pub enum Check {
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Check::Digest => "digest",
-            Check::Signature => "signature",
-            Check::Authorisation => "authorisation",
-            Check::Inclusion => "inclusion",
             Check::Checkpoint => "checkpoint",
             Check::Freshness => "freshness",
             Check::Consistency => "consistency",
+            Check::Map => "map",
+            Check::Head => "head",
+            Check::Chain => "chain",
+            Check::Authorisation => "authorisation",
+            Check::Signature => "signature",
+            Check::Digest => "digest",
             Check::Surface => "surface",
             Check::Policy => "policy",
         })
@@ -73,21 +85,14 @@ fn failed(check: Check, message: impl fmt::Display) -> anyhow::Error {
     Failure(format!("verification failed at check `{check}`: {message}")).into()
 }
 
-/// What the caller hands in.
-pub struct Request<'a> {
-    pub session: &'a Session,
-    /// What this client asked for: the package, and the version it resolved (never the
-    /// registry's word for either).
-    pub package: &'a str,
-    pub version: &'a str,
-    pub release: &'a ReleaseInfo<IgnoredAny>,
-    /// The downloaded bytes and what the download computed of them.
-    pub bytes: &'a [u8],
-    pub digest: Digest,
-    pub policy: Option<&'a Policy>,
-    /// The locked version's audit, for drift.
-    pub baseline: Option<&'a Audit>,
-    pub today: Date,
+/// The check a bundle failure belongs to.
+fn bundle_check(e: &BundleError) -> Check {
+    match e {
+        BundleError::Map(_) => Check::Map,
+        BundleError::Head { .. } => Check::Head,
+        BundleError::Chain { .. } => Check::Chain,
+        BundleError::Authorisation { .. } => Check::Authorisation,
+    }
 }
 
 /// Where the client-side time went (everything except waiting on the network).
@@ -98,55 +103,188 @@ pub struct Timings {
     pub audit: Duration,
 }
 
-/// Everything a successful verification established.
-pub struct Verified {
-    pub release: Release,
-    pub signers: Vec<VerifierKey>,
+/// A package's state proven as of a fresh checkpoint consistent with the trusted one (checks
+/// 1-7): every release and yank, and who could publish when.
+pub struct Evidence {
+    pub package: VerifiedPackage,
     pub checkpoint: SignedCheckpoint,
     /// How long ago the registry's timestamp key cosigned the checkpoint.
     pub age: Duration,
     pub trust: Outcome,
-    pub audit: Audit,
-    pub evaluation: Option<Evaluation>,
+    /// How many records each chain has.
+    pub package_records: usize,
     pub namespace_records: usize,
     pub timings: Timings,
 }
 
-/// Runs every check on one release.
-pub fn verify(req: &Request) -> anyhow::Result<Verified> {
-    let mut t = Timings::default();
-    let session = req.session;
-    let api = &session.api;
-    let leaf = req.release.record.as_bytes();
-
-    // The record itself: a signed note holding a release of what was asked for.
-    let clock = Instant::now();
-    let parsed = Note::parse(leaf).map_err(|e| {
-        failed(
-            Check::Signature,
-            format!("the record is not a signed note: {e}"),
+impl Evidence {
+    /// The proven release a requirement resolves to (exact: even yanked; ranges and newest:
+    /// not yanked), or an error (exit 2, as for any reference that names nothing) listing what
+    /// the chain holds.
+    pub fn resolve(
+        &self,
+        reference: &gridreg_protocol::Reference,
+        registry: &str,
+    ) -> anyhow::Result<&VerifiedRelease> {
+        if let Some(r) = self.package.resolve_reference(reference) {
+            return Ok(r);
+        }
+        let size = self.checkpoint.size();
+        if self.package.package_head.is_none() {
+            anyhow::bail!(
+                "the registry at {registry} has no package {} (the head map proves it absent as of log size {size})",
+                reference.package
+            );
+        }
+        let listed: Vec<String> = self
+            .package
+            .releases
+            .iter()
+            .map(|r| {
+                if r.is_yanked() {
+                    format!("{} (yanked)", r.version())
+                } else {
+                    r.version().to_string()
+                }
+            })
+            .collect();
+        anyhow::bail!(
+            "no release of {} matches `{reference}` in its proven chain (as of log size {size}); released: {}",
+            reference.package,
+            if listed.is_empty() {
+                "none".to_string()
+            } else {
+                listed.join(", ")
+            }
         )
-    })?;
-    let record = Record::from_note(&parsed)
-        .map_err(|e| failed(Check::Signature, format!("the record does not parse: {e}")))?;
-    let Record::Release(release) = record.clone() else {
+    }
+}
+
+/// Fetches the bundle of `package` and runs checks 1-7 on it. A checkpoint smaller than the
+/// trusted one is fetched once more (another run of this client may have moved the trusted one
+/// between the fetch and the check); smaller again, it is a rollback.
+pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evidence> {
+    let mut t = Timings::default();
+    let path = format!("/v1/bundles/{package}");
+    let mut attempt = 1;
+    loop {
+        let bundle: Bundle = session.api.get_json(&path).map_err(|e| {
+            if e.downcast_ref::<HttpError>()
+                .is_some_and(|h| h.status == Some(404) && h.code.is_none())
+            {
+                e.context(format!(
+                    "the registry at {} serves no package bundles (a gridreg registry older than \
+                     map entries?); `pull --verify` needs them",
+                    session.api.base()
+                ))
+            } else {
+                e
+            }
+        })?;
+        let Some((checkpoint, trust, age)) =
+            check_checkpoint(session, &bundle.checkpoint, &mut t, attempt == 1)?
+        else {
+            attempt += 1;
+            continue;
+        };
+        let clock = Instant::now();
+        let proven = verify_bundle(&bundle, &checkpoint.checkpoint, &session.log_key, package)
+            .map_err(|e| failed(bundle_check(&e), e))?;
+        t.proofs += clock.elapsed();
+        return Ok(Evidence {
+            package: proven,
+            checkpoint,
+            age,
+            trust,
+            package_records: bundle.package.records.len(),
+            namespace_records: bundle.namespace.records.len(),
+            timings: t,
+        });
+    }
+}
+
+/// What the caller hands in for one release chosen from the evidence.
+pub struct Request<'a> {
+    pub evidence: &'a Evidence,
+    /// The release this client resolved from the evidence.
+    pub chosen: &'a VerifiedRelease,
+    /// The registry's answer for that release (record, index): must be the proven one.
+    pub served: &'a ReleaseInfo<IgnoredAny>,
+    /// The downloaded bytes and what the download computed of them.
+    pub bytes: &'a [u8],
+    pub digest: Digest,
+    pub policy: Option<&'a Policy>,
+    /// The locked version's audit, for drift.
+    pub baseline: Option<&'a Audit>,
+    pub today: Date,
+}
+
+/// Everything a successful verification established.
+pub struct Verified {
+    pub release: gridreg_protocol::record::Release,
+    pub index: u64,
+    pub signers: Vec<VerifierKey>,
+    pub checkpoint: SignedCheckpoint,
+    pub age: Duration,
+    pub trust: Outcome,
+    /// The log index of the map entry the chains were proven under.
+    pub map_index: u64,
+    pub package_head: Option<Head>,
+    pub namespace_head: Option<Head>,
+    pub package_records: usize,
+    pub namespace_records: usize,
+    /// The log index of this version's yank, if it was yanked (an exact or locked pull).
+    pub yanked_at: Option<(u64, String)>,
+    pub audit: Audit,
+    pub evaluation: Option<Evaluation>,
+    pub timings: Timings,
+}
+
+/// Runs checks 8-12 on one proven release and its downloaded bytes.
+pub fn verify(req: &Request) -> anyhow::Result<Verified> {
+    let ev = req.evidence;
+    let mut t = ev.timings;
+    let chosen = req.chosen;
+    let release = &chosen.release;
+    let name = format!("{}@{}", release.package, release.version);
+
+    // The registry's record for the release must be the one the chain proves.
+    if req.served.record != chosen.leaf || req.served.info.log_index != chosen.index {
         return Err(failed(
-            Check::Signature,
-            "the registry served a record that is not a release",
-        ));
-    };
-    if release.package.to_string() != req.package || release.version.to_string() != req.version {
-        return Err(failed(
-            Check::Signature,
+            Check::Chain,
             format!(
-                "asked for {}@{}, the signed record is for {}@{}",
-                req.package, req.version, release.package, release.version
+                "the registry serves a record for {name} at log index {} that is not the one its \
+                 proven chain holds at log index {}",
+                req.served.info.log_index, chosen.index
             ),
         ));
     }
+
+    // 8. signature: the proven signers; the policy may want more of its own keys.
+    let clock = Instant::now();
+    if let Some(policy) = req.policy
+        && let Some(want) = policy.signers()
+    {
+        let keys = want
+            .keys
+            .iter()
+            .filter_map(|k| VerifierKey::parse(k).ok())
+            .collect::<Vec<_>>();
+        let set = KeySet::from_keys(keys);
+        note::verify_threshold(chosen.leaf.as_bytes(), &set, want.threshold).map_err(|e| {
+            failed(
+                Check::Signature,
+                format!(
+                    "policy `{}` requires {} of its [signers] keys: {e}",
+                    policy.name(),
+                    want.threshold
+                ),
+            )
+        })?;
+    }
     t.signatures += clock.elapsed();
 
-    // 1. digest and size.
+    // 10. digest and size.
     if req.digest != release.digest || req.bytes.len() as u64 != release.size {
         return Err(failed(
             Check::Digest,
@@ -160,110 +298,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         ));
     }
 
-    // 2-4. the checkpoint every proof is checked against: signed by the log key, fresh, and
-    // consistent with (never older than) the one this client trusted before.
-    let (checkpoint, trust, age) = current_checkpoint(session, &mut t)?;
-    let verified = &checkpoint.checkpoint;
-    let index = req.release.info.log_index;
-    if index >= verified.size {
-        return Err(failed(
-            Check::Inclusion,
-            format!(
-                "the release is said to be at log index {index}, but the checkpoint covers only {} entries",
-                verified.size
-            ),
-        ));
-    }
-
-    // 5. signature: by any key the namespace ever named (their roles are check 3).
-    let ns = release.package.namespace();
-    let ns_records: Vec<_> = remote::namespace_records(api, ns.as_str())?
-        .into_iter()
-        .filter(|e| e.index < index)
-        .collect();
-    let clock = Instant::now();
-    let mut named = KeySet::new();
-    for e in &ns_records {
-        if let Ok(n) = Note::parse(e.body.as_bytes())
-            && let Ok(Record::Namespace(r)) = Record::from_note(&n)
-        {
-            named.insert(r.key);
-        }
-    }
-    let signers: Vec<VerifierKey> = match note::verify(leaf, &named) {
-        Ok(v) => v.verified_by,
-        Err(err) => {
-            let lines: Vec<String> = parsed
-                .signatures
-                .iter()
-                .map(|s| key_label(&s.name, s.key_id))
-                .collect();
-            return Err(failed(
-                Check::Signature,
-                format!(
-                    "{}@{} is not validly signed by any key namespace {ns} authorised before log index {index} ({err}; signature lines: {})",
-                    release.package,
-                    release.version,
-                    lines.join(", ")
-                ),
-            ));
-        }
-    };
-    if let Some(policy) = req.policy
-        && let Some(want) = policy.signers()
-    {
-        let keys = want
-            .keys
-            .iter()
-            .filter_map(|k| VerifierKey::parse(k).ok())
-            .collect::<Vec<_>>();
-        let set = KeySet::from_keys(keys);
-        note::verify_threshold(leaf, &set, want.threshold).map_err(|e| {
-            failed(
-                Check::Signature,
-                format!(
-                    "policy `{}` requires {} of its [signers] keys: {e}",
-                    policy.name(),
-                    want.threshold
-                ),
-            )
-        })?;
-    }
-    t.signatures += clock.elapsed();
-
-    // 6. authorisation: replay the namespace, each record proven included.
-    let state =
-        replay_namespace(api, &ns_records, verified.size, &verified.root, &mut t).map_err(|e| {
-            match e.downcast::<Failure>() {
-                Ok(f) => failed(Check::Authorisation, f.0),
-                Err(e) => e,
-            }
-        })?;
-    let clock = Instant::now();
-    state
-        .check_publish(ns, index, &signers)
-        .map_err(|err| failed(Check::Authorisation, err))?;
-    t.signatures += clock.elapsed();
-
-    // 7. inclusion of the release itself.
-    let proof = remote::inclusion_proof(api, index, verified.size)?;
-    let clock = Instant::now();
-    verify_inclusion(
-        &proof,
-        verified.size,
-        &verified.root,
-        index,
-        &leaf_hash(leaf),
-    )
-    .map_err(|err| {
-        failed(
-            Check::Inclusion,
-            format!("{}@{}: {err}", release.package, release.version),
-        )
-    })?;
-    t.proofs += clock.elapsed();
-
-    // 8. surface: the client's own audit against the signed lines.
+    // 11. surface: the client's own audit against the signed lines.
     let clock = Instant::now();
     let audit = gridreg_verifier::audit_with_digest(req.bytes, req.digest).map_err(|e| {
         failed(
@@ -275,7 +310,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         return Err(failed(Check::Surface, diff));
     }
 
-    // 9. policy on that audit.
+    // 12. policy on that audit.
     let evaluation = match req.policy {
         None => None,
         Some(policy) => {
@@ -295,10 +330,8 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
                 return Err(failed(
                     Check::Policy,
                     format!(
-                        "policy `{}` refuses {}@{}:\n  {}",
+                        "policy `{}` refuses {name}:\n  {}",
                         policy.name(),
-                        release.package,
-                        release.version,
                         errors.join("\n  ")
                     ),
                 ));
@@ -308,27 +341,44 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     };
     t.audit += clock.elapsed();
 
+    let yanked_at = chosen.yanked_at.map(|at| {
+        let reason = ev
+            .package
+            .yanks
+            .iter()
+            .find(|y| y.index == at)
+            .map(|y| y.reason.clone())
+            .unwrap_or_default();
+        (at, reason)
+    });
     Ok(Verified {
-        release,
-        signers,
-        checkpoint,
-        age,
-        trust,
+        release: release.clone(),
+        index: chosen.index,
+        signers: chosen.signers.clone(),
+        checkpoint: ev.checkpoint.clone(),
+        age: ev.age,
+        trust: ev.trust,
+        map_index: ev.package.checkpoint_size - 1,
+        package_head: ev.package.package_head,
+        namespace_head: ev.package.namespace_head,
+        package_records: ev.package_records,
+        namespace_records: ev.namespace_records,
+        yanked_at,
         audit,
         evaluation,
-        namespace_records: ns_records.len(),
         timings: t,
     })
 }
 
-/// Fetches the registry's checkpoint and runs checks 2-4 on it: the log key's signature, the
-/// timestamp's age, and consistency with the trusted checkpoint, which then moves forward. A
-/// checkpoint smaller than the trusted one is fetched once more (another run of this client may
-/// have moved the trusted one between the fetch and the check); smaller again, it is a rollback.
-pub fn current_checkpoint(
+/// Verifies a checkpoint text and runs the `checkpoint`, `freshness` and `consistency` checks
+/// on it; the trusted checkpoint then moves forward. `None` when it is older than the trusted
+/// one and `may_retry` (the caller fetches again); older without `may_retry` is a rollback.
+fn check_checkpoint(
     session: &Session,
+    text: &str,
     t: &mut Timings,
-) -> anyhow::Result<(SignedCheckpoint, Outcome, Duration)> {
+    may_retry: bool,
+) -> anyhow::Result<Option<(SignedCheckpoint, Outcome, Duration)>> {
     let as_check = |check: Check| {
         move |e: anyhow::Error| {
             if e.downcast_ref::<Failure>().is_some() {
@@ -338,27 +388,39 @@ pub fn current_checkpoint(
             }
         }
     };
+    let clock = Instant::now();
+    let checkpoint = session
+        .verify_checkpoint(text)
+        .map_err(as_check(Check::Checkpoint))?;
+    let age = session
+        .check_fresh(&checkpoint)
+        .map_err(as_check(Check::Freshness))?;
+    t.signatures += clock.elapsed();
+    match session
+        .advance(&checkpoint)
+        .map_err(as_check(Check::Consistency))?
+    {
+        Outcome::Older { .. } if may_retry => Ok(None),
+        Outcome::Older { .. } => Err(failed(Check::Consistency, session.rollback(&checkpoint)?)),
+        trust => Ok(Some((checkpoint, trust, age))),
+    }
+}
+
+/// Fetches the registry's checkpoint and runs checks 1-3 on it: the log key's signature, the
+/// timestamp's age, and consistency with the trusted checkpoint, which then moves forward. A
+/// checkpoint smaller than the trusted one is fetched once more (another run of this client may
+/// have moved the trusted one between the fetch and the check); smaller again, it is a rollback.
+pub fn current_checkpoint(
+    session: &Session,
+    t: &mut Timings,
+) -> anyhow::Result<(SignedCheckpoint, Outcome, Duration)> {
     let mut attempt = 1;
     loop {
         let text = session.api.get_text("/v1/log/checkpoint")?;
-        let clock = Instant::now();
-        let checkpoint = session
-            .verify_checkpoint(&text)
-            .map_err(as_check(Check::Checkpoint))?;
-        let age = session
-            .check_fresh(&checkpoint)
-            .map_err(as_check(Check::Freshness))?;
-        t.signatures += clock.elapsed();
-        match session
-            .advance(&checkpoint)
-            .map_err(as_check(Check::Consistency))?
-        {
-            Outcome::Older { .. } if attempt == 1 => attempt += 1,
-            Outcome::Older { .. } => {
-                return Err(failed(Check::Consistency, session.rollback(&checkpoint)?));
-            }
-            trust => return Ok((checkpoint, trust, age)),
+        if let Some(checked) = check_checkpoint(session, &text, t, attempt == 1)? {
+            return Ok(checked);
         }
+        attempt += 1;
     }
 }
 

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use gridreg_protocol::bundle::{MAP_ENTRY_TYPE, MapEntry};
+use gridreg_protocol::map::{HeadMap, MapKey};
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::{Chains, Head, NamespaceState, Record};
 use serde::Serialize;
@@ -156,8 +158,42 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
     // The capabilities of the previous release of each package, in log order.
     let mut last_caps: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     let mut releases = 0usize;
+    // The head map recomputed by replay (docs/protocol.md §6.8): every map entry must commit to
+    // exactly it. Heads wait in `pending` until the next map entry needs the root.
+    let mut map = HeadMap::new();
+    let mut pending: Vec<(MapKey, Head)> = Vec::new();
+    let mut map_entries = 0usize;
     for e in &entries {
         let report = e.index >= m.from;
+        if is_map_entry(&e.body) {
+            map_entries += 1;
+            map.apply_keyed(pending.drain(..))
+                .map_err(|err| anyhow::anyhow!("recomputing the head map: {err}"))?;
+            let problem = match MapEntry::verify(e.body.as_bytes(), &session.log_key) {
+                Err(err) => Some(format!("the map entry does not verify: {err}")),
+                Ok(entry) if entry.size != e.index => Some(format!(
+                    "the map entry says size {}, expected its own log index {}",
+                    entry.size, e.index
+                )),
+                Ok(entry) if entry.root != map.root() => Some(format!(
+                    "the map entry commits to root {}, the log's chain heads give {}",
+                    hex_of(&entry.root),
+                    hex_of(&map.root())
+                )),
+                Ok(_) => None,
+            };
+            if let Some(message) = problem
+                && report
+            {
+                findings.push(Finding {
+                    index: e.index,
+                    kind: "map-mismatch",
+                    package: None,
+                    message,
+                });
+            }
+            continue;
+        }
         let applied = state.apply_entry(e.index, e.body.as_bytes());
         let (record, _signers) = match applied {
             Ok(r) => r,
@@ -166,6 +202,9 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                     .ok()
                     .and_then(|n| Record::from_note(&n).ok())
                     .map(|r| {
+                        // A record the rules refuse is still its chain's head.
+                        pending
+                            .push((MapKey::of(&r.chain()), Head::of(e.index, e.body.as_bytes())));
                         (
                             r.namespace().to_string(),
                             r.package().map(ToString::to_string),
@@ -196,7 +235,9 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                 message: err.to_string(),
             });
         }
-        chains.set(record.chain(), Head::of(e.index, e.body.as_bytes()));
+        let head = Head::of(e.index, e.body.as_bytes());
+        chains.set(record.chain(), head);
+        pending.push((MapKey::of(&record.chain()), head));
         match &record {
             Record::Namespace(n) => {
                 if report && wanted(&ns) {
@@ -286,12 +327,28 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
         }
     }
 
+    // Every checkpoint ends in a map entry, so a client can prove chain heads at it.
+    if let Some(last) = entries.last()
+        && !is_map_entry(&last.body)
+    {
+        findings.push(Finding {
+            index: last.index,
+            kind: "map-mismatch",
+            package: None,
+            message: format!(
+                "the checkpoint of size {size} does not end in a map entry (log index {} is not one)",
+                last.index
+            ),
+        });
+    }
+
     if m.common.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "origin": session.origin(),
                 "size": size,
+                "map_entries_checked": map_entries,
                 "consistency": outcome.describe(size),
                 "releases_audited": releases,
                 "grants": grants,
@@ -305,6 +362,7 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
             outcome.describe(size)
         );
         println!("  {releases} releases re-audited from their bytes");
+        println!("  {map_entries} map entries recomputed from the chain heads");
         for g in &grants {
             println!(
                 "  key    #{:<6} {} {} {} {}",
@@ -323,4 +381,16 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
     } else {
         Status::Failed
     })
+}
+
+/// Whether a log entry is a map entry (its note text's first line is the map entry type); the
+/// caller then verifies it as one.
+fn is_map_entry(body: &str) -> bool {
+    body.strip_prefix(MAP_ENTRY_TYPE)
+        .is_some_and(|rest| rest.starts_with('\n'))
+}
+
+/// A hash in lowercase hex, for messages.
+fn hex_of(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }

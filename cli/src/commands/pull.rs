@@ -176,10 +176,6 @@ impl Opts {
             let ns = v.release.package.namespace();
             let lines = [
                 (
-                    "digest",
-                    format!("{} bytes hash to the signed digest", size),
-                ),
-                (
                     "checkpoint",
                     format!("signed by the pinned log key {}", session.log_key.label()),
                 ),
@@ -192,21 +188,48 @@ impl Opts {
                     ),
                 ),
                 ("consistency", v.trust.describe(v.checkpoint.size())),
-                ("signature", format!("signed by {}", signers.join(", "))),
                 (
-                    "authorisation",
+                    "map",
                     format!(
-                        "may publish in {ns} at log index {} ({} namespace records replayed, each proven in the log)",
-                        release.info.log_index, v.namespace_records
+                        "the map entry at log index {} is the checkpoint's last leaf",
+                        v.map_index
                     ),
                 ),
                 (
+                    "head",
+                    format!(
+                        "heads of {} ({}) and {ns} ({}) proven in the map",
+                        v.release.package,
+                        head_text(v.package_head),
+                        head_text(v.namespace_head)
+                    ),
+                ),
+                (
+                    "chain",
+                    format!(
+                        "{} package and {} namespace records linked back to none",
+                        v.package_records, v.namespace_records
+                    ),
+                ),
+                (
+                    "authorisation",
+                    format!(
+                        "a key held a role in {ns} at log index {} (both chains replayed)",
+                        v.index
+                    ),
+                ),
+                ("signature", format!("signed by {}", signers.join(", "))),
+                (
                     "inclusion",
                     format!(
-                        "log index {} is in the tree of size {}",
-                        release.info.log_index,
+                        "log index {} is in the proven chain, in the tree of size {}",
+                        v.index,
                         v.checkpoint.size()
                     ),
+                ),
+                (
+                    "digest",
+                    format!("{} bytes hash to the signed digest", size),
                 ),
                 (
                     "surface",
@@ -234,6 +257,9 @@ impl Opts {
             for (check, what) in lines {
                 println!("  ok {check:<14} {what}");
             }
+            if let Some((at, reason)) = &v.yanked_at {
+                println!("  warning {name} was yanked at log index {at}: {reason}");
+            }
             if let Some(e) = &v.evaluation {
                 for w in e.warnings() {
                     println!("  warning [{}] {}", w.rule.id(), w.message);
@@ -249,6 +275,14 @@ impl Opts {
         }
         Ok(())
     }
+}
+
+/// A proven head as `log index N`, or `absent`.
+fn head_text(head: Option<gridreg_protocol::Head>) -> String {
+    head.map_or_else(
+        || "absent".to_string(),
+        |h| format!("log index {}", h.index),
+    )
 }
 
 fn ms(d: std::time::Duration) -> f64 {

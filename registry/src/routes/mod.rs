@@ -14,6 +14,7 @@ use crate::auth::{self, Grant, Scope};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod bundles;
 pub mod chains;
 pub mod content;
 pub mod log;
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .merge(packages::routes())
         .merge(namespaces::routes())
         .merge(chains::routes())
+        .merge(bundles::routes())
         .merge(pages::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track))

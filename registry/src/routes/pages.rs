@@ -471,6 +471,16 @@ fn describe(index: u64, body: &[u8]) -> String {
                 escape(&y.reason)
             )
         }
+        None if let Some(entry) = Note::parse(body)
+            .ok()
+            .and_then(|note| gridreg_protocol::bundle::MapEntry::parse(&note.text).ok()) =>
+        {
+            format!(
+                "map entry: head map root <code>{}</code> over the {} entries before it",
+                hex::encode(&entry.root[..8]),
+                entry.size
+            )
+        }
         None => {
             tracing::warn!(index, "log entry does not parse as a record");
             "unreadable entry".to_string()

@@ -48,6 +48,8 @@ pub enum EntryKind {
     Release,
     Namespace,
     Yank,
+    /// A map entry (docs/protocol.md §6.9): the head map's root, ending every batch.
+    Map,
 }
 
 impl EntryKind {
@@ -56,6 +58,7 @@ impl EntryKind {
             EntryKind::Release => "release",
             EntryKind::Namespace => "namespace",
             EntryKind::Yank => "yank",
+            EntryKind::Map => "map",
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum Derived {
         version: String,
         reason: String,
     },
+    /// A map entry derives nothing.
+    Map,
 }
 
 /// One new log entry.
@@ -94,8 +99,9 @@ pub struct NewEntry {
     pub body: Vec<u8>,
     pub kind: EntryKind,
     pub namespace: String,
-    /// The chain the record extends (`namespace acme`, `package acme:auth`).
-    pub chain: String,
+    /// The chain the record extends (`namespace acme`, `package acme:auth`); `None` for a map
+    /// entry, which belongs to no chain.
+    pub chain: Option<String>,
     /// SHA-256(0x00 || body): what the next record of the chain names in its `prev`.
     pub leaf: Hash,
     pub derived: Derived,
@@ -379,6 +385,13 @@ fn head_row(idx: i64, leaf: &[u8]) -> Result<Head, StoreError> {
     })
 }
 
+/// `(chain, idx, leaf)` rows as chain heads.
+fn chain_heads_of(rows: Vec<(String, i64, Vec<u8>)>) -> Result<Vec<(String, Head)>, StoreError> {
+    rows.into_iter()
+        .map(|(chain, idx, leaf)| Ok((chain, head_row(idx, &leaf)?)))
+        .collect()
+}
+
 /// `(idx, body)` rows as log entries.
 fn entries_of(rows: Vec<(i64, Vec<u8>)>) -> Result<Entries, StoreError> {
     rows.into_iter()
@@ -506,7 +519,7 @@ pub struct BatchRows {
     pub entry_body: Vec<Vec<u8>>,
     pub entry_kind: Vec<&'static str>,
     pub entry_namespace: Vec<String>,
-    pub entry_chain: Vec<String>,
+    pub entry_chain: Vec<Option<String>>,
     pub entry_leaf: Vec<Vec<u8>>,
     pub hash_idx: Vec<i64>,
     pub hash: Vec<Vec<u8>>,
@@ -607,7 +620,7 @@ impl BatchRows {
                         c.yank_reason.push(reason.clone());
                     }
                 },
-                Derived::Namespace => {}
+                Derived::Namespace | Derived::Map => {}
             }
         }
         Ok(c)
@@ -873,6 +886,90 @@ impl Store {
         })
         .map_err(db)?;
         row.map(|(idx, leaf)| head_row(idx, &leaf)).transpose()
+    }
+
+    /// The head of every chain as of log size `size` (its newest entry below `size`): what the
+    /// head map of that size holds (docs/protocol.md §6.8).
+    pub async fn chain_heads_below(&self, size: u64) -> Result<Vec<(String, Head)>, StoreError> {
+        let size = int(size)?;
+        let rows: Vec<(String, i64, Vec<u8>)> = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_as(
+                "SELECT e.chain, e.idx, e.leaf FROM entries e JOIN \
+                 (SELECT chain, max(idx) AS m FROM entries \
+                  WHERE chain IS NOT NULL AND idx < $1 GROUP BY chain) h ON e.idx = h.m",
+            )
+            .bind(size)
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db)?;
+        chain_heads_of(rows)
+    }
+
+    /// The chain entries with `start <= index < end` in log order, as (chain, head): what a
+    /// head map that describes the log up to `start` applies to describe it up to `end`.
+    pub async fn chain_heads_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(String, Head)>, StoreError> {
+        let (start, end) = (int(start)?, int(end)?);
+        let rows: Vec<(String, i64, Vec<u8>)> = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_as(
+                "SELECT chain, idx, leaf FROM entries \
+                 WHERE chain IS NOT NULL AND idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db)?;
+        chain_heads_of(rows)
+    }
+
+    /// The entries of `chain` below log index `below`, newest first, at most `limit`.
+    pub async fn chain_entries(
+        &self,
+        chain: &str,
+        below: u64,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let below = int(below)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_as(
+                "SELECT idx, body FROM entries WHERE chain = $1 AND idx < $2 \
+                 ORDER BY idx DESC LIMIT $3",
+            )
+            .bind(chain)
+            .bind(below)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db)?;
+        entries_of(rows)
+    }
+
+    /// The kind of the entry at `index`, if there is one (`None` for a kind this build does not
+    /// know, which only a newer build writes).
+    pub async fn entry_kind(&self, index: u64) -> Result<Option<EntryKind>, StoreError> {
+        let index = int(index)?;
+        let kind: Option<String> = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_scalar("SELECT kind FROM entries WHERE idx = $1")
+                .bind(index)
+                .fetch_optional(p)
+                .await
+        })
+        .map_err(db)?;
+        Ok(kind.and_then(|k| match k.as_str() {
+            "release" => Some(EntryKind::Release),
+            "namespace" => Some(EntryKind::Namespace),
+            "yank" => Some(EntryKind::Yank),
+            "map" => Some(EntryKind::Map),
+            _ => None,
+        }))
     }
 
     /// Writes a whole sequencer batch in one durable transaction, or nothing.

@@ -1,0 +1,139 @@
+//! Package bundles (docs/protocol.md §8.6): the evidence for one package in one answer. The
+//! newest checkpoint (cosigned by the timestamp key), the map entry that is its last leaf with
+//! that entry's inclusion proof, and for the package's chain and its namespace's chain a
+//! head-map proof and the chain's records from the head back to the first. A client verifies it
+//! with `gridreg_protocol::bundle::verify_bundle` and believes nothing else the registry says.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use gridreg_protocol::bundle::{Bundle, ChainEvidence, Entry, MAX_CHAIN_RECORDS, MapEntry};
+use gridreg_protocol::map::MapProof;
+use gridreg_protocol::{ChainKey, PackageName};
+
+use crate::error::ApiError;
+use crate::log::inclusion_proof;
+use crate::state::AppState;
+
+/// A bundle stops growing at this many bytes of records: the answer is refused (413) rather
+/// than held in memory whole, however long a chain's records are.
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+/// Records read from the store at a time while walking a chain.
+const READ_CHUNK: usize = 64;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/bundles/{package}", get(bundle))
+}
+
+async fn bundle(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Bundle>, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let package = PackageName::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state.view.catch_up(state.store.as_ref()).await?;
+    let package_chain = ChainKey::Package(package.clone());
+    let namespace_chain = ChainKey::Namespace(package.namespace().clone());
+    let (checkpoint, package_proof, namespace_proof) = state
+        .view
+        .with_map(|s| {
+            (
+                s.checkpoint.clone(),
+                s.map.prove(&package_chain),
+                s.map.prove(&namespace_chain),
+            )
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "the log is empty or its head map is being updated; try again".to_string(),
+            )
+        })?;
+    let size = checkpoint.size;
+    let last = size - 1;
+    let map_entry = state
+        .store
+        .entries(last, size)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|(_, body)| String::from_utf8(body).ok())
+        .ok_or_else(|| ApiError::Internal(format!("log entry {last} is missing")))?;
+    let ends_in_map = gridreg_protocol::Note::parse(map_entry.as_bytes())
+        .ok()
+        .is_some_and(|n| MapEntry::parse(&n.text).is_ok());
+    if !ends_in_map {
+        return Err(ApiError::Unavailable(format!(
+            "the log of size {size} does not end in a map entry yet (it was written before map \
+             entries existed); the sequencer appends one at start-up, try again"
+        )));
+    }
+    let map_inclusion = inclusion_proof(state.store.as_ref(), size, last)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut budget = MAX_BUNDLE_BYTES;
+    let package_records = records(&state, &package_chain, &package_proof, &mut budget).await?;
+    let namespace_records =
+        records(&state, &namespace_chain, &namespace_proof, &mut budget).await?;
+    Ok(Json(Bundle {
+        checkpoint: state.timestamp.stamp(&checkpoint.body).to_string(),
+        map_entry,
+        map_inclusion,
+        package: ChainEvidence {
+            proof: package_proof,
+            records: package_records,
+        },
+        namespace: ChainEvidence {
+            proof: namespace_proof,
+            records: namespace_records,
+        },
+    }))
+}
+
+/// The records of `chain` from the head `proof` names back to the first, head first, in
+/// chunks, within `budget` bytes.
+async fn records(
+    state: &AppState,
+    chain: &ChainKey,
+    proof: &MapProof,
+    budget: &mut usize,
+) -> Result<Vec<Entry>, ApiError> {
+    let Some(head) = proof.head() else {
+        return Ok(Vec::new());
+    };
+    let key = chain.to_string();
+    let mut out: Vec<Entry> = Vec::new();
+    let mut below = head.index + 1;
+    loop {
+        let chunk = state.store.chain_entries(&key, below, READ_CHUNK).await?;
+        let done = chunk.len() < READ_CHUNK;
+        for (index, body) in chunk {
+            if out.len() == MAX_CHAIN_RECORDS {
+                return Err(ApiError::TooLarge(format!(
+                    "{chain} has more than {MAX_CHAIN_RECORDS} records, more than a bundle carries"
+                )));
+            }
+            *budget = budget.checked_sub(body.len()).ok_or_else(|| {
+                ApiError::TooLarge(format!(
+                    "the records of {chain} come to more than {MAX_BUNDLE_BYTES} bytes, more than \
+                     a bundle carries"
+                ))
+            })?;
+            let body = String::from_utf8(body)
+                .map_err(|_| ApiError::Internal(format!("log entry {index} is not UTF-8")))?;
+            below = index;
+            out.push(Entry { index, body });
+        }
+        if done {
+            break;
+        }
+    }
+    if out.first().map(|e| e.index) != Some(head.index) {
+        return Err(ApiError::Internal(format!(
+            "the head map names log index {} as the head of {chain}, the store does not",
+            head.index
+        )));
+    }
+    Ok(out)
+}
