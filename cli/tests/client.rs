@@ -1069,6 +1069,32 @@ fn an_omitted_revoke_is_caught_at_chain() {
         "chain",
         "chain namespace acme",
     );
+    // `namespace show` proves the same chain: with the revoke left out it refuses to list.
+    let honest = w.ok(&["namespace", "show", "acme"]);
+    assert!(
+        honest.contains("whole chain proven") && !honest.contains("bob+"),
+        "{honest}"
+    );
+    let proxy = HostileProxy::start(w.port);
+    proxy.set(|req, a: Answer| {
+        if req != "GET /v1/namespaces/acme/bundle" {
+            return a;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        chain_records(&mut v, "namespace").remove(0);
+        Answer {
+            body: serde_json::to_vec(&v).unwrap(),
+            ..a
+        }
+    });
+    let err = w.fails(
+        1,
+        &["namespace", "show", "acme", "--registry", &proxy.url()],
+    );
+    assert!(
+        err.contains("verification failed at check `chain`") && !err.contains("bob+"),
+        "{err}"
+    );
 }
 
 /// Omitted yank: the registry serves the package chain without the yank of 1.2.0, hoping a

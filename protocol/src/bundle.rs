@@ -27,7 +27,7 @@ use crate::checkpoint::Checkpoint;
 use crate::key::{SignerKey, VerifierKey};
 use crate::map::MapProof;
 use crate::merkle::{self, Hash};
-use crate::name::{self, Candidate, PackageName, Reference, Requirement, Version};
+use crate::name::{self, Candidate, Namespace, PackageName, Reference, Requirement, Version};
 use crate::namespace::NamespaceState;
 use crate::note::{self, KeySet, MAX_NOTE_LEN, Note, NoteError};
 use crate::record::{Digest, Record, Release};
@@ -201,6 +201,32 @@ pub struct ChainEvidence {
     /// when the chain is absent. At most [`MAX_CHAIN_RECORDS`].
     #[serde(deserialize_with = "wire::records")]
     pub records: Vec<Entry>,
+}
+
+/// The evidence for one namespace alone (docs/protocol.md §8.6.4): a [`Bundle`] without the
+/// package chain, for a client that asks who holds which role in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceBundle {
+    #[serde(deserialize_with = "wire::note")]
+    pub checkpoint: String,
+    #[serde(deserialize_with = "wire::note")]
+    pub map_entry: String,
+    #[serde(with = "wire::inclusion")]
+    pub map_inclusion: Vec<Hash>,
+    /// The chain `namespace <ns>`.
+    pub namespace: ChainEvidence,
+}
+
+/// What a verified namespace bundle proves as of its checkpoint.
+#[derive(Debug, Clone)]
+pub struct VerifiedNamespace {
+    pub checkpoint_size: u64,
+    /// The namespace chain's head (`None`: the namespace is not claimed).
+    pub head: Option<Head>,
+    /// How many records the chain has.
+    pub records: usize,
+    /// The state after replaying the chain: who held which role at every index.
+    pub state: NamespaceState,
 }
 
 /// One log entry: its index and exact leaf bytes (the signed note text).
@@ -454,6 +480,71 @@ fn walk_chain<'a>(
     Ok((Some(head), walked))
 }
 
+/// Docs/protocol.md §8.6.2 step 1: the map entry, signed by the log key, is the checkpoint's
+/// last leaf and names its own index as its size.
+fn verify_map_entry(
+    map_entry: &str,
+    map_inclusion: &[Hash],
+    checkpoint: &Checkpoint,
+    log_key: &VerifierKey,
+) -> Result<MapEntry, BundleError> {
+    let Some(entry_index) = checkpoint.size.checked_sub(1) else {
+        return Err(BundleError::Map(
+            "expected a checkpoint ending in a map entry, found the empty tree".to_string(),
+        ));
+    };
+    let entry = MapEntry::verify(map_entry.as_bytes(), log_key)
+        .map_err(|e| BundleError::Map(e.to_string()))?;
+    if entry.size != entry_index {
+        return Err(BundleError::Map(format!(
+            "expected size {entry_index} (the checkpoint's size {} less one), found size {}",
+            checkpoint.size, entry.size
+        )));
+    }
+    merkle::verify_inclusion(
+        map_inclusion,
+        checkpoint.size,
+        &checkpoint.root,
+        entry_index,
+        &merkle::leaf_hash(map_entry.as_bytes()),
+    )
+    .map_err(|e| BundleError::Map(e.to_string()))?;
+    Ok(entry)
+}
+
+/// Verifies a namespace bundle for `namespace` against a checkpoint the caller has already
+/// verified, by docs/protocol.md §8.6.4: steps 1 to 4 of §8.6.2 for the namespace chain alone.
+pub fn verify_namespace_bundle(
+    bundle: &NamespaceBundle,
+    checkpoint: &Checkpoint,
+    log_key: &VerifierKey,
+    namespace: &Namespace,
+) -> Result<VerifiedNamespace, BundleError> {
+    let entry = verify_map_entry(
+        &bundle.map_entry,
+        &bundle.map_inclusion,
+        checkpoint,
+        log_key,
+    )?;
+    let chain = ChainKey::Namespace(namespace.clone());
+    let (head, walked) = walk_chain(&chain, &bundle.namespace, &entry.root, entry.size)?;
+    let mut state = NamespaceState::new();
+    for w in &walked {
+        state
+            .apply_entry(w.index, w.body.as_bytes())
+            .map_err(|e| BundleError::Authorisation {
+                chain: chain.to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(VerifiedNamespace {
+        checkpoint_size: checkpoint.size,
+        head,
+        records: walked.len(),
+        state,
+    })
+}
+
 /// Verifies a bundle for `package` against a checkpoint the caller has already verified
 /// (signed by `log_key`, consistent with what it trusts), by docs/protocol.md §8.6.2. On success
 /// every release and yank of the package, and its namespace's authorisation history, are
@@ -465,27 +556,12 @@ pub fn verify_bundle(
     package: &PackageName,
 ) -> Result<VerifiedPackage, BundleError> {
     // Step 1: the map entry is the checkpoint's last leaf.
-    let Some(entry_index) = checkpoint.size.checked_sub(1) else {
-        return Err(BundleError::Map(
-            "expected a checkpoint ending in a map entry, found the empty tree".to_string(),
-        ));
-    };
-    let entry = MapEntry::verify(bundle.map_entry.as_bytes(), log_key)
-        .map_err(|e| BundleError::Map(e.to_string()))?;
-    if entry.size != entry_index {
-        return Err(BundleError::Map(format!(
-            "expected size {entry_index} (the checkpoint's size {} less one), found size {}",
-            checkpoint.size, entry.size
-        )));
-    }
-    merkle::verify_inclusion(
+    let entry = verify_map_entry(
+        &bundle.map_entry,
         &bundle.map_inclusion,
-        checkpoint.size,
-        &checkpoint.root,
-        entry_index,
-        &merkle::leaf_hash(bundle.map_entry.as_bytes()),
-    )
-    .map_err(|e| BundleError::Map(e.to_string()))?;
+        checkpoint,
+        log_key,
+    )?;
 
     // Steps 2 and 3: each chain, from the key derived from the request.
     let package_chain = ChainKey::Package(package.clone());
@@ -1038,6 +1114,39 @@ mod tests {
             .evidence(0, &ChainKey::parse("namespace acme").unwrap())
             .proof;
         assert_eq!(check_of(log.verify(1, &b, "acme:auth")), "head");
+    }
+
+    /// docs/protocol.md §8.6.4: a namespace bundle proves the whole namespace chain; leaving
+    /// the revoke out, or proving an older head, is caught as for a package bundle.
+    #[test]
+    fn namespace_bundle_proves_the_namespace_alone() {
+        let log = history();
+        let b = log.bundle(1, "acme:auth");
+        let nb = NamespaceBundle {
+            checkpoint: b.checkpoint.clone(),
+            map_entry: b.map_entry.clone(),
+            map_inclusion: b.map_inclusion.clone(),
+            namespace: b.namespace.clone(),
+        };
+        let ns = Namespace::parse("acme").unwrap();
+        let cp = &log.seals[1].checkpoint;
+        let key = log_key().verifier();
+        let v = verify_namespace_bundle(&nb, cp, &key, &ns).unwrap();
+        assert_eq!(v.records, 3);
+        assert_eq!(v.head.map(|h| h.index), Some(8));
+        assert_eq!(v.state.current(&ns).len(), 1, "bob was revoked");
+        let mut omitted = nb.clone();
+        omitted.namespace.records.remove(0);
+        let e = verify_namespace_bundle(&omitted, cp, &key, &ns).unwrap_err();
+        assert_eq!(e.check(), "chain");
+        let mut stale = nb.clone();
+        stale.namespace = log.evidence(0, &ChainKey::Namespace(ns.clone()));
+        let e = verify_namespace_bundle(&stale, cp, &key, &ns).unwrap_err();
+        assert_eq!(e.check(), "head");
+        // Another namespace's chain under this name: its proof does not verify.
+        let other = Namespace::parse("other").unwrap();
+        let e = verify_namespace_bundle(&nb, cp, &key, &other).unwrap_err();
+        assert_eq!(e.check(), "head");
     }
 
     /// docs/protocol.md §8.6.2 step 3: the package chain's head is the yank.

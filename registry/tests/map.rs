@@ -162,6 +162,19 @@ async fn a_bundle_proves_releases_yanks_and_authorisation(backend: Backend) {
     );
     assert_eq!(bundle.package.records.len(), 3, "two releases and a yank");
     assert_eq!(bundle.namespace.records.len(), 2, "claim and grant");
+    // The namespace alone, for `namespace show`: the same chain, proven the same way.
+    let r = h.get("/v1/namespaces/acme/bundle").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let nb: gridreg_protocol::bundle::NamespaceBundle = serde_json::from_slice(&r.body).unwrap();
+    let ncp = SignedCheckpoint::verify(nb.checkpoint.as_bytes(), key.name(), &key).unwrap();
+    let ns = gridreg_protocol::Namespace::parse("acme").unwrap();
+    let proven_ns =
+        gridreg_protocol::bundle::verify_namespace_bundle(&nb, &ncp.checkpoint, &key, &ns).unwrap();
+    assert_eq!(proven_ns.records, 2);
+    assert_eq!(proven_ns.state.current(&ns).len(), 2, "alice and bob");
+    h.get("/v1/namespaces/NOT_A_NS/bundle")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     // Another package's records never enter this bundle.
     assert!(
         bundle

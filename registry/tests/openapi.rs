@@ -233,6 +233,11 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
         same("Namespace", json(namespace)),
         ("Error", json(error(true)), json(error(false))),
         ("Bundle", bundle(true), bundle(false)),
+        (
+            "NamespaceBundle",
+            namespace_bundle(bundle(true)),
+            namespace_bundle(bundle(false)),
+        ),
         same(
             "ChainHead",
             json(ChainHead {
@@ -291,6 +296,12 @@ fn bundle(full: bool) -> Value {
         }
     }
     v
+}
+
+/// The namespace bundle inside a bundle sample: the same members without the package chain.
+fn namespace_bundle(mut bundle: Value) -> Value {
+    bundle.as_object_mut().unwrap().remove("package");
+    bundle
 }
 
 /// Follows `$ref`s to the schema itself, and merges an `allOf` into one object schema.
@@ -569,6 +580,10 @@ async fn served_bodies_fit_their_documented_schemas() {
         ),
         ("/v1/bundles/{package}", "/v1/bundles/acme:hello"),
         ("/v1/bundles/{package}", "/v1/bundles/acme:absent"),
+        (
+            "/v1/namespaces/{namespace}/bundle",
+            "/v1/namespaces/acme/bundle",
+        ),
         (
             "/v1/chains/package/{package}",
             "/v1/chains/package/acme:none",

@@ -3,8 +3,7 @@
 //! signed records, proofs and the bytes themselves before it believes it.
 
 use gridreg_protocol::api::{
-    ChainHead, InclusionProof, LogEntries, LogEntry, NamespaceInfo, PackageVersions, ReleaseInfo,
-    decode_hashes,
+    ChainHead, InclusionProof, LogEntries, LogEntry, PackageVersions, ReleaseInfo, decode_hashes,
 };
 use gridreg_protocol::name::Candidate;
 use gridreg_protocol::{ChainKey, Hash, PackageName, Prev, Reference};
@@ -81,20 +80,6 @@ pub fn release(
     version: &str,
 ) -> anyhow::Result<ReleaseInfo<IgnoredAny>> {
     api.get_json(&format!("/v1/packages/{package}/{version}"))
-}
-
-/// The namespace's records; an unclaimed namespace has none.
-pub fn namespace_records(api: &Api, namespace: &str) -> anyhow::Result<Vec<LogEntry>> {
-    match api.get_json::<NamespaceInfo>(&format!("/v1/namespaces/{namespace}")) {
-        Ok(info) => Ok(info.records),
-        Err(e)
-            if e.downcast_ref::<HttpError>()
-                .is_some_and(HttpError::is_not_found) =>
-        {
-            Ok(Vec::new())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// The head of `chain` as the registry reports it: the `prev` a new record must name. Not

@@ -29,21 +29,18 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use gridreg_protocol::api::{LogEntry, ReleaseInfo};
+use gridreg_protocol::api::ReleaseInfo;
 use gridreg_protocol::bundle::{
-    Bundle, BundleError, VerifiedPackage, VerifiedRelease, verify_bundle,
+    Bundle, BundleError, NamespaceBundle, VerifiedNamespace, VerifiedPackage, VerifiedRelease,
+    verify_bundle, verify_namespace_bundle,
 };
-use gridreg_protocol::merkle::{Hash, leaf_hash, verify_inclusion};
 use gridreg_protocol::note::{self, KeySet};
-use gridreg_protocol::{
-    Digest, Head, NamespaceState, PackageName, Prev, SignedCheckpoint, VerifierKey,
-};
+use gridreg_protocol::{Digest, Head, Namespace, PackageName, SignedCheckpoint, VerifierKey};
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
 use serde::de::IgnoredAny;
 
-use super::http::{Api, HttpError};
-use super::remote;
+use super::http::HttpError;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
 
@@ -165,41 +162,75 @@ impl Evidence {
 /// between the fetch and the check); smaller again, it is a rollback.
 pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evidence> {
     let mut t = Timings::default();
-    let path = format!("/v1/bundles/{package}");
+    let (bundle, checkpoint, trust, age) = fetch_checked::<Bundle>(
+        session,
+        &format!("/v1/bundles/{package}"),
+        |b| &b.checkpoint,
+        &mut t,
+    )?;
+    let clock = Instant::now();
+    let proven = verify_bundle(&bundle, &checkpoint.checkpoint, &session.log_key, package)
+        .map_err(|e| failed(bundle_check(&e), e))?;
+    t.proofs += clock.elapsed();
+    Ok(Evidence {
+        package: proven,
+        checkpoint,
+        age,
+        trust,
+        package_records: bundle.package.records.len(),
+        namespace_records: bundle.namespace.records.len(),
+        timings: t,
+    })
+}
+
+/// A namespace's whole chain proven as of a fresh, consistent checkpoint (checks 1-7 for the
+/// namespace alone): `gridreg namespace show`.
+pub fn namespace_evidence(
+    session: &Session,
+    namespace: &Namespace,
+) -> anyhow::Result<(VerifiedNamespace, SignedCheckpoint)> {
+    let mut t = Timings::default();
+    let (bundle, checkpoint, _, _) = fetch_checked::<NamespaceBundle>(
+        session,
+        &format!("/v1/namespaces/{namespace}/bundle"),
+        |b| &b.checkpoint,
+        &mut t,
+    )?;
+    let proven =
+        verify_namespace_bundle(&bundle, &checkpoint.checkpoint, &session.log_key, namespace)
+            .map_err(|e| failed(bundle_check(&e), e))?;
+    Ok((proven, checkpoint))
+}
+
+/// GETs a bundle at `path` and runs checks 1-3 on the checkpoint it carries, fetching once more
+/// when it is older than the trusted one.
+fn fetch_checked<T: serde::de::DeserializeOwned>(
+    session: &Session,
+    path: &str,
+    checkpoint_of: impl Fn(&T) -> &str,
+    t: &mut Timings,
+) -> anyhow::Result<(T, SignedCheckpoint, Outcome, Duration)> {
     let mut attempt = 1;
     loop {
-        let bundle: Bundle = session.api.get_json(&path).map_err(|e| {
+        let bundle: T = session.api.get_json(path).map_err(|e| {
             if e.downcast_ref::<HttpError>()
                 .is_some_and(|h| h.status == Some(404) && h.code.is_none())
             {
                 e.context(format!(
-                    "the registry at {} serves no package bundles (a gridreg registry older than \
-                     map entries?); `pull --verify` needs them",
+                    "the registry at {} serves no bundles (a gridreg registry older than map \
+                     entries?); verification needs them",
                     session.api.base()
                 ))
             } else {
                 e
             }
         })?;
-        let Some((checkpoint, trust, age)) =
-            check_checkpoint(session, &bundle.checkpoint, &mut t, attempt == 1)?
-        else {
-            attempt += 1;
-            continue;
-        };
-        let clock = Instant::now();
-        let proven = verify_bundle(&bundle, &checkpoint.checkpoint, &session.log_key, package)
-            .map_err(|e| failed(bundle_check(&e), e))?;
-        t.proofs += clock.elapsed();
-        return Ok(Evidence {
-            package: proven,
-            checkpoint,
-            age,
-            trust,
-            package_records: bundle.package.records.len(),
-            namespace_records: bundle.namespace.records.len(),
-            timings: t,
-        });
+        if let Some((checkpoint, trust, age)) =
+            check_checkpoint(session, checkpoint_of(&bundle), t, attempt == 1)?
+        {
+            return Ok((bundle, checkpoint, trust, age));
+        }
+        attempt += 1;
     }
 }
 
@@ -422,45 +453,4 @@ pub fn current_checkpoint(
         }
         attempt += 1;
     }
-}
-
-/// Replays namespace records in log order, each first proven included in the tree of `size`
-/// with `root` and each naming the one before it as its `prev` (the namespace's chain, from
-/// `none`). A record outside that tree, a broken link (a record left out in between, or a
-/// replayed one), or one the namespace rules refuse, is a [`Failure`]; not reaching the registry
-/// is an ordinary error.
-pub fn replay_namespace(
-    api: &Api,
-    records: &[LogEntry],
-    size: u64,
-    root: &Hash,
-    t: &mut Timings,
-) -> anyhow::Result<NamespaceState> {
-    let mut state = NamespaceState::new();
-    let mut head: Option<Head> = None;
-    for e in records {
-        let proof = remote::inclusion_proof(api, e.index, size)?;
-        let clock = Instant::now();
-        verify_inclusion(&proof, size, root, e.index, &leaf_hash(e.body.as_bytes()))
-            .map_err(|err| Failure(format!("namespace record at log index {}: {err}", e.index)))?;
-        t.proofs += clock.elapsed();
-        let clock = Instant::now();
-        let (record, _) = state
-            .apply_entry(e.index, e.body.as_bytes())
-            .map_err(|err| Failure(format!("replaying the namespace: {err}")))?;
-        if record.prev() != Prev::after(head) {
-            return Err(Failure(format!(
-                "the namespace's chain is broken at log index {}: the record names {} as the one \
-                 before it, but the record before it is {} (the registry left a record out or \
-                 served a replayed one)",
-                e.index,
-                record.prev(),
-                Prev::after(head)
-            ))
-            .into());
-        }
-        head = Some(Head::of(e.index, e.body.as_bytes()));
-        t.signatures += clock.elapsed();
-    }
-    Ok(state)
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use gridreg_protocol::record::{NamespaceOp, NamespaceRecord, Role};
 use gridreg_protocol::{ChainKey, Namespace, Record, Timestamp};
 
-use crate::client::{self, remote, trust, verify};
+use crate::client::{self, trust, verify};
 use crate::commands::RegistryOpt;
 use crate::exit::Status;
 
@@ -149,26 +149,15 @@ fn post(
 fn show(s: &Show) -> anyhow::Result<Status> {
     let namespace = Namespace::parse(&s.namespace).context("namespace")?;
     let session = trust::connect(s.registry.get())?;
-    let (checkpoint, _, _) = verify::current_checkpoint(&session, &mut verify::Timings::default())?;
-    let records = remote::namespace_records(&session.api, namespace.as_str())?;
-    if records.is_empty() {
+    let (proven, checkpoint) = verify::namespace_evidence(&session, &namespace)?;
+    if proven.head.is_none() {
         return Err(anyhow::anyhow!(
-            "namespace {namespace} is not claimed at {}",
-            session.remote.url
+            "namespace {namespace} is not claimed at {} (the head map proves it absent as of log size {})",
+            session.remote.url,
+            checkpoint.size()
         ));
     }
-    let in_tree: Vec<_> = records
-        .iter()
-        .filter(|e| e.index < checkpoint.size())
-        .cloned()
-        .collect();
-    let state = verify::replay_namespace(
-        &session.api,
-        &in_tree,
-        checkpoint.size(),
-        checkpoint.root(),
-        &mut verify::Timings::default(),
-    )?;
+    let state = proven.state;
     let current = state.current(&namespace);
     if s.json {
         let members: Vec<serde_json::Value> = current
@@ -191,8 +180,8 @@ fn show(s: &Show) -> anyhow::Result<Status> {
         );
     } else {
         println!(
-            "namespace {namespace} ({} records, verified against checkpoint {})",
-            records.len(),
+            "namespace {namespace} ({} records, its whole chain proven by the head map at checkpoint {})",
+            proven.records,
             checkpoint.size()
         );
         for (k, r) in current {

@@ -8,9 +8,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use gridreg_protocol::bundle::{Bundle, ChainEvidence, Entry, MAX_CHAIN_RECORDS, MapEntry};
+use gridreg_protocol::bundle::{
+    Bundle, ChainEvidence, Entry, MAX_CHAIN_RECORDS, MapEntry, NamespaceBundle,
+};
 use gridreg_protocol::map::MapProof;
-use gridreg_protocol::{ChainKey, PackageName};
+use gridreg_protocol::{ChainKey, Namespace, PackageName};
 
 use crate::error::ApiError;
 use crate::log::inclusion_proof;
@@ -23,7 +25,9 @@ pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 64;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/bundles/{package}", get(bundle))
+    Router::new()
+        .route("/v1/bundles/{package}", get(bundle))
+        .route("/v1/namespaces/{namespace}/bundle", get(namespace_bundle))
 }
 
 async fn bundle(
@@ -32,16 +36,70 @@ async fn bundle(
 ) -> Result<Json<Bundle>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let package = PackageName::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state.view.catch_up(state.store.as_ref()).await?;
     let package_chain = ChainKey::Package(package.clone());
     let namespace_chain = ChainKey::Namespace(package.namespace().clone());
-    let (checkpoint, package_proof, namespace_proof) = state
+    let (head, mut proofs) = proven(&state, &[&package_chain, &namespace_chain]).await?;
+    let (namespace_proof, package_proof) = (proofs.remove(1), proofs.remove(0));
+    let mut budget = MAX_BUNDLE_BYTES;
+    let package_records = records(&state, &package_chain, &package_proof, &mut budget).await?;
+    let namespace_records =
+        records(&state, &namespace_chain, &namespace_proof, &mut budget).await?;
+    Ok(Json(Bundle {
+        checkpoint: head.checkpoint,
+        map_entry: head.map_entry,
+        map_inclusion: head.map_inclusion,
+        package: ChainEvidence {
+            proof: package_proof,
+            records: package_records,
+        },
+        namespace: ChainEvidence {
+            proof: namespace_proof,
+            records: namespace_records,
+        },
+    }))
+}
+
+/// The namespace alone (docs/protocol.md §8.6.4), for `gridreg namespace show`.
+async fn namespace_bundle(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<NamespaceBundle>, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let namespace = Namespace::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let chain = ChainKey::Namespace(namespace);
+    let (head, mut proofs) = proven(&state, &[&chain]).await?;
+    let proof = proofs.remove(0);
+    let mut budget = MAX_BUNDLE_BYTES;
+    let records = records(&state, &chain, &proof, &mut budget).await?;
+    Ok(Json(NamespaceBundle {
+        checkpoint: head.checkpoint,
+        map_entry: head.map_entry,
+        map_inclusion: head.map_inclusion,
+        namespace: ChainEvidence { proof, records },
+    }))
+}
+
+/// What every bundle starts with: the checkpoint (cosigned now), the map entry that is its last
+/// leaf, and that entry's inclusion proof.
+struct MapHead {
+    checkpoint: String,
+    map_entry: String,
+    map_inclusion: Vec<gridreg_protocol::Hash>,
+}
+
+/// The newest checkpoint with its map entry, and the head-map proofs of `chains` from the map
+/// of exactly that checkpoint.
+async fn proven(
+    state: &AppState,
+    chains: &[&ChainKey],
+) -> Result<(MapHead, Vec<MapProof>), ApiError> {
+    state.view.catch_up(state.store.as_ref()).await?;
+    let (checkpoint, proofs) = state
         .view
         .with_map(|s| {
             (
                 s.checkpoint.clone(),
-                s.map.prove(&package_chain),
-                s.map.prove(&namespace_chain),
+                chains.iter().map(|c| s.map.prove(c)).collect::<Vec<_>>(),
             )
         })
         .await
@@ -72,23 +130,14 @@ async fn bundle(
     let map_inclusion = inclusion_proof(state.store.as_ref(), size, last)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut budget = MAX_BUNDLE_BYTES;
-    let package_records = records(&state, &package_chain, &package_proof, &mut budget).await?;
-    let namespace_records =
-        records(&state, &namespace_chain, &namespace_proof, &mut budget).await?;
-    Ok(Json(Bundle {
-        checkpoint: state.timestamp.stamp(&checkpoint.body).to_string(),
-        map_entry,
-        map_inclusion,
-        package: ChainEvidence {
-            proof: package_proof,
-            records: package_records,
+    Ok((
+        MapHead {
+            checkpoint: state.timestamp.stamp(&checkpoint.body).to_string(),
+            map_entry,
+            map_inclusion,
         },
-        namespace: ChainEvidence {
-            proof: namespace_proof,
-            records: namespace_records,
-        },
-    }))
+        proofs,
+    ))
 }
 
 /// The records of `chain` from the head `proof` names back to the first, head first, in
