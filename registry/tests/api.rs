@@ -697,18 +697,6 @@ async fn log_endpoints_refuse_bad_questions(backend: Backend) {
     );
 }
 
-/// A core module importing 200 functions with 1,000-byte names: its release record is about
-/// 200 KiB, near the 256 KiB note limit (the hostile-load issue used 250 such imports).
-fn module_with_long_imports(salt: usize) -> Vec<u8> {
-    let mut wat = String::from("(module");
-    for i in 0..200 {
-        let name = format!("{salt:04}-{i:04}-{}", "x".repeat(990));
-        wat.push_str(&format!(" (import \"m\" \"{name}\" (func))"));
-    }
-    wat.push(')');
-    wat::parse_str(&wat).unwrap()
-}
-
 // docs/protocol.md §7.4.3: a page ends once its bodies reach 4 MiB; the pages still cover the
 // range without gaps. The hostile-load issue made one page of 77 MB this way.
 async fn entry_pages_are_bounded_by_bytes(backend: Backend) {

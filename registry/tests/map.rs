@@ -20,6 +20,38 @@ backend_tests!(
     a_bundle_names_a_bad_package_400,
 );
 
+/// A chain whose records come to more than a bundle carries (docs/protocol.md §7.7.4): 90
+/// releases of ~200 KB records, about 18 MB. The registry refuses with 413 (it reads the chain in
+/// chunks and stops at the budget, so it never holds more), and serves the namespace, which is
+/// small, as before.
+#[tokio::test]
+async fn a_chain_over_the_byte_budget_is_refused_413() {
+    let h = harness().await;
+    let alice = key("alice");
+    assert_eq!(
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for v in 0..90 {
+        h.publish(
+            &alice,
+            "acme:big",
+            &format!("1.0.{v}"),
+            &module_with_long_imports(v),
+        )
+        .await;
+    }
+    h.get("/v1/bundles/acme:big")
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_eq!(
+        h.get("/v1/namespaces/acme/bundle").await.status,
+        StatusCode::OK
+    );
+}
+
 /// The registry's log key and its newest checkpoint, verified.
 async fn checkpoint(h: &Harness) -> (VerifierKey, SignedCheckpoint) {
     let key = VerifierKey::parse(h.get("/v1/log/key").await.text().trim()).unwrap();

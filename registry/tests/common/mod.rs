@@ -205,6 +205,18 @@ pub async fn harness_with(backend: Backend, f: impl FnOnce(&mut Config)) -> Harn
     }
 }
 
+/// A core module importing 200 functions with 1,000-byte names: its release record is about
+/// 200 KiB, near the 256 KiB note limit (the hostile-load issue used 250 such imports).
+pub fn module_with_long_imports(salt: usize) -> Vec<u8> {
+    let mut wat = String::from("(module");
+    for i in 0..200 {
+        let name = format!("{salt:04}-{i:04}-{}", "x".repeat(990));
+        wat.push_str(&format!(" (import \"m\" \"{name}\" (func))"));
+    }
+    wat.push(')');
+    wat::parse_str(&wat).unwrap()
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../examples/wasm/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
