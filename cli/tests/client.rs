@@ -1129,6 +1129,21 @@ fn an_omitted_yank_is_caught_at_chain() {
     // Honestly served, the range resolves to 1.1.0 on the client.
     let out = w.ok(&["pull", "acme:hello@^1", "--verify", "-o", "h.wasm"]);
     assert!(out.contains("pulled acme:hello@1.1.0"), "{out}");
+    // The records whose signatures were verified are cached by leaf hash (keys once each), and
+    // a pull that uses the cache proves the same.
+    let cached = walk(&w.dir.path().join("state/verified"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let text = std::fs::read_to_string(&cached[0]).unwrap();
+    assert!(
+        text.starts_with("gridreg verified signers v1\nkey alice+"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| !l.starts_with("key ")).count(),
+        1 + 5
+    );
+    let again = w.ok(&["pull", "acme:hello@^1", "--verify", "-o", "h.wasm"]);
+    assert!(again.contains("pulled acme:hello@1.1.0"), "{again}");
 }
 
 /// Stale head: the registry proves the package chain with an old map proof (from before the

@@ -328,6 +328,9 @@ pub struct VerifiedPackage {
     pub yanks: Vec<VerifiedYank>,
     /// The namespace's state after replaying both chains: who held which role at every index.
     pub namespace: NamespaceState,
+    /// For every record of both chains, by leaf hash, the keys whose signatures verified: what
+    /// a client caches to pass as `known` next time.
+    pub record_signers: Vec<(Hash, Vec<VerifierKey>)>,
 }
 
 impl VerifiedPackage {
@@ -370,6 +373,8 @@ fn short(h: &Hash) -> String {
 struct Walked<'a> {
     index: u64,
     body: &'a str,
+    /// SHA-256(0x00 || body), checked against the link that named it.
+    leaf: Hash,
 }
 
 /// Docs/bundle.md §8.6.2 steps 2 and 3 for one chain: the head from the map proof, then the
@@ -465,6 +470,7 @@ fn walk_chain<'a>(
             )));
         }
         walked.push(Walked {
+            leaf: found,
             index: entry.index,
             body: &entry.body,
         });
@@ -555,6 +561,19 @@ pub fn verify_bundle(
     log_key: &VerifierKey,
     package: &PackageName,
 ) -> Result<VerifiedPackage, BundleError> {
+    verify_bundle_known(bundle, checkpoint, log_key, package, &|_| None)
+}
+
+/// [`verify_bundle`] with the keys already known to have signed some records, by leaf hash (a
+/// client's cache of records it verified before): those records' signatures are not verified
+/// again (their bytes still are, by the chain's hashes). Every other step is the same.
+pub fn verify_bundle_known(
+    bundle: &Bundle,
+    checkpoint: &Checkpoint,
+    log_key: &VerifierKey,
+    package: &PackageName,
+    known: &dyn Fn(&Hash) -> Option<Vec<VerifierKey>>,
+) -> Result<VerifiedPackage, BundleError> {
     // Step 1: the map entry is the checkpoint's last leaf.
     let entry = verify_map_entry(
         &bundle.map_entry,
@@ -572,13 +591,13 @@ pub fn verify_bundle(
         walk_chain(&package_chain, &bundle.package, &entry.root, entry.size)?;
 
     // Steps 4 and 5: replay both chains in log order.
-    let mut events: Vec<(u64, &str, &ChainKey)> = namespace_records
+    let mut events: Vec<(u64, &str, &Hash, &ChainKey)> = namespace_records
         .iter()
-        .map(|w| (w.index, w.body, &namespace_chain))
+        .map(|w| (w.index, w.body, &w.leaf, &namespace_chain))
         .chain(
             package_records
                 .iter()
-                .map(|w| (w.index, w.body, &package_chain)),
+                .map(|w| (w.index, w.body, &w.leaf, &package_chain)),
         )
         .collect();
     events.sort_by_key(|e| e.0);
@@ -595,14 +614,16 @@ pub fn verify_bundle(
     let mut releases: Vec<VerifiedRelease> = Vec::new();
     let mut yanks: Vec<VerifiedYank> = Vec::new();
     let mut by_version: BTreeMap<Version, usize> = BTreeMap::new();
-    for (index, body, chain) in events {
-        let (record, signers) =
-            state
-                .apply_entry(index, body.as_bytes())
-                .map_err(|e| BundleError::Authorisation {
-                    chain: chain.to_string(),
-                    message: e.to_string(),
-                })?;
+    let mut record_signers: Vec<(Hash, Vec<VerifierKey>)> = Vec::with_capacity(events.len());
+    for (index, body, leaf_hash, chain) in events {
+        let cached = known(leaf_hash);
+        let (record, signers) = state
+            .apply_entry_known(index, body.as_bytes(), cached.as_deref())
+            .map_err(|e| BundleError::Authorisation {
+                chain: chain.to_string(),
+                message: e.to_string(),
+            })?;
+        record_signers.push((*leaf_hash, signers.clone()));
         let chain_err = |message: String| BundleError::Chain {
             chain: package_chain.to_string(),
             message,
@@ -659,6 +680,7 @@ pub fn verify_bundle(
         releases,
         yanks,
         namespace: state,
+        record_signers,
     })
 }
 
@@ -1114,6 +1136,46 @@ mod tests {
             .evidence(0, &ChainKey::parse("namespace acme").unwrap())
             .proof;
         assert_eq!(check_of(log.verify(1, &b, "acme:auth")), "head");
+    }
+
+    /// A client's cache of verified signers gives the same result without verifying those
+    /// signatures again; a cached key that could not have signed the record is ignored and
+    /// the signatures are verified as usual.
+    #[test]
+    fn known_signers_skip_verification_and_agree() {
+        let log = history();
+        let b = log.bundle(1, "acme:auth");
+        let first = log.verify(1, &b, "acme:auth").unwrap();
+        assert_eq!(
+            first.record_signers.len(),
+            8,
+            "3 namespace and 5 package records"
+        );
+        let cache: BTreeMap<Hash, Vec<VerifierKey>> =
+            first.record_signers.iter().cloned().collect();
+        let cp = &log.seals[1].checkpoint;
+        let key = log_key().verifier();
+        let again =
+            verify_bundle_known(&b, cp, &key, &pkg("acme:auth"), &|h| cache.get(h).cloned())
+                .unwrap();
+        assert_eq!(again.releases, first.releases);
+        assert_eq!(again.yanks, first.yanks);
+        let stranger = key_of("mallory", 9);
+        let ignored = verify_bundle_known(&b, cp, &key, &pkg("acme:auth"), &|_| {
+            Some(vec![stranger.clone()])
+        })
+        .unwrap();
+        assert_eq!(ignored.releases, first.releases);
+        assert!(
+            ignored
+                .record_signers
+                .iter()
+                .all(|(_, signers)| !signers.contains(&stranger))
+        );
+    }
+
+    fn key_of(name: &str, seed: u8) -> VerifierKey {
+        key(name, seed).verifier()
     }
 
     /// docs/protocol.md §8.6.4: a namespace bundle proves the whole namespace chain; leaving

@@ -255,6 +255,14 @@ impl NamespaceState {
         keys
     }
 
+    /// Whether `key` is among [`NamespaceState::keys_for`] `record`, without building the set.
+    fn is_candidate(&self, record: &Record, key: &VerifierKey) -> bool {
+        self.history(record.namespace())
+            .iter()
+            .any(|m| &m.key == key)
+            || matches!(record, Record::Namespace(n) if n.op == NamespaceOp::Claim && &n.key == key)
+    }
+
     /// Replays one log entry: parses the signed record in `leaf`, verifies its signatures
     /// against the keys of its namespace, and applies it at `index`. Returns the record and the
     /// keys that signed it. This is what the registry runs before accepting a record and what
@@ -264,16 +272,33 @@ impl NamespaceState {
         index: u64,
         leaf: &[u8],
     ) -> Result<(Record, Vec<VerifierKey>), EntryError> {
+        self.apply_entry_known(index, leaf, None)
+    }
+
+    /// [`NamespaceState::apply_entry`] with the keys already known to have signed these exact
+    /// leaf bytes (a client's cache of records it verified before, keyed by leaf hash): when
+    /// every one of them is a key the record could be signed by, the signatures are not
+    /// verified again. Otherwise, as `apply_entry`.
+    pub fn apply_entry_known(
+        &mut self,
+        index: u64,
+        leaf: &[u8],
+        known: Option<&[VerifierKey]>,
+    ) -> Result<(Record, Vec<VerifierKey>), EntryError> {
         let note_err = |source| EntryError::Note { index, source };
         let parsed = Note::parse(leaf).map_err(note_err)?;
         let record =
             Record::from_note(&parsed).map_err(|source| EntryError::Record { index, source })?;
-        let keys = self.keys_for(&record);
-        let verified = match note::verify(leaf, &keys) {
-            Ok(v) => v.verified_by,
-            // No known signer at all is an authorisation failure, reported as such below.
-            Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
-            Err(e) => return Err(note_err(e)),
+        let verified = match known
+            .filter(|keys| !keys.is_empty() && keys.iter().all(|k| self.is_candidate(&record, k)))
+        {
+            Some(keys) => keys.to_vec(),
+            None => match note::verify(leaf, &self.keys_for(&record)) {
+                Ok(v) => v.verified_by,
+                // No known signer at all is an authorisation failure, reported as such below.
+                Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
+                Err(e) => return Err(note_err(e)),
+            },
         };
         self.apply(index, &record, &verified).map_err(|source| {
             // With no known key verifying, say whose signature lines the record carries.

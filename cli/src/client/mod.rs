@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod http;
 pub mod lockfile;
 pub mod remote;
+pub mod signers;
 pub mod trust;
 pub mod verify;
 

@@ -146,6 +146,16 @@ impl Session {
     }
 
     fn checkpoint_path(&self) -> PathBuf {
+        self.state.join("checkpoints").join(self.log_file_name())
+    }
+
+    /// The cache of verified record signers for this log (`client::signers`).
+    pub fn signers_path(&self) -> PathBuf {
+        self.state.join("verified").join(self.log_file_name())
+    }
+
+    /// A file name for this log: its origin, made safe, and its key id.
+    fn log_file_name(&self) -> String {
         let safe: String = self
             .origin()
             .chars()
@@ -157,9 +167,7 @@ impl Session {
                 }
             })
             .collect();
-        self.state
-            .join("checkpoints")
-            .join(key_label(&safe, self.log_key.id()))
+        key_label(&safe, self.log_key.id())
     }
 
     /// The last checkpoint this client trusted for the log, re-verified.

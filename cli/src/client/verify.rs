@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use gridreg_protocol::api::ReleaseInfo;
 use gridreg_protocol::bundle::{
     Bundle, BundleError, NamespaceBundle, VerifiedNamespace, VerifiedPackage, VerifiedRelease,
-    verify_bundle, verify_namespace_bundle,
+    verify_bundle_known, verify_namespace_bundle,
 };
+
 use gridreg_protocol::note::{self, KeySet};
 use gridreg_protocol::{Digest, Head, Namespace, PackageName, SignedCheckpoint, VerifierKey};
 use gridreg_verifier::policy::{Date, Evaluation, Subject};
@@ -41,6 +42,7 @@ use gridreg_verifier::{Audit, Policy};
 use serde::de::IgnoredAny;
 
 use super::http::HttpError;
+use super::signers::SignerCache;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
 
@@ -169,9 +171,18 @@ pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evid
         &mut t,
     )?;
     let clock = Instant::now();
-    let proven = verify_bundle(&bundle, &checkpoint.checkpoint, &session.log_key, package)
-        .map_err(|e| failed(bundle_check(&e), e))?;
+    let mut cache = SignerCache::load(session.signers_path());
+    let proven = verify_bundle_known(
+        &bundle,
+        &checkpoint.checkpoint,
+        &session.log_key,
+        package,
+        &|leaf| cache.get(leaf),
+    )
+    .map_err(|e| failed(bundle_check(&e), e))?;
     t.proofs += clock.elapsed();
+    cache.extend(&proven.record_signers);
+    cache.save();
     Ok(Evidence {
         package: proven,
         checkpoint,
