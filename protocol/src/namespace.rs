@@ -244,23 +244,23 @@ impl NamespaceState {
     /// [`NamespaceState::apply`]; this only decides which signature lines to verify.
     pub fn keys_for(&self, record: &Record) -> KeySet {
         let mut keys = KeySet::new();
-        for m in self.history(record.namespace()) {
-            keys.insert(m.key.clone());
-        }
-        if let Record::Namespace(n) = record
-            && n.op == NamespaceOp::Claim
-        {
-            keys.insert(n.key.clone());
+        for k in self.candidates(record) {
+            keys.insert(k.clone());
         }
         keys
     }
 
-    /// Whether `key` is among [`NamespaceState::keys_for`] `record`, without building the set.
-    fn is_candidate(&self, record: &Record, key: &VerifierKey) -> bool {
+    /// The keys a record may be signed by at this point of the replay: every key the
+    /// namespace's records named, and a claim's own key.
+    fn candidates<'a>(&'a self, record: &'a Record) -> impl Iterator<Item = &'a VerifierKey> {
+        let claimed = match record {
+            Record::Namespace(n) if n.op == NamespaceOp::Claim => Some(&n.key),
+            _ => None,
+        };
         self.history(record.namespace())
             .iter()
-            .any(|m| &m.key == key)
-            || matches!(record, Record::Namespace(n) if n.op == NamespaceOp::Claim && &n.key == key)
+            .map(|m| &m.key)
+            .chain(claimed)
     }
 
     /// Replays one log entry: parses the signed record in `leaf`, verifies its signatures
@@ -289,9 +289,12 @@ impl NamespaceState {
         let parsed = Note::parse(leaf).map_err(note_err)?;
         let record =
             Record::from_note(&parsed).map_err(|source| EntryError::Record { index, source })?;
-        let verified = match known
-            .filter(|keys| !keys.is_empty() && keys.iter().all(|k| self.is_candidate(&record, k)))
-        {
+        let verified = match known.filter(|keys| {
+            !keys.is_empty()
+                && keys
+                    .iter()
+                    .all(|k| self.candidates(&record).any(|c| c == k))
+        }) {
             Some(keys) => keys.to_vec(),
             None => match note::verify(leaf, &self.keys_for(&record)) {
                 Ok(v) => v.verified_by,

@@ -65,7 +65,8 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         true => Some(verify::evidence(req.session, &req.reference.package)?),
         false => None,
     };
-    // Which version.
+    // Which version; resolved from the evidence, the proven release comes with it.
+    let mut resolved = None;
     let version = if req.locked {
         let Some(l) = req.locked_entry else {
             return Err(Failure(format!(
@@ -91,15 +92,17 @@ pub fn fetch(req: &Request) -> anyhow::Result<Fetched> {
         }
         l.version.clone()
     } else if let Some(ev) = &evidence {
-        ev.resolve(req.reference, req.session.api.base())?
-            .version()
-            .to_string()
+        let r = ev.resolve(req.reference, req.session.api.base())?;
+        resolved = Some(r);
+        r.version().to_string()
     } else {
         remote::resolve(&req.session.api, req.reference)?
     };
-    let chosen = match &evidence {
-        None => None,
-        Some(ev) => {
+    let chosen = match (&evidence, resolved) {
+        (_, Some(r)) => Some(r),
+        (None, None) => None,
+        // The locked version must be a proven release.
+        (Some(ev), None) => {
             let v = semver::Version::parse(&version)
                 .with_context(|| format!("bad version {version} for {package}"))?;
             Some(ev.package.release(&v).ok_or_else(|| {

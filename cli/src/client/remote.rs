@@ -48,28 +48,29 @@ pub fn resolve(api: &Api, reference: &Reference) -> anyhow::Result<String> {
         .collect();
     match reference.resolve(&candidates) {
         Some(c) => Ok(c.version.to_string()),
-        None => {
-            let listed: Vec<String> = list
-                .versions
-                .iter()
-                .map(|v| {
-                    if v.yanked {
-                        format!("{} (yanked)", v.version)
-                    } else {
-                        v.version.clone()
-                    }
-                })
-                .collect();
-            anyhow::bail!(
-                "no release of {} matches `{reference}`; published: {}",
-                reference.package,
-                if listed.is_empty() {
-                    "none".to_string()
-                } else {
-                    listed.join(", ")
-                }
-            )
-        }
+        None => anyhow::bail!(
+            "no release of {} matches `{reference}`; published: {}",
+            reference.package,
+            listed_versions(list.versions.iter().map(|v| (v.version.as_str(), v.yanked)))
+        ),
+    }
+}
+
+/// Versions for a message, each marked when yanked: `1.0.0, 1.1.0 (yanked)`, or `none`.
+pub fn listed_versions<V: std::fmt::Display>(versions: impl Iterator<Item = (V, bool)>) -> String {
+    let listed: Vec<String> = versions
+        .map(|(v, yanked)| {
+            if yanked {
+                format!("{v} (yanked)")
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
+    if listed.is_empty() {
+        "none".to_string()
+    } else {
+        listed.join(", ")
     }
 }
 

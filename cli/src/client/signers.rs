@@ -93,7 +93,7 @@ fn render(known: &HashMap<Hash, Vec<VerifierKey>>) -> String {
             });
             ids.push(n.to_string());
         }
-        let _ = writeln!(lines, "{} {}", hex_of(leaf), ids.join(","));
+        let _ = writeln!(lines, "{} {}", hex::encode(leaf), ids.join(","));
     }
     format!("{HEADER}\n{keys}{lines}")
 }
@@ -121,22 +121,9 @@ fn parse(text: &str) -> Option<HashMap<Hash, Vec<VerifierKey>>> {
     Some(known)
 }
 
-fn hex_of(h: &Hash) -> String {
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
+/// A leaf hash from its 64 hex digits.
 fn hash_of(text: &str) -> Option<Hash> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 #[cfg(test)]

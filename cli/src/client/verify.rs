@@ -42,6 +42,7 @@ use gridreg_verifier::{Audit, Policy};
 use serde::de::IgnoredAny;
 
 use super::http::HttpError;
+use super::remote;
 use super::signers::SignerCache;
 use super::trust::{Outcome, Session};
 use crate::exit::Failure;
@@ -135,26 +136,15 @@ impl Evidence {
                 reference.package
             );
         }
-        let listed: Vec<String> = self
-            .package
-            .releases
-            .iter()
-            .map(|r| {
-                if r.is_yanked() {
-                    format!("{} (yanked)", r.version())
-                } else {
-                    r.version().to_string()
-                }
-            })
-            .collect();
         anyhow::bail!(
             "no release of {} matches `{reference}` in its proven chain (as of log size {size}); released: {}",
             reference.package,
-            if listed.is_empty() {
-                "none".to_string()
-            } else {
-                listed.join(", ")
-            }
+            remote::listed_versions(
+                self.package
+                    .releases
+                    .iter()
+                    .map(|r| (r.version(), r.is_yanked()))
+            )
         )
     }
 }

@@ -177,8 +177,8 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                 )),
                 Ok(entry) if entry.root != map.root() => Some(format!(
                     "the map entry commits to root {}, the log's chain heads give {}",
-                    hex_of(&entry.root),
-                    hex_of(&map.root())
+                    hex::encode(entry.root),
+                    hex::encode(map.root())
                 )),
                 Ok(_) => None,
             };
@@ -388,9 +388,4 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
 fn is_map_entry(body: &str) -> bool {
     body.strip_prefix(MAP_ENTRY_TYPE)
         .is_some_and(|rest| rest.starts_with('\n'))
-}
-
-/// A hash in lowercase hex, for messages.
-fn hex_of(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
