@@ -403,6 +403,15 @@ fn happy_path_publish_pull_verify_lock_yank_monitor() {
         );
     }
     assert!(out.contains("pulled acme:hello@1.2.0"), "{out}");
+    // The OCI manifest digest, re-derived from the proven record, is the one OCI clients get.
+    let (status, manifest) =
+        common::http(w.port, "GET", "/v2/acme/hello/manifests/1.2.0", b"").unwrap();
+    assert_eq!(status, 200);
+    let oci = format!(
+        "oci manifest {} (what OCI clients pull as acme/hello:1.2.0)",
+        gridreg_protocol::Digest::of(&manifest)
+    );
+    assert!(out.contains(&oci), "expected `{oci}` in: {out}");
     // The timestamp key the log key names is pinned beside it.
     let config = std::fs::read_to_string(w.dir.path().join("config.toml")).unwrap();
     assert!(

@@ -34,6 +34,53 @@ pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, String> {
         .collect()
 }
 
+/// `GET /v2/`: the OCI API version check, an empty object (docs/protocol.md §7.11.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciBase {}
+
+/// An error under `/v2/` in the OCI distribution form (docs/protocol.md §7.11.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciErrors {
+    pub errors: Vec<OciErrorItem>,
+}
+
+/// One OCI error: a distribution-spec code (`MANIFEST_UNKNOWN`, ...) and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciErrorItem {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v2/{namespace}/{name}/tags/list`: the repository and one page of its tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciTags {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// `GET /v2/token`: the bearer token to present (both names, as clients read either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciToken {
+    pub token: String,
+    pub access_token: String,
+}
+
+/// `GET /.well-known/wasm-pkg/registry.json`: where wkg finds the registry's OCI side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmPkgDiscovery {
+    #[serde(rename = "preferredProtocol")]
+    pub preferred_protocol: String,
+    pub oci: WasmPkgOci,
+}
+
+/// The `oci` member of [`WasmPkgDiscovery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmPkgOci {
+    pub registry: String,
+    #[serde(rename = "namespacePrefix")]
+    pub namespace_prefix: String,
+}
+
 /// `GET /v1/log/proof/inclusion?index=I&size=S`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InclusionProof {

@@ -15,7 +15,8 @@
 //! - [`bundle`]: map entries, and the one-answer evidence for a package verified against them;
 //! - [`checkpoint`]: C2SP checkpoints and the trusted-versus-new comparison that detects forks;
 //! - [`cosignature`]: C2SP tlog cosignatures: the registry's timestamp on the checkpoint it serves;
-//! - [`api`]: the JSON bodies of the log's HTTP API.
+//! - [`api`]: the JSON bodies of the log's HTTP API;
+//! - [`oci`]: a release's OCI manifest and config, derived byte for byte from its record.
 //!
 //! Who signs what: a namespace `claim` is signed by the key it claims (proof of possession) and
 //! is valid only while the namespace is unclaimed; `grant` and `revoke` are signed by a current
@@ -76,6 +77,7 @@ pub mod merkle;
 pub mod name;
 pub mod namespace;
 pub mod note;
+pub mod oci;
 pub mod record;
 
 pub use bundle::{

@@ -32,6 +32,7 @@ pub mod gc;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+pub mod oci;
 pub mod paths;
 pub mod policy;
 pub mod rejection;

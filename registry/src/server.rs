@@ -290,6 +290,7 @@ impl Registry {
                 timestamp,
                 max_blob_size: config.max_blob_size,
                 require_token: config.require_token,
+                oci: Arc::default(),
             }),
             sequencer: task,
             collector,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub timestamp: Arc<Timestamper>,
     pub max_blob_size: u64,
     pub require_token: bool,
+    /// What the OCI read side finds by digest (manifests, configs, bundle artifacts).
+    pub oci: Arc<crate::oci::OciCache>,
 }
 
 impl std::fmt::Debug for Shared {

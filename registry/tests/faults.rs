@@ -124,6 +124,7 @@ async fn rig() -> Rig {
         timestamp,
         max_blob_size: gridreg_registry::server::DEFAULT_MAX_BLOB_SIZE,
         require_token: false,
+        oci: Arc::default(),
     });
     Rig {
         _dir: dir,

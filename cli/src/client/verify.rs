@@ -270,6 +270,9 @@ pub struct Verified {
     pub audit: Audit,
     pub evaluation: Option<Evaluation>,
     pub timings: Timings,
+    /// The digest of the OCI manifest the registry serves for this release, re-derived from the
+    /// proven record (docs/protocol.md §7.11.3): what wkg, oras and skopeo pull.
+    pub oci_manifest: gridreg_protocol::Digest,
 }
 
 /// Runs checks 8-12 on one proven release and its downloaded bytes.
@@ -383,7 +386,19 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
             .unwrap_or_default();
         (at, reason)
     });
+    let author = gridreg_protocol::Note::parse(chosen.leaf.as_bytes())
+        .ok()
+        .and_then(|n| n.signatures.into_iter().next())
+        .map(|s| s.name);
+    let kind = match audit.kind {
+        gridreg_verifier::Kind::Component => gridreg_protocol::oci::WasmKind::Component,
+        gridreg_verifier::Kind::Module => gridreg_protocol::oci::WasmKind::Module,
+    };
+    let oci_manifest = gridreg_protocol::oci::release_artifact(release, author.as_deref(), kind)
+        .manifest
+        .digest;
     Ok(Verified {
+        oci_manifest,
         release: release.clone(),
         index: chosen.index,
         signers: chosen.signers.clone(),

@@ -144,6 +144,7 @@ impl Opts {
             });
             if let Some((v, hashing)) = verified {
                 obj["signers"] = v.signers.iter().map(|k| k.to_string()).collect();
+                obj["oci_manifest"] = serde_json::Value::String(v.oci_manifest.to_string());
                 obj["checkpoint"] =
                     serde_json::json!({"origin": session.origin(), "size": v.checkpoint.size()});
                 obj["capabilities"] = v
@@ -257,6 +258,13 @@ impl Opts {
             for (check, what) in lines {
                 println!("  ok {check:<14} {what}");
             }
+            println!(
+                "  oci manifest {} (what OCI clients pull as {}/{}:{})",
+                v.oci_manifest,
+                v.release.package.namespace(),
+                v.release.package.name(),
+                v.release.version
+            );
             if let Some((at, reason)) = &v.yanked_at {
                 println!("  warning {name} was yanked at log index {at}: {reason}");
             }

@@ -24,7 +24,8 @@ use crate::exit::Status;
 /// log key may share one database. With --blobs s3://BUCKET?endpoint=URL, content lives in an
 /// S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), which
 /// replicas share. Every accepted record is appended to the
-/// transparency log; publishers are answered once their record is durable. SIGTERM or ctrl-c
+/// transparency log; publishers are answered once their record is durable. OCI clients (wkg,
+/// oras, skopeo) pull releases read-only under /v2/, package ns:name as repository ns/name. SIGTERM or ctrl-c
 /// stops accepting connections, finishes in-flight publishes, and exits.
 #[derive(Debug, Args)]
 #[command(
@@ -39,6 +40,7 @@ use crate::exit::Status;
   gridreg serve token create --scope publish --namespace acme
   gridreg serve token list
   gridreg serve token revoke 1a2b3c4d5e6f7a8b
+  skopeo inspect --tls-verify=false docker://127.0.0.1:7411/acme/hello:1.0.0   OCI read side
 
 Exit status: 0 stopped cleanly; 2 the data directory, address or options are unusable."
 )]
@@ -178,7 +180,13 @@ impl Opts {
                     || format!("file://{}", config.data.join("blobs").display()),
                     ToString::to_string,
                 );
-                tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), database, %blobs, origin = %config.origin, "serving");
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, data = %config.data.display(), database, %blobs, origin = %config.origin, "serving");
+                // OCI clients pull `ns:name@V` as `<addr>/ns/name:V` (docs/protocol.md §7.11).
+                tracing::info!(
+                    "OCI clients pull from {addr}/<namespace>/<name>:<version>; for wkg, add \
+                     `default_registry = \"{addr}\"` to ~/.config/wasm-pkg/config.toml"
+                );
                 registry.serve(listener, shutdown_signal()).await?;
                 Ok(Status::Ok)
             }

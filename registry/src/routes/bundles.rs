@@ -36,15 +36,33 @@ async fn bundle(
 ) -> Result<Json<Bundle>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let package = PackageName::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(package_bundle(&state, &package, Stamp::Now).await?))
+}
+
+/// Whether a bundle's checkpoint carries the timestamp cosignature of the moment it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Cosigned now: what a client asking for fresh evidence gets.
+    Now,
+    /// The log's signature alone: the same bytes from every replica for one log size, for the
+    /// OCI referrer artifact (docs/protocol.md §7.11.4).
+    None,
+}
+
+/// The bundle of `package` at the newest checkpoint.
+pub async fn package_bundle(
+    state: &AppState,
+    package: &PackageName,
+    stamp: Stamp,
+) -> Result<Bundle, ApiError> {
     let package_chain = ChainKey::Package(package.clone());
     let namespace_chain = ChainKey::Namespace(package.namespace().clone());
-    let (head, mut proofs) = proven(&state, &[&package_chain, &namespace_chain]).await?;
+    let (head, mut proofs) = proven(state, &[&package_chain, &namespace_chain], stamp).await?;
     let (namespace_proof, package_proof) = (proofs.remove(1), proofs.remove(0));
     let mut budget = MAX_BUNDLE_BYTES;
-    let package_records = records(&state, &package_chain, &package_proof, &mut budget).await?;
-    let namespace_records =
-        records(&state, &namespace_chain, &namespace_proof, &mut budget).await?;
-    Ok(Json(Bundle {
+    let package_records = records(state, &package_chain, &package_proof, &mut budget).await?;
+    let namespace_records = records(state, &namespace_chain, &namespace_proof, &mut budget).await?;
+    Ok(Bundle {
         checkpoint: head.checkpoint,
         map_entry: head.map_entry,
         map_inclusion: head.map_inclusion,
@@ -56,7 +74,7 @@ async fn bundle(
             proof: namespace_proof,
             records: namespace_records,
         },
-    }))
+    })
 }
 
 /// The namespace alone (docs/protocol.md §8.6.4), for `gridreg namespace show`.
@@ -67,7 +85,7 @@ async fn namespace_bundle(
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let namespace = Namespace::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let chain = ChainKey::Namespace(namespace);
-    let (head, mut proofs) = proven(&state, &[&chain]).await?;
+    let (head, mut proofs) = proven(&state, &[&chain], Stamp::Now).await?;
     let proof = proofs.remove(0);
     let mut budget = MAX_BUNDLE_BYTES;
     let records = records(&state, &chain, &proof, &mut budget).await?;
@@ -92,6 +110,7 @@ struct MapHead {
 async fn proven(
     state: &AppState,
     chains: &[&ChainKey],
+    stamp: Stamp,
 ) -> Result<(MapHead, Vec<MapProof>), ApiError> {
     state.view.catch_up(state.store.as_ref()).await?;
     let (checkpoint, proofs) = state
@@ -132,7 +151,10 @@ async fn proven(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         MapHead {
-            checkpoint: state.timestamp.stamp(&checkpoint.body).to_string(),
+            checkpoint: match stamp {
+                Stamp::Now => state.timestamp.stamp(&checkpoint.body).to_string(),
+                Stamp::None => checkpoint.body.to_string(),
+            },
             map_entry,
             map_inclusion,
         },

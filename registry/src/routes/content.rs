@@ -120,6 +120,16 @@ async fn download(
     req: Request,
 ) -> Result<Response, ApiError> {
     let digest = digest_from(path)?;
+    serve_content(&state, digest, req).await
+}
+
+/// Serves the stored content `digest` for `req` (whole, a `Range` of it, or 304 when the
+/// caller's entity tag matches); shared with the OCI blob endpoint.
+pub async fn serve_content(
+    state: &AppState,
+    digest: gridreg_protocol::Digest,
+    req: Request,
+) -> Result<Response, ApiError> {
     let Some(source) = state.blobs.get(digest).await? else {
         return Err(ApiError::NotFound(format!(
             "no content with digest {digest}"

@@ -19,6 +19,7 @@ pub mod chains;
 pub mod content;
 pub mod log;
 pub mod namespaces;
+pub mod oci;
 pub mod ops;
 pub mod packages;
 pub mod pages;
@@ -63,6 +64,8 @@ pub fn app(state: AppState) -> Router {
         .merge(chains::routes())
         .merge(bundles::routes())
         .merge(pages::routes())
+        .merge(oci::routes())
+        .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(TraceLayer::new_for_http())
@@ -70,37 +73,76 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Resolves the bearer token, if any, into a [`Caller`]; a presented but invalid token is
-/// always refused, and a private registry refuses requests without one (except `/healthz`).
+/// always refused, and a private registry refuses requests without one (except `/healthz` and
+/// what an OCI client needs to learn how to log in). Under `/v2/` (OCI, docs/protocol.md §7.11)
+/// refusals are OCI errors with a Bearer challenge, `Basic` credentials carry the token as the
+/// password, and an empty bearer token (what `/v2/token` gives anonymous callers) is none.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let oci = path == "/v2" || path.starts_with("/v2/");
+    let open_path = matches!(
+        path,
+        "/healthz" | "/v2/token" | "/.well-known/wasm-pkg/registry.json"
+    );
+    let refuse = |e: ApiError, headers: &axum::http::HeaderMap| -> Response {
+        if oci {
+            oci::OciError::unauthorized(headers, e.to_string()).into_response()
+        } else {
+            e.into_response()
+        }
+    };
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .map(|v| v.to_str().map(str::to_string));
-    let caller = match header {
-        None => Caller(None),
+    let presented = match header {
+        None => None,
         Some(Ok(v)) => match v.strip_prefix("Bearer ") {
-            Some(token) => match auth::check_token(state.store.as_ref(), token.trim()).await {
-                Ok(grant) => Caller(Some(grant)),
-                Err(e) => return e.into_response(),
-            },
+            Some(token) if oci && token.trim().is_empty() => None,
+            Some(token) => Some(token.trim().to_string()),
+            None if oci && v.starts_with("Basic ") => req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(oci::basic_password),
             None => {
-                return ApiError::Unauthenticated(
-                    "expected `Authorization: Bearer <token>`, found another scheme".into(),
-                )
-                .into_response();
+                return refuse(
+                    ApiError::Unauthenticated(
+                        "expected `Authorization: Bearer <token>`, found another scheme".into(),
+                    ),
+                    req.headers(),
+                );
             }
         },
         Some(Err(_)) => {
-            return ApiError::Unauthenticated("the Authorization header is not text".into())
-                .into_response();
+            return refuse(
+                ApiError::Unauthenticated("the Authorization header is not text".into()),
+                req.headers(),
+            );
         }
     };
-    let open_path = matches!(req.uri().path(), "/healthz");
+    let caller = match presented {
+        // The token endpoint checks its own credentials.
+        Some(_) if path == "/v2/token" => Caller(None),
+        Some(token) => match auth::check_token(state.store.as_ref(), &token).await {
+            Ok(grant) => Caller(Some(grant)),
+            Err(e) => return refuse(e, req.headers()),
+        },
+        None => Caller(None),
+    };
     if !open_path && let Err(e) = caller.require(&state, Scope::Read, None) {
-        return e.into_response();
+        return refuse(e, req.headers());
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Paths no route serves: an OCI error under `/v2/` (405 for writes), else a bare 404 as the
+/// framework gives (docs/protocol.md §7.1).
+async fn fallback(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if uri.path() == "/v2" || uri.path().starts_with("/v2/") {
+        return oci::elsewhere(method).await.into_response();
+    }
+    axum::http::StatusCode::NOT_FOUND.into_response()
 }
 
 /// Counts every request and its latency for `/metrics`.

@@ -339,6 +339,7 @@ async fn package(
 /// `GET /packages/{package}/{version}`: the signed record, log index, audit and WIT.
 async fn release(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, PageError> {
     let Path((raw, version)) = path.map_err(|e| PageError::BadRequest(e.body_text()))?;
@@ -355,6 +356,17 @@ async fn release(
     let audit: gridreg_verifier::Audit = serde_json::from_str(&r.audit_json)
         .map_err(|e| PageError::Internal(format!("stored audit of {package}@{version}: {e}")))?;
     let title = format!("{package}@{version}");
+    // The same release as OCI clients see it (docs/protocol.md §7.11.3).
+    let oci = crate::oci::derive(&crate::store::ReleaseRecord {
+        version: version.clone(),
+        kind: r.kind.clone(),
+        record: r.record.clone(),
+    })
+    .map_err(|e| PageError::Internal(e.to_string()))?;
+    let name = gridreg_protocol::PackageName::parse(&package)
+        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let repository = gridreg_protocol::oci::repository(&name);
+    let manifest = oci.artifact.manifest.digest.to_string();
     let mut b = String::new();
     let _ = writeln!(
         b,
@@ -382,7 +394,16 @@ async fn release(
          <tr><th>Size</th><td>{size} bytes</td></tr>\n\
          <tr><th>Log index</th><td>{index} (<a href=\"/v1/log/entries?start={index}&amp;end={next}\">entry</a>, \
          <a href=\"/v1/log/proof/inclusion?index={index}&amp;size={log_size}\">inclusion proof</a>)</td></tr>\n\
-         <tr><th>Capabilities</th><td>{caps}</td></tr>\n</table>\n",
+         <tr><th>Capabilities</th><td>{caps}</td></tr>\n\
+         <tr><th>gridreg reference</th><td><code>{package}@{version}</code></td></tr>\n\
+         <tr><th>OCI reference</th><td><code>{host}/{repository}:{version}</code></td></tr>\n\
+         <tr><th>OCI manifest</th><td><code>{manifest}</code> \
+         (<a href=\"/v2/{repository}/manifests/{manifest}\">manifest</a>)</td></tr>\n</table>\n",
+        package = escape(&package),
+        version = escape(&version),
+        host = escape(&crate::routes::oci::host(&headers)),
+        repository = escape(&repository),
+        manifest = escape(&manifest),
         kind = match audit.kind {
             gridreg_verifier::Kind::Component => "component",
             gridreg_verifier::Kind::Module => "core module",

@@ -144,6 +144,15 @@ pub struct ReleaseRow {
     pub wit: Option<String>,
 }
 
+/// A release's version, content kind and signed record ([`Store::release_records`]).
+#[derive(Debug, Clone)]
+pub struct ReleaseRecord {
+    pub version: String,
+    /// `component` or `module`.
+    pub kind: String,
+    pub record: String,
+}
+
 /// Search filters; empty fields match everything. `imports` and `exports` match name prefixes
 /// (`wasi:sockets` matches `wasi:sockets/tcp@0.2.6`).
 #[derive(Debug, Clone, Default)]
@@ -439,6 +448,13 @@ struct ReleaseColumns {
     kind: String,
     audit: String,
     wit: Option<String>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ReleaseRecordColumns {
+    version: String,
+    kind: String,
     body: Vec<u8>,
 }
 
@@ -1068,6 +1084,31 @@ impl Store {
             audit_json: r.audit,
             wit: r.wit,
         }))
+    }
+
+    /// Every release of `package` in log order: its version, content kind (`component` or
+    /// `module`) and signed record, for deriving its OCI manifest (docs/protocol.md §9).
+    pub async fn release_records(&self, package: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
+        let rows: Vec<ReleaseRecordColumns> = with_pool!(&self.pool, |p, _Db| {
+            sqlx::query_as(
+                "SELECT r.version, r.kind, e.body FROM releases r JOIN entries e ON e.idx = r.idx \
+                 WHERE r.package = $1 ORDER BY r.idx",
+            )
+            .bind(package)
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ReleaseRecord {
+                    version: r.version,
+                    kind: r.kind,
+                    record: String::from_utf8(r.body)
+                        .map_err(|_| StoreError::Corrupt("a log entry is not UTF-8".into()))?,
+                })
+            })
+            .collect()
     }
 
     /// Stores a release's WIT text, extracted on its first read, unless a concurrent read stored

@@ -315,6 +315,37 @@ impl Harness {
     }
 }
 
+/// A private registry (`--require-token`) holding `acme:hello@1.0.0` (hello.wasm), published
+/// with an admin token; returns the harness and that token.
+pub async fn private_with_hello() -> (Harness, String) {
+    let h = harness_with(Backend::Sqlite, |c| c.require_token = true).await;
+    let store = h.registry.state.store.as_ref();
+    let (admin, _) =
+        gridreg_registry::auth::create_token(store, gridreg_registry::auth::Scope::Admin, None)
+            .await
+            .unwrap();
+    let alice = key("alice");
+    let hello = fixture("hello.wasm");
+    let put = format!("/v1/content/{}", Digest::of(&hello));
+    let r = send(&h.app, Method::PUT, &put, hello.clone(), Some(&admin)).await;
+    assert!(r.status.is_success(), "{}", r.text());
+    for leaf in [
+        claim_at(Prev::None, &alice, "acme"),
+        release_at(Prev::None, &alice, "acme:hello", "1.0.0", &hello),
+    ] {
+        let r = send(
+            &h.app,
+            Method::POST,
+            "/v1/records",
+            leaf.into_bytes(),
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    (h, admin)
+}
+
 pub fn key(name: &str) -> SignerKey {
     SignerKey::generate(name).unwrap()
 }
