@@ -185,6 +185,18 @@ async fn pages_show_packages_versions_capabilities_and_wit(backend: Backend) {
     let json = h.get("/v1/packages/acme:tcp/0.1.0").await.json();
     assert_eq!(json["log_index"], 8);
     assert!(page.contains("<th>Log index</th><td>8 "), "{page}");
+    // Beside the gridreg reference, the OCI one and the manifest digest OCI clients get.
+    let manifest = h.get("/v2/acme/tcp/manifests/0.1.0").await;
+    assert_eq!(manifest.status, StatusCode::OK);
+    let digest = gridreg_protocol::Digest::of(&manifest.body);
+    for row in [
+        "<th>gridreg reference</th><td><code>acme:tcp@0.1.0</code>".to_string(),
+        "<th>OCI reference</th><td><code>localhost/acme/tcp:0.1.0</code>".to_string(),
+        format!("<th>OCI manifest</th><td><code>{digest}</code>"),
+        format!("href=\"/v2/acme/tcp/manifests/{digest}\""),
+    ] {
+        assert!(page.contains(&row), "{row} missing: {page}");
+    }
     let record = json["record"].as_str().unwrap();
     // The record's first lines verbatim (no markup in them), and its signature line.
     for line in record.lines().filter(|l| !l.is_empty()) {
