@@ -101,6 +101,9 @@ struct Bundles {
     /// Manifest digest → artifact (layer digests are looked up through `layers`).
     manifests: HashMap<Digest, (String, Arc<BundleArtifact>)>,
     layers: HashMap<Digest, (String, Arc<BundleArtifact>)>,
+    /// Per repository, the newest bundle kept and the log size it proves: a referrers request
+    /// at the same size reuses its layer instead of reading the chains again.
+    newest: HashMap<String, (u64, Arc<BundleArtifact>)>,
 }
 
 /// The caches, shared by every request.
@@ -209,10 +212,17 @@ impl OciCache {
 
     /// Keeps a bundle artifact served for `repository` so that its manifest and layer can be
     /// read by digest afterwards.
-    pub fn keep_bundle(&self, repository: &str, artifact: BundleArtifact) -> Arc<BundleArtifact> {
+    pub fn keep_bundle(
+        &self,
+        repository: &str,
+        size: u64,
+        artifact: BundleArtifact,
+    ) -> Arc<BundleArtifact> {
         let artifact = Arc::new(artifact);
         let mut b = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
         let digest = artifact.manifest.digest;
+        b.newest
+            .insert(repository.to_string(), (size, artifact.clone()));
         if b.manifests.contains_key(&digest) {
             return artifact;
         }
@@ -236,9 +246,19 @@ impl OciCache {
                 {
                     b.layers.remove(&a.layer.digest);
                 }
+                b.newest.retain(|_, (_, n)| !Arc::ptr_eq(n, &a));
             }
         }
         artifact
+    }
+
+    /// The layer of the newest bundle kept for `repository` if it proves log size `size`.
+    pub fn newest_bundle_layer(&self, repository: &str, size: u64) -> Option<Blob> {
+        let b = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
+        b.newest
+            .get(repository)
+            .filter(|(at, _)| *at == size)
+            .map(|(_, a)| a.layer.clone())
     }
 
     /// A kept bundle manifest of `repository`.

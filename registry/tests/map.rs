@@ -46,6 +46,13 @@ async fn a_chain_over_the_byte_budget_is_refused_413() {
     h.get("/v1/bundles/acme:big")
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // The OCI referrers of its releases then list no bundle, rather than failing (§7.11.4).
+    let manifest = h.get("/v2/acme/big/manifests/1.0.3").await;
+    assert_eq!(manifest.status, StatusCode::OK);
+    let digest = gridreg_protocol::Digest::of(&manifest.body);
+    let r = h.get(&format!("/v2/acme/big/referrers/{digest}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
     assert_eq!(
         h.get("/v1/namespaces/acme/bundle").await.status,
         StatusCode::OK

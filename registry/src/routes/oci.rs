@@ -544,29 +544,7 @@ async fn referrers(
             .await?
             .manifest
             .clone();
-        let bundle = package_bundle(&state, &package, Stamp::None)
-            .await
-            .map_err(OciError::from)?;
-        let size = gridreg_protocol::Note::parse(bundle.checkpoint.as_bytes())
-            .ok()
-            .and_then(|n| gridreg_protocol::Checkpoint::parse_body(&n.text).ok())
-            .map(|c| c.size)
-            .unwrap_or_default();
-        let layer = oci::blob(serde_json::to_vec(&bundle).map_err(|e| {
-            OciError::from(ApiError::Internal(format!("serialising a bundle: {e}")))
-        })?);
-        let manifest = oci::bundle_manifest(&layer, &subject, size);
-        let mut d = manifest.descriptor(oci::MANIFEST_MEDIA_TYPE);
-        d.artifact_type = Some(oci::BUNDLE_MEDIA_TYPE.to_string());
-        d.annotations = Some(vec![(
-            "dev.gridreg.checkpoint.size".to_string(),
-            size.to_string(),
-        )]);
-        manifests.push(d);
-        state.oci.keep_bundle(
-            &oci::repository(&package),
-            BundleArtifact { manifest, layer },
-        );
+        manifests.extend(bundle_referrer(&state, &package, &subject).await?);
     }
     let mut resp = Body::from(oci::index(&manifests)).into_response();
     resp.headers_mut().insert(
@@ -580,6 +558,52 @@ async fn referrers(
         );
     }
     Ok(resp)
+}
+
+/// The descriptor of the proof-bundle artifact of a release manifest `subject` (§7.11.4),
+/// keeping the artifact for by-digest reads. The package bundle is read from the store once per
+/// log size and repository; a package whose bundle is over the bundle limits (413) or a log
+/// being updated (503) has no referrer rather than a failing referrers answer.
+async fn bundle_referrer(
+    state: &AppState,
+    package: &PackageName,
+    subject: &Blob,
+) -> Result<Option<oci::Descriptor>, OciError> {
+    let repository = oci::repository(package);
+    let current = state.view.latest().size;
+    let (layer, size) = match state.oci.newest_bundle_layer(&repository, current) {
+        Some(layer) => (layer, current),
+        None => {
+            let bundle = match package_bundle(state, package, Stamp::None).await {
+                Ok(b) => b,
+                Err(e @ (ApiError::TooLarge(_) | ApiError::Unavailable(_))) => {
+                    tracing::warn!(%package, error = %e, "no proof-bundle referrer");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let size = gridreg_protocol::Note::parse(bundle.checkpoint.as_bytes())
+                .ok()
+                .and_then(|n| gridreg_protocol::Checkpoint::parse_body(&n.text).ok())
+                .map(|c| c.size)
+                .unwrap_or_default();
+            let bytes = serde_json::to_vec(&bundle).map_err(|e| {
+                OciError::from(ApiError::Internal(format!("serialising a bundle: {e}")))
+            })?;
+            (oci::blob(bytes), size)
+        }
+    };
+    let manifest = oci::bundle_manifest(&layer, subject, size);
+    let mut d = manifest.descriptor(oci::MANIFEST_MEDIA_TYPE);
+    d.artifact_type = Some(oci::BUNDLE_MEDIA_TYPE.to_string());
+    d.annotations = Some(vec![(
+        "dev.gridreg.checkpoint.size".to_string(),
+        size.to_string(),
+    )]);
+    state
+        .oci
+        .keep_bundle(&repository, size, BundleArtifact { manifest, layer });
+    Ok(Some(d))
 }
 
 /// `GET /.well-known/wasm-pkg/registry.json`: how wkg finds this registry's OCI side.
