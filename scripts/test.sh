@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: fetches the real-component corpus (once, cached), makes sure PostgreSQL is up for
-# the tests that need it, installs skopeo, a venv with PyPI oras (the OCI client tests) and the
-# s3s-fs S3 server for the object-storage tests (once, cached),
+# the tests that need it, installs skopeo, a venv with PyPI oras and wkg (the OCI client tests) and
+# the s3s-fs S3 server for the object-storage tests (once, cached),
 # then `cargo test` over the whole workspace, then the gate build (the CI gate without wasmtime, wac
 # or the server): its tests, and the GitHub Action's steps that install and run it.
 set -euo pipefail
@@ -37,6 +37,16 @@ if [[ -z "${GRIDREG_TEST_ORAS_PYTHON:-}" ]]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "oras==0.2.43"
   fi
   export GRIDREG_TEST_ORAS_PYTHON="$venv/bin/python"
+fi
+
+# wkg 0.16.1 (wasm-pkg-tools), the Bytecode Alliance's package client, for cli/tests/oci.rs: built
+# once into ~/.cache/gridreg-tools/wkg (about 6 minutes on 2 cores).
+if [[ -z "${GRIDREG_TEST_WKG:-}" ]]; then
+  if [[ ! -x "$tools/wkg/bin/wkg" ]]; then
+    echo "== installing wkg 0.16.1 (OCI client tests) into $tools/wkg; once, a few minutes" >&2
+    cargo install --locked wkg@0.16.1 --root "$tools/wkg"
+  fi
+  export GRIDREG_TEST_WKG="$tools/wkg/bin/wkg"
 fi
 
 # s3s-fs: the S3-compatible server registry/tests/s3.rs starts on 127.0.0.1 (a free port, a temp

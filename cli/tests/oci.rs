@@ -20,6 +20,9 @@ struct Published {
     port: u16,
     _server: Running,
     hello: Vec<u8>,
+    alice: gridreg_protocol::SignerKey,
+    /// The head of `acme:hello`'s chain, for the next record.
+    head: gridreg_protocol::Prev,
 }
 
 impl Published {
@@ -55,6 +58,8 @@ impl Published {
             port,
             _server: server,
             hello,
+            alice,
+            head: prev,
         }
     }
 
@@ -178,4 +183,81 @@ print("\n".join(client.pull(target=target, outdir=outdir)))
     let printed = String::from_utf8(run(c)).unwrap();
     assert!(printed.trim().ends_with("hello.wasm"), "{printed}");
     assert_eq!(std::fs::read(out.join("hello.wasm")).unwrap(), p.hello);
+}
+
+/// The wkg binary (wasm-pkg-tools 0.16.1), which scripts/test.sh installs with cargo when missing.
+fn wkg() -> Command {
+    let binary = std::env::var_os("GRIDREG_TEST_WKG")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/gridreg-tools/wkg/bin/wkg"))
+        })
+        .unwrap();
+    assert!(
+        binary.is_file(),
+        "this test needs wkg 0.16.1, expected at {} (GRIDREG_TEST_WKG overrides); scripts/test.sh \
+         installs it: cargo install --locked wkg@0.16.1 --root ~/.cache/gridreg-tools/wkg",
+        binary.display()
+    );
+    Command::new(binary)
+}
+
+#[test]
+fn wkg_gets_releases_through_discovery_and_skips_yanked() {
+    let p = Published::start();
+    // Yank 1.1.0: it leaves the tag list, so an unversioned get picks 1.0.0.
+    let yank = gridreg_protocol::Record::Yank(gridreg_protocol::Yank {
+        package: gridreg_protocol::PackageName::parse("acme:hello").unwrap(),
+        prev: p.head,
+        version: gridreg_protocol::name::parse_version("1.1.0").unwrap(),
+        reason: "broken".into(),
+        time: gridreg_protocol::Timestamp::now(),
+    })
+    .sign(&[&p.alice])
+    .unwrap();
+    assert_eq!(
+        http(p.port, "POST", "/v1/records", yank.as_bytes())
+            .unwrap()
+            .0,
+        200
+    );
+
+    // wkg finds the registry's OCI side through /.well-known/wasm-pkg/registry.json.
+    let registry = format!("127.0.0.1:{}", p.port);
+    let config = p.dir.path().join("wkg.toml");
+    std::fs::write(
+        &config,
+        format!("default_registry = \"{registry}\"\n[registry.\"{registry}\".oci]\nprotocol = \"http\"\n"),
+    )
+    .unwrap();
+    let get = |spec: &str, out: &str| {
+        let mut c = wkg();
+        c.arg("get")
+            .arg("--config")
+            .arg(&config)
+            .arg("--cache")
+            .arg(p.dir.path().join("wkg-cache"))
+            .args([spec, "-o"])
+            .arg(p.dir.path().join(out))
+            .env("RUST_BACKTRACE", "0");
+        c.output().unwrap()
+    };
+    for (spec, out, file) in [
+        ("acme:hello@1.1.0", "exact/", "acme_hello@1.1.0.wasm"),
+        ("acme:hello", "latest/", "acme_hello@1.0.0.wasm"),
+    ] {
+        let o = get(spec, out);
+        assert!(
+            o.status.success(),
+            "wkg get {spec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = std::fs::read(p.dir.path().join(out).join(file)).unwrap();
+        assert_eq!(got, p.hello, "{spec}");
+    }
+    let o = get("acme:nothing@1.0.0", "none/");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no repository acme/nothing"), "{err}");
 }

@@ -184,8 +184,9 @@ impl Opts {
                 tracing::info!(%addr, data = %config.data.display(), database, %blobs, origin = %config.origin, "serving");
                 // OCI clients pull `ns:name@V` as `<addr>/ns/name:V` (docs/protocol.md §7.11).
                 tracing::info!(
-                    "OCI clients pull from {addr}/<namespace>/<name>:<version>; for wkg, add \
-                     `default_registry = \"{addr}\"` to ~/.config/wasm-pkg/config.toml"
+                    "OCI clients pull from {addr}/<namespace>/<name>:<version>; for wkg, add to \
+                     ~/.config/wasm-pkg/config.toml: default_registry = \"{addr}\" and, \
+                     without TLS in front, [registry.\"{addr}\".oci] protocol = \"http\""
                 );
                 registry.serve(listener, shutdown_signal()).await?;
                 Ok(Status::Ok)
