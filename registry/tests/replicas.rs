@@ -361,6 +361,26 @@ async fn replicas_on_one_database_agree() {
         .unwrap();
         assert_eq!(proven.releases.len(), expected);
     }
+    // Every replica serves the same OCI manifest for a release, and the same referrer bundle at
+    // one log size (docs/protocol.md §7.11.3, §7.11.4).
+    let version = "0.0.0";
+    let mut manifests = BTreeSet::new();
+    let mut referrers = BTreeSet::new();
+    for app in &apps {
+        let r = get(app, &format!("/v2/acme/hello/manifests/{version}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let digest = gridreg_protocol::Digest::of(&r.body);
+        manifests.insert(r.body);
+        let r = get(app, &format!("/v2/acme/hello/referrers/{digest}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        referrers.insert(r.body);
+    }
+    assert_eq!(manifests.len(), 1, "replicas disagree on the manifest");
+    assert_eq!(
+        referrers.len(),
+        1,
+        "replicas disagree on the referrers at one size"
+    );
 
     // Every acknowledged publish is in the log exactly once, at the index it was given.
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
