@@ -92,7 +92,8 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(bytes: Vec<u8>) -> Self {
+    /// `bytes` with their digest.
+    pub fn new(bytes: Vec<u8>) -> Self {
         Self {
             digest: Digest::of(&bytes),
             bytes,
@@ -244,11 +245,6 @@ pub fn bundle_manifest(bundle: &Blob, subject: &Blob, checkpoint_size: u64) -> B
     }))
 }
 
-/// A blob of arbitrary bytes, with its digest.
-pub fn blob(bytes: Vec<u8>) -> Blob {
-    Blob::new(bytes)
-}
-
 #[derive(Serialize)]
 struct Index<'a> {
     #[serde(rename = "schemaVersion")]
@@ -336,7 +332,7 @@ mod tests {
     #[test]
     fn a_bundle_manifest_names_its_subject() {
         let a = release_artifact(&release(), Some("alice"), WasmKind::Component);
-        let bundle = blob(b"{\"checkpoint\":\"...\"}".to_vec());
+        let bundle = Blob::new(b"{\"checkpoint\":\"...\"}".to_vec());
         let m = bundle_manifest(&bundle, &a.manifest, 7);
         let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
         assert_eq!(v["artifactType"], BUNDLE_MEDIA_TYPE);

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use gridreg_protocol::oci::{self, Blob, ReleaseArtifact, WasmKind};
 use gridreg_protocol::{Digest, Note, PackageName, Record};
 
-use crate::store::{ReleaseRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Most releases whose digests are kept in memory at once (about 250 bytes each).
 pub const MAX_CACHED_RELEASES: usize = 200_000;
@@ -52,24 +52,21 @@ pub struct Derived {
     pub artifact: ReleaseArtifact,
 }
 
-/// Derives the OCI form of one stored release.
-pub fn derive(row: &ReleaseRecord) -> Result<Derived, StoreError> {
-    let corrupt = |why: String| {
-        StoreError::Corrupt(format!(
-            "the stored record of version {}: {why}",
-            row.version
-        ))
-    };
-    let note = Note::parse(row.record.as_bytes()).map_err(|e| corrupt(e.to_string()))?;
+/// Derives the OCI form of one stored release: its `version`, content `kind` (`component` or
+/// `module`) and signed `record`.
+pub fn derive(version: &str, kind: &str, record: &str) -> Result<Derived, StoreError> {
+    let corrupt =
+        |why: String| StoreError::Corrupt(format!("the stored record of version {version}: {why}"));
+    let note = Note::parse(record.as_bytes()).map_err(|e| corrupt(e.to_string()))?;
     let Record::Release(release) = Record::parse(&note.text).map_err(|e| corrupt(e.to_string()))?
     else {
         return Err(corrupt("not a release record".into()));
     };
-    let kind = WasmKind::parse(&row.kind)
-        .ok_or_else(|| corrupt(format!("unknown content kind `{}`", row.kind)))?;
+    let kind =
+        WasmKind::parse(kind).ok_or_else(|| corrupt(format!("unknown content kind `{kind}`")))?;
     let author = note.signatures.first().map(|s| s.name.as_str());
     Ok(Derived {
-        version: row.version.clone(),
+        version: version.to_string(),
         layer: release.digest,
         artifact: oci::release_artifact(&release, author, kind),
     })
@@ -147,7 +144,7 @@ impl OciCache {
             by_digest: HashMap::with_capacity(rows.len() * 3),
         };
         for row in &rows {
-            let d = derive(row)?;
+            let d = derive(&row.version, &row.kind, &row.record)?;
             fresh.by_digest.insert(d.layer, Named::Layer);
             fresh.by_digest.insert(
                 d.artifact.manifest.digest,
@@ -190,14 +187,7 @@ impl OciCache {
         let Some(row) = store.release(package, version).await? else {
             return Ok(None);
         };
-        let derived = Arc::new(
-            derive(&ReleaseRecord {
-                version: row.row.version,
-                kind: row.kind,
-                record: row.record,
-            })?
-            .artifact,
-        );
+        let derived = Arc::new(derive(&row.row.version, &row.kind, &row.record)?.artifact);
         let size = derived.manifest.bytes.len() + derived.config.bytes.len();
         let mut a = self.artifacts.lock().unwrap_or_else(|e| e.into_inner());
         if a.bytes + size > MAX_ARTIFACT_CACHE_BYTES {

@@ -100,10 +100,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Some(Ok(v)) => match v.strip_prefix("Bearer ") {
             Some(token) if oci && token.trim().is_empty() => None,
             Some(token) => Some(token.trim().to_string()),
-            None if oci && v.starts_with("Basic ") => req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(oci::basic_password),
+            None if oci && v.starts_with("Basic ") => oci::basic_password(&v),
             None => {
                 return refuse(
                     ApiError::Unauthenticated(
@@ -140,7 +137,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 /// framework gives (docs/protocol.md §7.1).
 async fn fallback(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     if uri.path() == "/v2" || uri.path().starts_with("/v2/") {
-        return oci::elsewhere(method).await.into_response();
+        return oci::refuse_push(method).await.into_response();
     }
     axum::http::StatusCode::NOT_FOUND.into_response()
 }

@@ -186,7 +186,9 @@ async fn base() -> Response {
         .into_response()
 }
 
-async fn refuse_push(method: Method) -> OciError {
+/// Answers every method but GET and HEAD under `/v2/`, and every path there no route serves
+/// (the router's fallback sends them here).
+pub async fn refuse_push(method: Method) -> OciError {
     if method == Method::GET || method == Method::HEAD {
         return OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such endpoint");
     }
@@ -198,11 +200,6 @@ async fn refuse_push(method: Method) -> OciError {
              record, which an OCI push does not carry; publish with `gridreg publish`"
         ),
     )
-}
-
-/// Answers every other path under `/v2/` (the router's fallback sends them here).
-pub async fn elsewhere(method: Method) -> OciError {
-    refuse_push(method).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +222,7 @@ async fn token(
     }
     let presented = match headers.get(AUTHORIZATION) {
         None => None,
-        Some(v) => Some(basic_password(v).ok_or_else(|| {
+        Some(v) => Some(v.to_str().ok().and_then(basic_password).ok_or_else(|| {
             basic_challenge(OciError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
@@ -266,9 +263,9 @@ fn basic_challenge(mut e: OciError) -> OciError {
     e
 }
 
-/// The password of `Basic` credentials.
-pub fn basic_password(v: &HeaderValue) -> Option<String> {
-    let encoded = v.to_str().ok()?.strip_prefix("Basic ")?.trim();
+/// The password of `Basic` credentials, from the `Authorization` header's text.
+pub fn basic_password(header: &str) -> Option<String> {
+    let encoded = header.strip_prefix("Basic ")?.trim();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()?;
@@ -296,19 +293,23 @@ fn check_scope(scope: &str) -> Result<(), OciError> {
 }
 
 /// The package a repository `<ns>/<name>` stands for.
-fn package_of(
-    path: Result<Path<(String, String, String)>, PathRejection>,
-) -> Result<(PackageName, String), OciError> {
-    let Path((ns, name, last)) =
-        path.map_err(|e| OciError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e.body_text()))?;
-    let package = PackageName::parse(&format!("{ns}:{name}")).map_err(|e| {
+fn package_named(ns: &str, name: &str) -> Result<PackageName, OciError> {
+    PackageName::parse(&format!("{ns}:{name}")).map_err(|e| {
         OciError::new(
             StatusCode::BAD_REQUEST,
             "NAME_INVALID",
             format!("expected a repository `<namespace>/<name>` of a package: {e}"),
         )
-    })?;
-    Ok((package, last))
+    })
+}
+
+/// The package of a `/v2/<ns>/<name>/<kind>/<last>` path, and its last segment.
+fn package_of(
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<(PackageName, String), OciError> {
+    let Path((ns, name, last)) =
+        path.map_err(|e| OciError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e.body_text()))?;
+    Ok((package_named(&ns, &name)?, last))
 }
 
 fn parse_digest(raw: &str, code: &'static str) -> Result<Digest, OciError> {
@@ -419,7 +420,7 @@ async fn blob(
     };
     if digest == Digest::of(oci::EMPTY_CONFIG) {
         return Ok(blob_response(
-            oci::blob(oci::EMPTY_CONFIG.to_vec()),
+            Blob::new(oci::EMPTY_CONFIG.to_vec()),
             oci::EMPTY_MEDIA_TYPE,
         ));
     }
@@ -466,7 +467,7 @@ async fn tags(
 ) -> Result<Response, OciError> {
     let Path((ns, name)) =
         path.map_err(|e| OciError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e.body_text()))?;
-    let (package, _) = package_of(Ok(Path((ns, name, String::new()))))?;
+    let package = package_named(&ns, &name)?;
     let Query(q) =
         query.map_err(|e| OciError::new(StatusCode::BAD_REQUEST, "UNSUPPORTED", e.body_text()))?;
     let n = match q.n.as_deref() {
@@ -590,7 +591,7 @@ async fn bundle_referrer(
             let bytes = serde_json::to_vec(&bundle).map_err(|e| {
                 OciError::from(ApiError::Internal(format!("serialising a bundle: {e}")))
             })?;
-            (oci::blob(bytes), size)
+            (Blob::new(bytes), size)
         }
     };
     let manifest = oci::bundle_manifest(&layer, subject, size);

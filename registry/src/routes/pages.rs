@@ -357,12 +357,8 @@ async fn release(
         .map_err(|e| PageError::Internal(format!("stored audit of {package}@{version}: {e}")))?;
     let title = format!("{package}@{version}");
     // The same release as OCI clients see it (docs/protocol.md §7.11.3).
-    let oci = crate::oci::derive(&crate::store::ReleaseRecord {
-        version: version.clone(),
-        kind: r.kind.clone(),
-        record: r.record.clone(),
-    })
-    .map_err(|e| PageError::Internal(e.to_string()))?;
+    let oci = crate::oci::derive(&version, &r.kind, &r.record)
+        .map_err(|e| PageError::Internal(e.to_string()))?;
     let name = gridreg_protocol::PackageName::parse(&package)
         .map_err(|e| PageError::BadRequest(e.to_string()))?;
     let repository = gridreg_protocol::oci::repository(&name);
