@@ -68,6 +68,7 @@ async fn a_release_is_served_as_a_wasm_oci_artifact(backend: Backend) {
     assert_eq!(r.headers["content-type"], oci::MANIFEST_MEDIA_TYPE);
     let digest = digest_header(&r);
     assert_eq!(digest, Digest::of(&r.body).to_string());
+    assert_eq!(r.headers["etag"], format!("\"{digest}\""));
     let info = h.get("/v1/packages/acme:hello/1.0.0").await.json();
     let note = Note::parse(info["record"].as_str().unwrap().as_bytes()).unwrap();
     let Record::Release(release) = Record::parse(&note.text).unwrap() else {

@@ -324,7 +324,10 @@ fn blob_response(blob: Blob, media_type: &str) -> Response {
         h.insert(CONTENT_TYPE, v);
     }
     if let Ok(v) = HeaderValue::from_str(&blob.digest.to_string()) {
-        h.insert(DOCKER_CONTENT_DIGEST, v.clone());
+        h.insert(DOCKER_CONTENT_DIGEST, v);
+    }
+    // An entity tag is a quoted string (RFC 9110 §8.8.3), as `/v1/content` sends it.
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", blob.digest)) {
         h.insert(axum::http::header::ETAG, v);
     }
     resp
