@@ -79,6 +79,8 @@ pub mod namespace;
 pub mod note;
 pub mod oci;
 pub mod record;
+pub mod tiles;
+pub mod witness;
 
 pub use bundle::{
     Bundle, BundleError, ChainEvidence, Entry, MapEntry, MapEntryError, VerifiedPackage,

@@ -66,7 +66,8 @@ pub struct Signature {
 }
 
 impl Signature {
-    fn line(&self) -> String {
+    /// The signature line: `— NAME BASE64(key id || signature)` and a newline.
+    pub fn line(&self) -> String {
         let mut raw = Vec::with_capacity(4 + self.sig.len());
         raw.extend_from_slice(&self.key_id.to_be_bytes());
         raw.extend_from_slice(&self.sig);
