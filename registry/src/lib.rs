@@ -28,6 +28,7 @@ pub mod audits;
 pub mod auth;
 pub mod blob;
 pub mod error;
+pub mod export;
 pub mod gc;
 pub mod listen;
 pub mod log;
@@ -42,6 +43,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod timestamp;
+pub mod witness;
 
 pub use server::{Config, Registry};
 pub use state::{AppState, Shared};

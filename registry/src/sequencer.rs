@@ -118,6 +118,11 @@ impl LogView {
         Ok(())
     }
 
+    /// Follows the view's size: changes whenever a newer checkpoint becomes durable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.size.subscribe()
+    }
+
     /// The newest checkpoint that is durable (never one still being committed).
     pub fn latest(&self) -> Arc<CheckpointRow> {
         match self.latest.read() {

@@ -53,6 +53,8 @@ pub struct Config {
     pub max_audit_memory: u64,
     /// Uploads no release names are deleted once older than this.
     pub upload_ttl: std::time::Duration,
+    /// Witnesses every new checkpoint is submitted to (docs/protocol.md §7.13).
+    pub witnesses: Vec<crate::witness::submit::WitnessTarget>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             limits: Limits::default(),
             max_audit_memory: crate::audits::DEFAULT_AUDIT_MEMORY,
             upload_ttl: crate::gc::DEFAULT_UPLOAD_TTL,
+            witnesses: Vec::new(),
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct Registry {
     sequencer: JoinHandle<()>,
     /// The collector of unnamed uploads, stopped with the registry.
     collector: JoinHandle<()>,
+    /// The witness submitters and the bucket's tile exporter, stopped with the registry.
+    background: Vec<JoinHandle<()>>,
     limits: Limits,
 }
 
@@ -276,6 +281,22 @@ impl Registry {
             pins.clone(),
             config.upload_ttl,
         ));
+        let witnesses = Arc::new(crate::witness::submit::Witnesses::new(
+            config.witnesses.clone(),
+        ));
+        let mut background = witnesses.start(store.clone(), view.clone());
+        if blobs.serves_static() {
+            background.push(tokio::spawn(
+                crate::export::Exporter {
+                    store: store.clone(),
+                    blobs: blobs.clone(),
+                    view: view.clone(),
+                    timestamp: timestamp.clone(),
+                    witnesses: witnesses.clone(),
+                }
+                .run(),
+            ));
+        }
         Ok(Registry {
             state: AppState::new(Shared {
                 store,
@@ -291,9 +312,11 @@ impl Registry {
                 max_blob_size: config.max_blob_size,
                 require_token: config.require_token,
                 oci: Arc::default(),
+                witnesses,
             }),
             sequencer: task,
             collector,
+            background,
             limits: config.limits,
         })
     }
@@ -325,9 +348,13 @@ impl Registry {
             state,
             sequencer,
             collector,
+            background,
             ..
         } = self;
         collector.abort();
+        for task in background {
+            task.abort();
+        }
         sequencer.abort();
         let _ = sequencer.await;
         drop(state);
@@ -340,9 +367,13 @@ impl Registry {
             state,
             sequencer,
             collector,
+            background,
             ..
         } = self;
         collector.abort();
+        for task in background {
+            task.abort();
+        }
         drop(state);
         if let Err(e) = sequencer.await {
             tracing::error!(error = %e, "sequencer task failed");

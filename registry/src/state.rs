@@ -51,6 +51,8 @@ pub struct Shared {
     pub require_token: bool,
     /// What the OCI read side finds by digest (manifests, configs, bundle artifacts).
     pub oci: Arc<crate::oci::OciCache>,
+    /// The witnesses this registry submits its checkpoints to (`--witness`).
+    pub witnesses: Arc<crate::witness::submit::Witnesses>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -219,6 +219,28 @@ pub trait BlobStore: Send + Sync + 'static {
     fn read_shared(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Bytes>, BlobError>> {
         Box::pin(async move { Ok(self.read(digest).await?.map(Bytes::from)) })
     }
+    /// Whether this store can hold the log's static resources (tiles, entry bundles and the
+    /// checkpoint, docs/protocol.md §7.12.5) for a CDN or a static host to serve.
+    fn serves_static(&self) -> bool {
+        false
+    }
+    /// Writes one static resource at `path` (`checkpoint`, `tile/0/x001/234`, ...) with the
+    /// given `Cache-Control`; only called when [`BlobStore::serves_static`].
+    fn put_static<'a>(
+        &'a self,
+        path: &'a str,
+        bytes: Bytes,
+        content_type: &'static str,
+        cache_control: &'static str,
+    ) -> BoxFuture<'a, Result<(), BlobError>> {
+        let _ = (path, bytes, content_type, cache_control);
+        Box::pin(async { Ok(()) })
+    }
+    /// Reads back a static resource written by [`BlobStore::put_static`].
+    fn get_static<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, BlobError>> {
+        let _ = path;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Largest blob kept in memory for downloads.

@@ -217,6 +217,41 @@ impl BlobWriter for S3Writer {
 }
 
 impl BlobStore for S3BlobStore {
+    fn serves_static(&self) -> bool {
+        true
+    }
+
+    fn put_static<'a>(
+        &'a self,
+        path: &'a str,
+        bytes: Bytes,
+        content_type: &'static str,
+        cache_control: &'static str,
+    ) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            use object_store::{Attribute, Attributes, PutOptions};
+            let mut attributes = Attributes::new();
+            attributes.insert(Attribute::ContentType, content_type.into());
+            attributes.insert(Attribute::CacheControl, cache_control.into());
+            self.store
+                .put_opts(
+                    &ObjectPath::from(path),
+                    bytes.into(),
+                    PutOptions::from(attributes),
+                )
+                .await
+                .map_err(object_error(format!(
+                    "writing {path} to bucket {}",
+                    self.bucket
+                )))?;
+            Ok(())
+        })
+    }
+
+    fn get_static<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, BlobError>> {
+        Box::pin(self.fetch_key(ObjectPath::from(path)))
+    }
+
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn BlobWriter>, BlobError>> {
         Box::pin(async move {
             Ok(Box::new(S3Writer {
@@ -307,7 +342,10 @@ impl S3BlobStore {
     }
 
     async fn fetch(&self, digest: Digest) -> Result<Option<Bytes>, BlobError> {
-        let key = key(&digest);
+        self.fetch_key(key(&digest)).await
+    }
+
+    async fn fetch_key(&self, key: ObjectPath) -> Result<Option<Bytes>, BlobError> {
         let got = match self.store.get(&key).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),

@@ -152,7 +152,9 @@ async fn proven(
     Ok((
         MapHead {
             checkpoint: match stamp {
-                Stamp::Now => state.timestamp.stamp(&checkpoint.body).to_string(),
+                Stamp::Now => state
+                    .witnesses
+                    .merge(&state.timestamp.stamp(&checkpoint.body)),
                 Stamp::None => checkpoint.body.to_string(),
             },
             map_entry,

@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// Most entries one page returns.
 pub const MAX_PAGE: u64 = 1000;
 /// A page stops at the first entry that brings its bodies to this many bytes or more, so a log
-/// of large records (up to 256 KiB each) still comes in pages a client and the server can hold.
+/// of large records (up to 64 KiB each) still comes in pages a client and the server can hold.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Entries read from the store at a time while filling a page.
 const READ_CHUNK: u64 = 64;
@@ -37,10 +37,14 @@ const TEXT: (axum::http::HeaderName, &str) = (CONTENT_TYPE, "text/plain; charset
 
 /// The newest checkpoint, cosigned by the timestamp key within the last second.
 async fn checkpoint(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [TEXT],
-        state.timestamp.stamp(&state.view.latest().body).to_string(),
-    )
+    served_checkpoint(&state)
+}
+
+/// The checkpoint as served (here and at the tiles' `/checkpoint`): the newest one, with a
+/// timestamp cosignature.
+pub fn served_checkpoint(state: &AppState) -> impl IntoResponse + use<> {
+    let stamped = state.timestamp.stamp(&state.view.latest().body);
+    ([TEXT], state.witnesses.merge(&stamped))
 }
 
 /// The log key's signed statement naming the timestamp key.

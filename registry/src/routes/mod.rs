@@ -24,6 +24,7 @@ pub mod ops;
 pub mod packages;
 pub mod pages;
 pub mod records;
+pub mod tiles;
 pub mod wit;
 
 /// Who is calling: the grant of a valid bearer token, if one was presented.
@@ -65,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .merge(bundles::routes())
         .merge(pages::routes())
         .merge(oci::routes())
+        .merge(tiles::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track))

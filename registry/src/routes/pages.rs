@@ -517,12 +517,37 @@ async fn log(State(state): State<AppState>) -> Result<Response, PageError> {
         "<h1>Log <code>{origin}</code></h1>\n<p>{size} entries. Log key: <code>{key}</code></p>\n\
          <h2>Latest checkpoint</h2>\n<pre>{cp}</pre>\n<p>Machine-readable: \
          <a href=\"/v1/log/checkpoint\">checkpoint</a>, <a href=\"/v1/log/key\">key</a>, \
-         <a href=\"/v1/log/entries?start={start}\">entries</a>.</p>\n",
+         <a href=\"/v1/log/entries?start={start}\">entries</a>; C2SP tiles under \
+         <a href=\"/checkpoint\">/checkpoint</a> and <code>/tile/</code>.</p>\n",
         origin = escape(&state.origin),
         size = latest.size,
         key = escape(&state.log_key),
         cp = escape(&latest.body),
     );
+    let witnesses = state.witnesses.report();
+    if !witnesses.is_empty() {
+        b.push_str(
+            "<h2>Witnesses</h2>\n<table>\n<tr><th>Witness</th><th>Cosigned size</th>\
+             <th>Behind by</th><th>Last submission</th></tr>\n",
+        );
+        for w in &witnesses {
+            let cosigned = w.cosigned_size.unwrap_or(0);
+            let _ = writeln!(
+                b,
+                "<tr><td><code>{}</code><br>{}</td><td>{}</td><td>{} entries</td><td>{}</td></tr>",
+                escape(&w.name),
+                escape(&w.url),
+                w.cosigned_size
+                    .map_or_else(|| "none yet".to_string(), |s| s.to_string()),
+                latest.size.saturating_sub(cosigned),
+                w.last_error.as_deref().map_or_else(
+                    || "cosigned".to_string(),
+                    |e| format!("failed: {}", escape(e))
+                ),
+            );
+        }
+        b.push_str("</table>\n");
+    }
     let _ = writeln!(b, "<h2>Newest entries</h2>");
     if entries.is_empty() {
         b.push_str("<p>The log is empty.</p>\n");

@@ -43,7 +43,8 @@ async fn submit(
 }
 
 async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
-    let limit = note::MAX_NOTE_LEN;
+    // Every log entry fits a tlog-tiles entry bundle (docs/protocol.md §7.12).
+    let limit = gridreg_protocol::tiles::MAX_ENTRY_LEN;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(format!(
@@ -163,9 +164,13 @@ async fn publish(
         accepted.index,
     )
     .await?;
+    // Answering witnesses cosign the checkpoint before the publisher hears back (bounded), so
+    // a client that requires a witness quorum can pull what was just published.
+    state.witnesses.wait_for(accepted.checkpoint.size).await;
+    let stamped = state.timestamp.stamp(&accepted.checkpoint.body);
     Ok(PublishResponse {
         index: accepted.index,
-        checkpoint: state.timestamp.stamp(&accepted.checkpoint.body).to_string(),
+        checkpoint: state.witnesses.merge(&stamped),
         proof: encode_hashes(&proof),
     })
 }
