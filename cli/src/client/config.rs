@@ -10,6 +10,8 @@
 //! timestamp_key = "gridreg.local/log/timestamp+5e6f7a8b+BA..."  # pinned; named by the log key
 //! max_age = "24h"                                 # oldest checkpoint timestamp accepted
 //! token_env = "GRIDREG_TOKEN"                     # or: token = "grt_..."
+//! witnesses = ["w1.example+5e6f7a8b+BA..."]       # C2SP witnesses' cosigner keys
+//! quorum = 1                                      # valid witness cosignatures required
 //! ```
 //!
 //! It lives at `$GRIDREG_CONFIG`, else `$XDG_CONFIG_HOME/gridreg/config.toml`, else
@@ -57,6 +59,12 @@ pub struct RegistryEntry {
     /// Name of an environment variable holding the token (keeps it out of the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+    /// Witnesses' cosigner keys (`NAME+KEYID+BASE64`, C2SP tlog-cosignature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<String>,
+    /// How many of `witnesses` must have cosigned a checkpoint (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<usize>,
 }
 
 /// How old a checkpoint's timestamp may be when a registry sets no `max_age`.
@@ -123,6 +131,23 @@ impl Config {
                     )
                 })?;
             }
+            for k in &entry.witnesses {
+                CosignerKey::parse(k).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: registries.{name}.witnesses: expected a cosigner key NAME+KEYID+BASE64, found {k:?}: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            if let Some(q) = entry.quorum
+                && (q == 0 || q > entry.witnesses.len())
+            {
+                bail!(
+                    "{}: registries.{name}.quorum = {q}: expected 1 to the number of witnesses ({})",
+                    path.display(),
+                    entry.witnesses.len()
+                );
+            }
             if let Some(a) = &entry.max_age {
                 parse_duration(a).map_err(|e| {
                     anyhow::anyhow!("{}: registries.{name}.max_age: {e}", path.display())
@@ -160,6 +185,9 @@ pub struct Remote {
     /// The pinned timestamp key, if any.
     pub timestamp_key: Option<CosignerKey>,
     pub max_age: Duration,
+    /// Witness keys whose cosignatures count, and how many are required (0: none).
+    pub witnesses: Vec<CosignerKey>,
+    pub quorum: usize,
     /// Whether this registry has an entry in the configuration (pins are saved there).
     pub configured: bool,
 }
@@ -223,6 +251,13 @@ impl Config {
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("registry {name}: max_age: {e}"))?
                     .unwrap_or(DEFAULT_MAX_AGE),
+                witnesses: e
+                    .witnesses
+                    .iter()
+                    .map(|k| CosignerKey::parse(k))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("registry {name}: witnesses: {e}"))?,
+                quorum: e.quorum.unwrap_or(e.witnesses.len()),
                 configured: true,
             })
         };
@@ -238,6 +273,8 @@ impl Config {
                     log_key: None,
                     timestamp_key: None,
                     max_age: DEFAULT_MAX_AGE,
+                    witnesses: Vec::new(),
+                    quorum: 0,
                     configured: false,
                 }),
             }
@@ -314,6 +351,8 @@ mod tests {
                 max_age: None,
                 token: Some("grt_x".into()),
                 token_env: None,
+                witnesses: Vec::new(),
+                quorum: None,
             },
         );
         let r = c.resolve(Some("acme")).unwrap();

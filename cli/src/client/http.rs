@@ -171,6 +171,18 @@ impl Api {
         String::from_utf8(bytes).with_context(|| format!("{what}: the answer is not UTF-8"))
     }
 
+    /// `GET path` as bytes, at most `max` of them.
+    pub fn get_bytes(&self, path: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+        let what = format!("GET {path}");
+        let start = Instant::now();
+        let resp = self.call(&what, self.request("GET", path).call());
+        let bytes = resp
+            .map_err(anyhow::Error::from)
+            .and_then(|r| read_limited(r.into_reader(), max).with_context(|| what.clone()));
+        self.charge(start, Duration::ZERO);
+        bytes
+    }
+
     /// `GET path` as JSON of type `T`.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let text = self.get_text(path)?;

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lockfile;
 pub mod remote;
 pub mod signers;
+pub mod tiles;
 pub mod trust;
 pub mod verify;
 

@@ -116,6 +116,8 @@ fn pin_on_first_use(api: &Api, remote: &Remote, config_path: &Path) -> anyhow::R
             max_age: None,
             token: None,
             token_env: None,
+            witnesses: Vec::new(),
+            quorum: None,
         });
     if let Some(pinned) = &entry.log_key {
         let pinned = VerifierKey::parse(pinned)?;
@@ -253,16 +255,62 @@ impl Session {
         }
     }
 
-    /// Checks that `checkpoint` carries a cosignature by the timestamp key no older than
-    /// `max_age` and not from the future; returns its age.
+    /// Checks that `checkpoint` carries valid cosignatures by at least the quorum of the
+    /// configured witnesses; the error names those that cosigned and those that did not.
+    pub fn check_witnesses(&self, checkpoint: &SignedCheckpoint) -> Result<(), String> {
+        let quorum = self.remote.quorum;
+        if quorum == 0 || self.remote.witnesses.is_empty() {
+            return Ok(());
+        }
+        let note = Note::parse(checkpoint.note.as_bytes()).map_err(|e| e.to_string())?;
+        let mut signed = Vec::new();
+        let mut missing = Vec::new();
+        for w in &self.remote.witnesses {
+            match w.cosigned_time(&note) {
+                Ok(_) => signed.push(w.label()),
+                Err(e) => missing.push(e.to_string()),
+            }
+        }
+        if signed.len() >= quorum {
+            return Ok(());
+        }
+        let signed = if signed.is_empty() {
+            "none".to_string()
+        } else {
+            signed.join(", ")
+        };
+        Err(format!(
+            "witness quorum not met for the checkpoint of size {}: {} of {quorum} required cosignatures (of {} configured witnesses); cosigned by: {signed}; missing: {}",
+            checkpoint.size(),
+            self.remote.witnesses.len() - missing.len(),
+            self.remote.witnesses.len(),
+            missing.join("; ")
+        ))
+    }
+
+    /// Checks that `checkpoint` carries a cosignature by the timestamp key (or a configured
+    /// witness) no older than `max_age` and not from the future; returns its age. The newest
+    /// of those times counts.
     pub fn check_fresh(&self, checkpoint: &SignedCheckpoint) -> anyhow::Result<Duration> {
         let key = self.timestamp_key()?;
         let note = Note::parse(checkpoint.note.as_bytes())?;
-        let time = key.cosigned_time(&note).map_err(|e| {
-            Failure(format!(
-                "{e}: a registry cosigns every checkpoint it serves with its timestamp key, so this one did not come from it as served"
-            ))
-        })?;
+        let witnessed = self
+            .remote
+            .witnesses
+            .iter()
+            .filter_map(|w| w.cosigned_time(&note).ok())
+            .max();
+        let time = match (key.cosigned_time(&note), witnessed) {
+            (Ok(t), Some(w)) => t.max(w),
+            (Ok(t), None) => t,
+            (Err(_), Some(w)) => w,
+            (Err(e), None) => {
+                return Err(Failure(format!(
+                    "{e}: a registry cosigns every checkpoint it serves with its timestamp key, so this one did not come from it as served"
+                ))
+                .into());
+            }
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -227,7 +227,7 @@ fn fetch_checked<T: serde::de::DeserializeOwned>(
             }
         })?;
         if let Some((checkpoint, trust, age)) =
-            check_checkpoint(session, checkpoint_of(&bundle), t, attempt == 1)?
+            check_checkpoint(session, checkpoint_of(&bundle), t, attempt)?
         {
             return Ok((bundle, checkpoint, trust, age));
         }
@@ -417,15 +417,24 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     })
 }
 
-/// Verifies a checkpoint text and runs the `checkpoint`, `freshness` and `consistency` checks
-/// on it; the trusted checkpoint then moves forward. `None` when it is older than the trusted
-/// one and `may_retry` (the caller fetches again); older without `may_retry` is a rollback.
+/// Fetches of a checkpoint that lacks the witness quorum before it counts as refused: a
+/// registry gathers cosignatures for a new checkpoint within a second or two.
+const QUORUM_ATTEMPTS: u32 = 10;
+/// The pause between those fetches.
+const QUORUM_PAUSE: Duration = Duration::from_millis(500);
+
+/// Verifies a checkpoint text and runs the `checkpoint` (log key, witness quorum), `freshness`
+/// and `consistency` checks on it; the trusted checkpoint then moves forward. `None` when the
+/// caller should fetch again (this was fetch number `attempt`): once when it is older than the
+/// trusted one (older again is a rollback), and for a while when the witness quorum is not met
+/// yet.
 fn check_checkpoint(
     session: &Session,
     text: &str,
     t: &mut Timings,
-    may_retry: bool,
+    attempt: u32,
 ) -> anyhow::Result<Option<(SignedCheckpoint, Outcome, Duration)>> {
+    let may_retry = attempt == 1;
     let as_check = |check: Check| {
         move |e: anyhow::Error| {
             if e.downcast_ref::<Failure>().is_some() {
@@ -439,6 +448,13 @@ fn check_checkpoint(
     let checkpoint = session
         .verify_checkpoint(text)
         .map_err(as_check(Check::Checkpoint))?;
+    if let Err(short) = session.check_witnesses(&checkpoint) {
+        if attempt < QUORUM_ATTEMPTS {
+            std::thread::sleep(QUORUM_PAUSE);
+            return Ok(None);
+        }
+        return Err(failed(Check::Checkpoint, short));
+    }
     let age = session
         .check_fresh(&checkpoint)
         .map_err(as_check(Check::Freshness))?;
@@ -461,10 +477,19 @@ pub fn current_checkpoint(
     session: &Session,
     t: &mut Timings,
 ) -> anyhow::Result<(SignedCheckpoint, Outcome, Duration)> {
+    current_checkpoint_at(session, "/v1/log/checkpoint", t)
+}
+
+/// [`current_checkpoint`] from another path: the tiles' `/checkpoint` serves the same note.
+pub fn current_checkpoint_at(
+    session: &Session,
+    path: &str,
+    t: &mut Timings,
+) -> anyhow::Result<(SignedCheckpoint, Outcome, Duration)> {
     let mut attempt = 1;
     loop {
-        let text = session.api.get_text("/v1/log/checkpoint")?;
-        if let Some(checked) = check_checkpoint(session, &text, t, attempt == 1)? {
+        let text = session.api.get_text(path)?;
+        if let Some(checked) = check_checkpoint(session, &text, t, attempt)? {
             return Ok(checked);
         }
         attempt += 1;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use gridreg_protocol::SignerKey;
+use gridreg_protocol::{Cosigner, SignerKey};
 
 use crate::exit::Status;
 
@@ -20,6 +20,7 @@ use crate::exit::Status;
   gridreg keygen --name acme-release                 writes acme-release.key
   gridreg keygen --name ci -o ~/.config/gridreg/ci.key
   VK=$(gridreg keygen --name alice)                  keep the verifier key in a variable
+  gridreg keygen --witness --name w1.example        a witness's cosigner key
   gridreg keygen --name alice --json                 machine output (name, key_id,
                                                      verifier_key, signer_key_file)
 
@@ -35,21 +36,31 @@ pub struct Opts {
     /// Print a JSON object instead of the bare verifier key.
     #[arg(long)]
     pub json: bool,
+    /// Make a witness's cosigner key (C2SP tlog-cosignature, for `gridreg witness serve`)
+    /// instead of a signer key for records.
+    #[arg(long)]
+    pub witness: bool,
 }
 
 impl Opts {
     pub fn run(self) -> anyhow::Result<Status> {
-        let key = SignerKey::generate(&self.name)
-            .with_context(|| format!("cannot make a key named `{}`", self.name))?;
+        let cannot = || format!("cannot make a key named `{}`", self.name);
+        let (secret, verifier, id) = if self.witness {
+            let key = Cosigner::generate(&self.name).with_context(cannot)?;
+            let v = key.verifier();
+            (key.to_secret_string(), v.to_string(), v.id())
+        } else {
+            let key = SignerKey::generate(&self.name).with_context(cannot)?;
+            (key.to_secret_string(), key.verifier().to_string(), key.id())
+        };
         let path = self
             .output
             .unwrap_or_else(|| PathBuf::from(format!("{}.key", self.name)));
-        write_secret(&path, &format!("{}\n", key.to_secret_string()))?;
-        let verifier = key.verifier().to_string();
+        write_secret(&path, &format!("{secret}\n"))?;
         if self.json {
             let out = serde_json::json!({
-                "name": key.name(),
-                "key_id": format!("{:08x}", key.id()),
+                "name": self.name,
+                "key_id": format!("{id:08x}"),
                 "verifier_key": verifier,
                 "signer_key_file": path.display().to_string(),
             });

@@ -13,7 +13,7 @@ use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::{Chains, Head, NamespaceState, Record};
 use serde::Serialize;
 
-use crate::client::{remote, trust, verify};
+use crate::client::{remote, tiles, trust, verify};
 use crate::commands::RegistryOpt;
 use crate::exit::{Failure, Status};
 
@@ -24,6 +24,7 @@ use crate::exit::{Failure, Status};
   gridreg log verify                           prove the log only grew since this client last looked
   gridreg log monitor                          replay and audit the whole log
   gridreg log monitor --namespace acme --from 1200 --json
+  gridreg log monitor --tiles                  the same, read through the C2SP tiles only
 
 Exit status: 0 fine; 1 a check failed (fork, rollback, bad signature, a checkpoint timestamped
 longer ago than max_age) or monitor found something;
@@ -65,6 +66,10 @@ pub struct Monitor {
     /// Report only on entries from this index on (earlier ones are replayed, not re-audited).
     #[arg(long, value_name = "INDEX", default_value_t = 0)]
     pub from: u64,
+    /// Read the log through its C2SP tlog-tiles only (`/checkpoint`, `/tile/...`), checking
+    /// every tile against the entries and the tree computed from them.
+    #[arg(long)]
+    pub tiles: bool,
 }
 
 impl Opts {
@@ -131,9 +136,20 @@ struct Grant {
 
 fn monitor(m: &Monitor) -> anyhow::Result<Status> {
     let session = trust::connect(m.common.registry.get())?;
-    let (cp, outcome, _) = verify::current_checkpoint(&session, &mut verify::Timings::default())?;
+    let path = if m.tiles {
+        "/checkpoint"
+    } else {
+        "/v1/log/checkpoint"
+    };
+    let (cp, outcome, _) =
+        verify::current_checkpoint_at(&session, path, &mut verify::Timings::default())?;
     let size = cp.size();
-    let entries = remote::entries(&session.api, 0, size)?;
+    let (entries, tiles_read) = if m.tiles {
+        let log = tiles::read(&session.api, size)?;
+        (log.entries, Some(log.fetched))
+    } else {
+        (remote::entries(&session.api, 0, size)?, None)
+    };
 
     // Every entry's inclusion at once: the leaves must hash to the signed root.
     let leaves: Vec<Hash> = entries
@@ -351,6 +367,7 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
                 "map_entries_checked": map_entries,
                 "consistency": outcome.describe(size),
                 "releases_audited": releases,
+                "tiles_checked": tiles_read,
                 "grants": grants,
                 "findings": findings,
             }))?
@@ -361,6 +378,9 @@ fn monitor(m: &Monitor) -> anyhow::Result<Status> {
             session.origin(),
             outcome.describe(size)
         );
+        if let Some(n) = tiles_read {
+            println!("  read through {n} tiles and entry bundles, every one checked");
+        }
         println!("  {releases} releases re-audited from their bytes");
         println!("  {map_entries} map entries recomputed from the chain heads");
         for g in &grants {

@@ -24,6 +24,8 @@ pub mod run;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod verify;
+#[cfg(feature = "serve")]
+pub mod witness;
 pub mod yank;
 use crate::output::GlobalOpts;
 
@@ -111,6 +113,11 @@ pub enum Command {
     /// Run the registry server [not in this build: the full build has it].
     #[cfg(not(feature = "serve"))]
     Serve(missing::Opts),
+    #[cfg(feature = "serve")]
+    Witness(witness::Opts),
+    /// Run a transparency-log witness [not in this build: the full build has it].
+    #[cfg(not(feature = "serve"))]
+    Witness(missing::Opts),
     Publish(publish::Opts),
     Pull(pull::Opts),
     Namespace(namespace::Opts),
@@ -138,6 +145,10 @@ impl Command {
             Command::Serve(o) => o.run(),
             #[cfg(not(feature = "serve"))]
             Command::Serve(_) => missing::run("serve", "serve"),
+            #[cfg(feature = "serve")]
+            Command::Witness(o) => o.run(),
+            #[cfg(not(feature = "serve"))]
+            Command::Witness(_) => missing::run("witness", "serve"),
             Command::Publish(o) => o.run(),
             Command::Pull(o) => o.run(),
             Command::Namespace(o) => o.run(),

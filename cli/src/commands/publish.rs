@@ -76,6 +76,21 @@ impl Opts {
         Record::Release(release.clone())
             .validate()
             .context("the release record")?;
+        // A log entry is at most 65,535 bytes (docs/protocol.md §4.6); `prev` adds at most 81
+        // bytes over `none` once the chain's head is known.
+        let trial = Record::Release(release.clone())
+            .sign(&[&signer])
+            .context("signing the release record")?;
+        if trial.len() + 81 > gridreg_protocol::tiles::MAX_ENTRY_LEN {
+            anyhow::bail!(
+                "the signed release record of `{}` would be about {} bytes, more than the {} a log entry may hold: its {} import and {} export names are too long together",
+                file.name,
+                trial.len() + 81,
+                gridreg_protocol::tiles::MAX_ENTRY_LEN,
+                release.imports.len(),
+                release.exports.len()
+            );
+        }
 
         let session = trust::connect(self.registry.get())?;
         let digest = release.digest.to_string();

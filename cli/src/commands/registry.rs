@@ -16,6 +16,8 @@ use crate::exit::Status;
 #[command(after_help = "Examples:
   gridreg registry add acme https://reg.acme.example --log-key 'reg.acme.example/log+1a2b3c4d+AQ...' --default
   gridreg registry add local 127.0.0.1:7411 --token-env GRIDREG_TOKEN
+  gridreg registry add acme https://reg.acme.example --witness 'w1.example+5e6f7a8b+BA...' \
+      --witness 'w2.example+9c0d1e2f+BA...' --quorum 1     checkpoints need 1 of 2 witnesses
   gridreg registry list
   gridreg registry remove acme")]
 pub struct Opts {
@@ -59,6 +61,13 @@ pub struct Add {
     /// a registry or mirror that stopped renewing it is frozen or replaying an old view.
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+    /// A witness's cosigner key (C2SP tlog-cosignature, NAME+KEYID+BASE64); repeat for more.
+    /// Checkpoints must carry valid cosignatures from --quorum of them.
+    #[arg(long = "witness", value_name = "KEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned a checkpoint [default: all].
+    #[arg(long, value_name = "K", requires = "witnesses", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quorum: Option<u32>,
     /// Make it the default registry.
     #[arg(long)]
     pub default: bool,
@@ -89,6 +98,24 @@ impl Opts {
                     .map(parse_verifier)
                     .transpose()
                     .context("--log-key")?;
+                let mut witnesses = Vec::new();
+                for w in &a.witnesses {
+                    let k = gridreg_protocol::CosignerKey::parse(w.trim()).with_context(|| {
+                        format!(
+                            "--witness {w}: expected a witness's cosigner key NAME+KEYID+BASE64"
+                        )
+                    })?;
+                    witnesses.push(k.to_string());
+                }
+                let quorum = a.quorum.map(|q| q as usize);
+                if let Some(q) = quorum
+                    && q > witnesses.len()
+                {
+                    bail!(
+                        "--quorum {q}: expected at most the number of --witness keys ({})",
+                        witnesses.len()
+                    );
+                }
                 cfg.registries.insert(
                     a.name.clone(),
                     RegistryEntry {
@@ -98,6 +125,8 @@ impl Opts {
                         max_age: a.max_age.map(|d| format!("{}s", d.as_secs())),
                         token: a.token,
                         token_env: a.token_env,
+                        witnesses,
+                        quorum,
                     },
                 );
                 if a.default || cfg.default.is_none() {
@@ -126,6 +155,8 @@ impl Opts {
                                 "max_age": e.max_age.as_deref().unwrap_or("24h"),
                                 "token": e.token.as_ref().map(|_| "<set>"),
                                 "token_env": e.token_env,
+                                "witnesses": e.witnesses,
+                                "quorum": e.quorum.unwrap_or(e.witnesses.len()),
                                 "default": cfg.default.as_deref() == Some(n.as_str()),
                             })
                         })

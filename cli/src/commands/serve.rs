@@ -37,6 +37,7 @@ use crate::exit::Status;
   gridreg serve --database-url postgres://gridreg@db.internal/gridreg --data /srv/gridreg
   gridreg serve --blobs file:///mnt/blobs           content under /mnt/blobs/sha256/
   gridreg serve --blobs 's3://gridreg?endpoint=http://127.0.0.1:9000&region=us-east-1'
+  gridreg serve --witness http://w1.example:7480=w1.example+1a2b3c4d+BC...   with a witness
   gridreg serve token create --scope publish --namespace acme
   gridreg serve token list
   gridreg serve token revoke 1a2b3c4d5e6f7a8b
@@ -96,6 +97,10 @@ pub struct Opts {
     /// On SIGTERM or Ctrl-C, longest to let in-flight requests finish before closing them.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
+    /// Submit every new checkpoint to this C2SP tlog-witness and serve its cosignatures
+    /// (URL of its add-checkpoint prefix, `=`, its cosigner key); repeat for more witnesses.
+    #[arg(long = "witness", value_name = "URL=KEY")]
+    pub witnesses: Vec<gridreg_registry::witness::submit::WitnessTarget>,
     #[command(subcommand)]
     pub action: Option<Action>,
 }
@@ -137,19 +142,7 @@ impl Opts {
         match self.action {
             Some(Action::Token(t)) => token(&self.data, self.database_url.as_deref(), t).await,
             None => {
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(
-                        tracing_subscriber::EnvFilter::try_from_default_env()
-                            .unwrap_or_else(|_| "info,tower_http=info,sqlx=warn".into()),
-                    )
-                    .with_writer(std::io::stderr)
-                    // Colour codes only on a terminal and without NO_COLOR: log files and
-                    // journald get plain text.
-                    .with_ansi(
-                        std::io::IsTerminal::is_terminal(&std::io::stderr())
-                            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-                    )
-                    .try_init();
+                init_tracing();
                 let config = Config {
                     data: self.data,
                     origin: self.origin,
@@ -159,6 +152,7 @@ impl Opts {
                     blobs: self.blobs,
                     max_audit_memory: self.max_audit_memory,
                     upload_ttl: self.upload_ttl,
+                    witnesses: self.witnesses,
                     limits: Limits {
                         read_timeout: self.read_timeout,
                         max_connections: self.max_connections as usize,
@@ -240,8 +234,25 @@ async fn token(
     Ok(Status::Ok)
 }
 
+/// Logs to stderr, `info` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal and without NO_COLOR: log files and journald get
+        // plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
+        .try_init();
+}
+
 /// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
