@@ -1,7 +1,8 @@
-//! Proof endpoint latency at a large log: seeds a SQLite data dir with N log entries straight
+//! Proof and tile endpoint latency at a large log: seeds a SQLite data dir with N log entries straight
 //! through `Store::commit` (batches of 50,000, real stored hashes, one signed checkpoint per
 //! batch), opens the registry on it, then C concurrent keep-alive clients ask for inclusion
-//! proofs of random indexes and consistency proofs from random sizes to the full tree. Prints
+//! proofs of random indexes, consistency proofs from random sizes to the full tree, random full
+//! level-0 tiles and random full entry bundles (C2SP tlog-tiles, docs/protocol.md §7.12). Prints
 //! p50/p99 per endpoint and the process's peak RSS.
 //!
 //! `cargo run --release -p gridreg-registry --example bench_proofs -- [ENTRIES] [REQUESTS] [CLIENTS]`
@@ -136,7 +137,12 @@ async fn main() {
         let _ = stop_rx.await;
     }));
 
-    for kind in ["inclusion", "consistency"] {
+    // Tiles (docs/protocol.md §7.12): random full level-0 tiles (256 hashes) and entry bundles.
+    let full_tiles = entries / 256;
+    for kind in ["inclusion", "consistency", "tile", "bundle"] {
+        if kind != "inclusion" && kind != "consistency" && full_tiles == 0 {
+            continue;
+        }
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -154,10 +160,21 @@ async fn main() {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let i = x % entries;
-                    let path = if kind == "inclusion" {
-                        format!("/v1/log/proof/inclusion?index={i}&size={entries}")
-                    } else {
-                        format!("/v1/log/proof/consistency?from={}&to={entries}", i.max(1))
+                    let tile = |kind| {
+                        let t = gridreg_protocol::tiles::Tile {
+                            kind,
+                            index: x % full_tiles.max(1),
+                            width: 256,
+                        };
+                        format!("/{}", t.path())
+                    };
+                    let path = match kind {
+                        "inclusion" => format!("/v1/log/proof/inclusion?index={i}&size={entries}"),
+                        "consistency" => {
+                            format!("/v1/log/proof/consistency?from={}&to={entries}", i.max(1))
+                        }
+                        "tile" => tile(gridreg_protocol::tiles::TileKind::Hashes { level: 0 }),
+                        _ => tile(gridreg_protocol::tiles::TileKind::Entries),
                     };
                     let t = Instant::now();
                     assert_eq!(conn.get(&path).await, 200, "{path}");
@@ -174,7 +191,7 @@ async fn main() {
         lat.sort();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
         println!(
-            "{kind} proofs at {entries} entries, {clients} clients: {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{kind} reads at {entries} entries, {clients} clients: {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             lat.len() as f64 / took.as_secs_f64(),
             pct(0.50).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,

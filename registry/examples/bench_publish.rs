@@ -56,6 +56,46 @@ async fn main() {
         replicas == 1 || database_url.is_some(),
         "replicas share a PostgreSQL database"
     );
+    // GRIDREG_BENCH_WITNESSES=N: N in-process C2SP witnesses (docs/protocol.md §7.13) on
+    // loopback, each given the log key, and the registry submitting to them; a publish then
+    // waits for their cosignatures.
+    let witness_count: usize = std::env::var("GRIDREG_BENCH_WITNESSES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut witness_targets = Vec::new();
+    let mut witness_servers = Vec::new();
+    if witness_count > 0 {
+        let data0 = dir.path().join("data0");
+        std::fs::create_dir_all(&data0).unwrap();
+        let log_key = SignerKey::generate(gridreg_registry::server::DEFAULT_ORIGIN).unwrap();
+        std::fs::write(
+            data0.join("log.key"),
+            format!("{}\n", log_key.to_secret_string()),
+        )
+        .unwrap();
+        for i in 0..witness_count {
+            use gridreg_registry::witness::server::{Witness, WitnessConfig};
+            let key = gridreg_protocol::Cosigner::generate(&format!("w{i}.bench")).unwrap();
+            let witness = Witness::open(WitnessConfig {
+                data: dir.path().join(format!("witness{i}")),
+                key,
+                logs: vec![(log_key.name().to_string(), log_key.verifier())],
+            })
+            .await
+            .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            witness_targets.push(gridreg_registry::witness::submit::WitnessTarget {
+                url: format!("http://{}", listener.local_addr().unwrap()),
+                key: witness.verifier(),
+            });
+            let router = witness.router();
+            witness_servers.push((
+                witness,
+                tokio::spawn(async move { axum::serve(listener, router).await }),
+            ));
+        }
+    }
     let mut addrs = Vec::new();
     let mut stops = Vec::new();
     let mut servers = Vec::new();
@@ -67,6 +107,7 @@ async fn main() {
         }
         let mut config = Config::new(data);
         config.database_url = database_url.clone();
+        config.witnesses = witness_targets.clone();
         let registry = Registry::open(&config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         addrs.push(listener.local_addr().unwrap());
@@ -165,7 +206,7 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "replicas {replicas} ({}) records {records} clients {clients}: {:.0} appends/s over {:.2}s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "replicas {replicas} ({}) witnesses {witness_count} records {records} clients {clients}: {:.0} appends/s over {:.2}s; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         if database_url.is_some() {
             "postgres"
         } else {

@@ -125,6 +125,7 @@ async fn rig() -> Rig {
         max_blob_size: gridreg_registry::server::DEFAULT_MAX_BLOB_SIZE,
         require_token: false,
         oci: Arc::default(),
+        witnesses: Arc::default(),
     });
     Rig {
         _dir: dir,

@@ -110,8 +110,25 @@ impl S3Server {
         }
     }
 
-    /// Every file in the bucket, as keys relative to it (what s3s-fs really stores).
+    /// Every blob in the bucket (`sha256/...`), as keys relative to it (what s3s-fs really
+    /// stores); the log's static resources beside them are [`S3Server::static_files`].
     fn bucket_files(&self) -> Vec<String> {
+        self.all_files()
+            .into_iter()
+            .filter(|f| f.starts_with("sha256/"))
+            .collect()
+    }
+
+    /// The log's tiles and checkpoint in the bucket (docs/protocol.md §7.12.5).
+    fn static_files(&self) -> Vec<String> {
+        self.all_files()
+            .into_iter()
+            .filter(|f| f == "checkpoint" || f.starts_with("tile/"))
+            .collect()
+    }
+
+    /// Every file in the bucket.
+    fn all_files(&self) -> Vec<String> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
             for e in std::fs::read_dir(dir).unwrap() {
                 let p = e.unwrap().path();
@@ -374,6 +391,65 @@ async fn publishes_a_component_and_reads_it_back() {
     h.post_record(&signed)
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch");
+}
+
+/// docs/protocol.md §7.12.5: the bucket holds the log's tiles, entry bundles and checkpoint, byte
+/// for byte what the registry serves at the same paths, so a CDN in front of the bucket is a tile
+/// server; full tiles are written once, partial ones for the newest checkpoint.
+#[tokio::test]
+async fn the_bucket_holds_the_tiles_a_cdn_serves() {
+    let s3 = S3Server::start();
+    let h = harness_s3(&s3).await;
+    let size = claim_until(&h, 260).await;
+    let bundle = format!("tile/entries/001.p/{}", size - 256);
+    let want = [
+        "checkpoint".to_string(),
+        "tile/0/000".to_string(),
+        format!("tile/0/001.p/{}", size - 256),
+        "tile/1/000.p/1".to_string(),
+        "tile/entries/000".to_string(),
+        bundle.clone(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want.iter().all(|w| s3.static_files().contains(w)) {
+        assert!(Instant::now() < deadline, "{:?}", s3.static_files());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bucket = s3.root.path().join(BUCKET);
+    for path in &want[1..] {
+        let served = h.get(&format!("/{path}")).await;
+        assert_eq!(served.status, StatusCode::OK, "{path}");
+        assert!(
+            std::fs::read(bucket.join(path)).unwrap() == served.body,
+            "{path} differs"
+        );
+    }
+    let cp = std::fs::read_to_string(bucket.join("checkpoint")).unwrap();
+    assert_eq!(
+        log_signed(&cp),
+        log_signed(&h.get("/checkpoint").await.text())
+    );
+    // The full level-0 tile is written once: its file stays as it was while the log grows.
+    let first = std::fs::metadata(bucket.join("tile/0/000"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let size = claim_until(&h, size + 6).await;
+    let newer = format!("tile/entries/001.p/{}", size - 256);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s3.static_files().contains(&newer) {
+        assert!(Instant::now() < deadline, "{:?}", s3.static_files());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::metadata(bucket.join("tile/0/000"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        first
+    );
+    // Blobs are still only the content-addressed objects.
+    assert!(s3.bucket_files().is_empty());
 }
 
 /// Two replicas on one PostgreSQL database and one bucket: content uploaded through one is

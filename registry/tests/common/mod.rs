@@ -205,11 +205,12 @@ pub async fn harness_with(backend: Backend, f: impl FnOnce(&mut Config)) -> Harn
     }
 }
 
-/// A core module importing 200 functions with 1,000-byte names: its release record is about
-/// 200 KiB, near the 256 KiB note limit (the hostile-load issue used 250 such imports).
+/// A core module importing 60 functions with 1,000-byte names: its release record is about
+/// 61 KiB, near the 65,535-byte limit of a log entry (docs/protocol.md §4.6; the hostile-load
+/// issue used 250 such imports, when records could be 256 KiB).
 pub fn module_with_long_imports(salt: usize) -> Vec<u8> {
     let mut wat = String::from("(module");
-    for i in 0..200 {
+    for i in 0..60 {
         let name = format!("{salt:04}-{i:04}-{}", "x".repeat(990));
         wat.push_str(&format!(" (import \"m\" \"{name}\" (func))"));
     }
@@ -313,6 +314,21 @@ impl Harness {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()
     }
+}
+
+/// Claims fresh namespaces (`ns0`, `ns1`, ..., each its own batch: the claim and a map entry)
+/// until the log holds at least `size` entries; returns the size reached.
+pub async fn claim_until(h: &Harness, size: u64) -> u64 {
+    let mut n = h.registry.state.view.latest().size;
+    while h.registry.state.view.latest().size < size {
+        let k = key(&format!("k{n}"));
+        let r = h
+            .post_record(&claim(&h.app, &k, &format!("ns{n}")).await)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        n += 1;
+    }
+    h.registry.state.view.latest().size
 }
 
 /// A private registry (`--require-token`) holding `acme:hello@1.0.0` (hello.wasm), published
