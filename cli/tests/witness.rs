@@ -375,6 +375,16 @@ fn a_quorum_of_witnesses_over_two_registries() {
             })
     });
 
+    // The log page says which witness lags and why.
+    let (status, page) = http(a.port, "GET", "/log", b"").unwrap();
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("<h2>Witnesses</h2>"), "{page}");
+    assert!(
+        page.contains("w2.test+") && page.contains("failed: "),
+        "{page}"
+    );
+
     // Back up: it catches up from the size it holds (a 409 teaches the registry which) and
     // the strict client passes again.
     let _w2 = w2.start(&logs);

@@ -77,8 +77,12 @@ async fn main() {
         for i in 0..witness_count {
             use gridreg_registry::witness::server::{Witness, WitnessConfig};
             let key = gridreg_protocol::Cosigner::generate(&format!("w{i}.bench")).unwrap();
+            // GRIDREG_BENCH_WITNESS_DIR puts the witnesses' databases elsewhere (a tmpfs: as
+            // if on other machines, their fsyncs not queued behind the registry's).
+            let witness_dir = std::env::var_os("GRIDREG_BENCH_WITNESS_DIR")
+                .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
             let witness = Witness::open(WitnessConfig {
-                data: dir.path().join(format!("witness{i}")),
+                data: witness_dir.join(format!("witness{i}-{}", std::process::id())),
                 key,
                 logs: vec![(log_key.name().to_string(), log_key.verifier())],
             })
