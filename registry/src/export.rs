@@ -111,10 +111,9 @@ impl Exporter {
         let bytes = match tile.kind {
             TileKind::Hashes { .. } => self
                 .store
-                .read_hashes(tile.stored_indexes())
+                .tile_bytes(tile)
                 .await
-                .map_err(|e| e.to_string())?
-                .concat(),
+                .map_err(|e| e.to_string())?,
             TileKind::Entries => {
                 let range = tile.positions();
                 let entries = self

@@ -7,7 +7,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{claim, claim_until, harness, key};
+use common::{Backend, claim, claim_until, harness, harness_on, key};
 use gridreg_protocol::merkle::{Hash, append_leaves, leaf_hash, tree_hash};
 use gridreg_protocol::tiles::{
     Tile, TileKind, check_hash_tile, check_leaf_tile, decode_bundle, decode_hashes, entry_bundles,
@@ -67,9 +67,10 @@ async fn read_through_tiles(
     (cp, read)
 }
 
-#[tokio::test]
-async fn tiles_give_the_log_and_partial_tiles_grow_into_full_ones() {
-    let h = harness().await;
+backend_tests!(tiles_give_the_log_and_partial_tiles_grow_into_full_ones);
+
+async fn tiles_give_the_log_and_partial_tiles_grow_into_full_ones(backend: Backend) {
+    let h = harness_on(backend).await;
     claim_until(&h, 40).await;
     let (small, early) = read_through_tiles(&h).await;
     assert!(small.size() < 256);

@@ -50,10 +50,7 @@ async fn tile(
         }
     }
     let bytes = match tile.kind {
-        TileKind::Hashes { .. } => {
-            let hashes = state.store.read_hashes(tile.stored_indexes()).await?;
-            hashes.concat()
-        }
+        TileKind::Hashes { .. } => state.store.tile_bytes(&tile).await?,
         TileKind::Entries => {
             let range = tile.positions();
             let entries = state.store.entries(range.start, range.end).await?;

@@ -241,6 +241,16 @@ pub trait Log: Send + Sync + 'static {
     /// The stored hashes at `indexes` that exist, as (index, hash) pairs in any order.
     fn read_hashes(&self, indexes: Vec<u64>)
     -> BoxFuture<'_, Result<Vec<(u64, Hash)>, StoreError>>;
+    /// The stored hashes at `indexes` (increasing) concatenated in that order, as a tile
+    /// (docs/protocol.md §7.12) is: one answer row where the backend can, rather than a row per
+    /// hash. [`StoreError::Corrupt`] when one is missing.
+    fn read_concatenated(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            let mut read = self.read_hashes(indexes.clone()).await?;
+            read.sort_unstable_by_key(|(i, _)| *i);
+            concatenated(&indexes, read.into_iter())
+        })
+    }
     /// Everything of `req` read from one snapshot in one round trip, where replicas share the
     /// store. `None` where one process owns it: [`Store::stage`] then reads the parts one after
     /// another, which is exact because nothing else writes.
@@ -289,6 +299,20 @@ impl<L: Log> Log for CachedLog<L> {
                 found.extend(read);
             }
             Ok(found)
+        })
+    }
+
+    // Tiles come from the cache when it holds all of their hashes; otherwise from the store in
+    // one answer, without filling the cache kept for proofs and appends.
+    fn read_concatenated(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            let (found, missing) = self.hashes.lookup(&indexes);
+            if missing.is_empty() {
+                let mut found: Vec<(u64, Hash)> = found.into_iter().collect();
+                found.sort_unstable_by_key(|(i, _)| *i);
+                return concatenated(&indexes, found.into_iter());
+            }
+            self.inner.read_concatenated(indexes).await
         })
     }
 
@@ -360,6 +384,23 @@ impl Pool {
             Pool::Postgres(_) => "strpos",
         }
     }
+}
+
+/// `indexes`' hashes concatenated, from `read` (index, hash) in increasing index order.
+fn concatenated(
+    indexes: &[u64],
+    read: impl Iterator<Item = (u64, Hash)>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(indexes.len() * 32);
+    let mut read = read.peekable();
+    for &i in indexes {
+        while read.next_if(|(idx, _)| *idx < i).is_some() {}
+        match read.next() {
+            Some((idx, h)) if idx == i => out.extend_from_slice(&h),
+            _ => return Err(StoreError::Corrupt(format!("stored hash {i} is missing"))),
+        }
+    }
+    Ok(out)
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -741,6 +782,14 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt(format!("stored hash {i} is missing")))
             })
             .collect()
+    }
+
+    /// The bytes of a hash tile: its hashes concatenated in order (docs/protocol.md §7.12.2).
+    pub async fn tile_bytes(
+        &self,
+        tile: &gridreg_protocol::tiles::Tile,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.log.read_concatenated(tile.stored_indexes()).await
     }
 
     /// Entries with `start <= index < end`.

@@ -352,6 +352,34 @@ impl Log for PgLog {
         })
     }
 
+    // One row: the hashes concatenated in index order, and how many there were.
+    fn read_concatenated(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            let wanted = indexes
+                .iter()
+                .map(|&i| int(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (count, bytes): (i64, Option<Vec<u8>>) = sqlx::query_as(
+                "SELECT count(*), string_agg(hash, ''::bytea ORDER BY idx) \
+                 FROM hashes WHERE idx = ANY($1)",
+            )
+            .bind(wanted)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+            let bytes = bytes.unwrap_or_default();
+            if uint(count, "hash count")? != indexes.len() as u64
+                || bytes.len() != indexes.len() * 32
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "expected {} stored hashes, found {count}",
+                    indexes.len()
+                )));
+            }
+            Ok(bytes)
+        })
+    }
+
     fn stage<'a>(
         &'a self,
         req: &'a StageRequest,

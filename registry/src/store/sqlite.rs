@@ -82,6 +82,41 @@ impl Log for SqliteLog {
         })
     }
 
+    // One row: the hashes as hex, concatenated in index order, and how many there were.
+    fn read_concatenated(&self, indexes: Vec<u64>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(indexes.len() * 32);
+            for chunk in indexes.chunks(CHUNK) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT count(*), coalesce(group_concat(hex(hash), '' ORDER BY idx), '') \
+                     FROM hashes WHERE idx IN (",
+                );
+                let mut sep = q.separated(", ");
+                for &i in chunk {
+                    sep.push_bind(super::int(i)?);
+                }
+                q.push(")");
+                let (count, hex_text): (i64, String) =
+                    q.build_query_as().fetch_one(&self.pool).await.map_err(db)?;
+                if uint(count, "hash count")? != chunk.len() as u64 {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} of {} stored hashes are missing",
+                        chunk.len() as u64 - uint(count, "hash count")?,
+                        chunk.len()
+                    )));
+                }
+                out.extend(
+                    hex::decode(&hex_text)
+                        .map_err(|e| StoreError::Corrupt(format!("stored hashes: {e}")))?,
+                );
+            }
+            if out.len() != indexes.len() * 32 {
+                return Err(StoreError::Corrupt("a stored hash is not 32 bytes".into()));
+            }
+            Ok(out)
+        })
+    }
+
     fn stage<'a>(
         &'a self,
         _req: &'a StageRequest,
