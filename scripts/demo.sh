@@ -43,6 +43,8 @@ cd "$root"
 run publish examples/wasm/tcp-client.wasm --package acme:hello --version 1.1.0 --key "$work/acme-release.key"
 (cd "$work" && run pull acme:hello@^1 --verify -o hello.wasm)
 run log monitor
+# The same log as C2SP tlog-tiles, read and checked through the tiles alone.
+run log monitor --tiles
 
 run inspect examples/wasm/tcp-client.wasm
 run verify examples/wasm/hello.wasm examples/wasm/tcp-client.wasm --policy default
