@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use gridreg_protocol::tiles::{Tile, TileKind, encode_bundle, entry_bundles, hash_tiles};
+use gridreg_protocol::tiles::{Tile, entry_bundles, hash_tiles};
 
 use crate::blob::BlobStore;
 use crate::sequencer::LogView;
@@ -94,7 +94,7 @@ impl Exporter {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let served = self.witnesses.merge(&self.timestamp.stamp(&latest.body));
+        let served = self.witnesses.serve(&self.timestamp, &latest.body);
         self.blobs
             .put_static(
                 "checkpoint",
@@ -108,23 +108,11 @@ impl Exporter {
     }
 
     async fn put_tile(&self, tile: &Tile) -> Result<(), String> {
-        let bytes = match tile.kind {
-            TileKind::Hashes { .. } => self
-                .store
-                .tile_bytes(tile)
-                .await
-                .map_err(|e| e.to_string())?,
-            TileKind::Entries => {
-                let range = tile.positions();
-                let entries = self
-                    .store
-                    .entries(range.start, range.end)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                encode_bundle(entries.iter().map(|(_, b)| b.as_slice()))
-                    .map_err(|e| format!("{tile}: {e}"))?
-            }
-        };
+        let bytes = self
+            .store
+            .tile_bytes(tile)
+            .await
+            .map_err(|e| e.to_string())?;
         self.blobs
             .put_static(&tile.path(), Bytes::from(bytes), OCTETS, IMMUTABLE)
             .await

@@ -152,9 +152,7 @@ async fn proven(
     Ok((
         MapHead {
             checkpoint: match stamp {
-                Stamp::Now => state
-                    .witnesses
-                    .merge(&state.timestamp.stamp(&checkpoint.body)),
+                Stamp::Now => state.witnesses.serve(&state.timestamp, &checkpoint.body),
                 Stamp::None => checkpoint.body.to_string(),
             },
             map_entry,

@@ -43,8 +43,11 @@ async fn checkpoint(State(state): State<AppState>) -> impl IntoResponse {
 /// The checkpoint as served (here and at the tiles' `/checkpoint`): the newest one, with a
 /// timestamp cosignature.
 pub fn served_checkpoint(state: &AppState) -> impl IntoResponse + use<> {
-    let stamped = state.timestamp.stamp(&state.view.latest().body);
-    ([TEXT], state.witnesses.merge(&stamped))
+    let latest = state.view.latest();
+    (
+        [TEXT],
+        state.witnesses.serve(&state.timestamp, &latest.body),
+    )
 }
 
 /// The log key's signed statement naming the timestamp key.

@@ -167,10 +167,11 @@ async fn publish(
     // Answering witnesses cosign the checkpoint before the publisher hears back (bounded), so
     // a client that requires a witness quorum can pull what was just published.
     state.witnesses.wait_for(accepted.checkpoint.size).await;
-    let stamped = state.timestamp.stamp(&accepted.checkpoint.body);
     Ok(PublishResponse {
         index: accepted.index,
-        checkpoint: state.witnesses.merge(&stamped),
+        checkpoint: state
+            .witnesses
+            .serve(&state.timestamp, &accepted.checkpoint.body),
         proof: encode_hashes(&proof),
     })
 }

@@ -10,7 +10,7 @@ use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gridreg_protocol::tiles::{Tile, TileKind, encode_bundle};
+use gridreg_protocol::tiles::Tile;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,23 +49,7 @@ async fn tile(
             )));
         }
     }
-    let bytes = match tile.kind {
-        TileKind::Hashes { .. } => state.store.tile_bytes(&tile).await?,
-        TileKind::Entries => {
-            let range = tile.positions();
-            let entries = state.store.entries(range.start, range.end).await?;
-            if entries.len() as u64 != range.end - range.start {
-                return Err(ApiError::Internal(format!(
-                    "{tile}: the store returned {} entries for {}..{}",
-                    entries.len(),
-                    range.start,
-                    range.end
-                )));
-            }
-            encode_bundle(entries.iter().map(|(_, body)| body.as_slice()))
-                .map_err(|e| ApiError::Internal(format!("{tile}: {e}")))?
-        }
-    };
+    let bytes = state.store.tile_bytes(&tile).await?;
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -784,12 +784,31 @@ impl Store {
             .collect()
     }
 
-    /// The bytes of a hash tile: its hashes concatenated in order (docs/protocol.md §7.12.2).
+    /// The bytes of a tile the log holds (docs/protocol.md §7.12): a hash tile's hashes
+    /// concatenated in order, or an entry bundle; the HTTP route and the bucket export both
+    /// serve exactly these.
     pub async fn tile_bytes(
         &self,
         tile: &gridreg_protocol::tiles::Tile,
     ) -> Result<Vec<u8>, StoreError> {
-        self.log.read_concatenated(tile.stored_indexes()).await
+        use gridreg_protocol::tiles::{TileKind, encode_bundle};
+        match tile.kind {
+            TileKind::Hashes { .. } => self.log.read_concatenated(tile.stored_indexes()).await,
+            TileKind::Entries => {
+                let range = tile.positions();
+                let entries = self.entries(range.start, range.end).await?;
+                if entries.len() as u64 != range.end - range.start {
+                    return Err(StoreError::Corrupt(format!(
+                        "{tile}: {} entries stored for {}..{}",
+                        entries.len(),
+                        range.start,
+                        range.end
+                    )));
+                }
+                encode_bundle(entries.iter().map(|(_, body)| body.as_slice()))
+                    .map_err(|e| StoreError::Corrupt(format!("{tile}: {e}")))
+            }
+        }
     }
 
     /// Entries with `start <= index < end`.

@@ -119,10 +119,6 @@ impl Witnesses {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     /// Starts one submitting task per witness.
     pub fn start(&self, store: Arc<Store>, view: Arc<LogView>) -> Vec<tokio::task::JoinHandle<()>> {
         let client = reqwest::Client::builder()
@@ -136,9 +132,16 @@ impl Witnesses {
             .collect()
     }
 
+    /// A log-signed checkpoint as the registry serves it (the log endpoints, the tiles'
+    /// `/checkpoint`, bundles, publish answers, the bucket): stamped by the timestamp key, with
+    /// the witness cosignatures gathered for it.
+    pub fn serve(&self, timestamp: &crate::timestamp::Timestamper, log_signed: &str) -> String {
+        self.merge(&timestamp.stamp(log_signed))
+    }
+
     /// `checkpoint` (a served checkpoint note) with every witness cosignature gathered for
     /// exactly its body merged in.
-    pub fn merge(&self, checkpoint: &str) -> String {
+    fn merge(&self, checkpoint: &str) -> String {
         if self.list.is_empty() {
             return checkpoint.to_string();
         }
