@@ -13,6 +13,8 @@ mod output;
 mod policy_file;
 #[cfg(feature = "run")]
 mod runtime;
+#[cfg(any(feature = "run", feature = "serve"))]
+mod signal;
 
 /// mimalloc instead of the system allocator: the audit, the server and wasmtime allocate many
 /// small short-lived objects from several threads, where it is measurably faster (bench/RESULTS.md).

@@ -251,25 +251,8 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-/// Resolves on ctrl-c or SIGTERM.
+/// Resolves on ctrl-c or SIGTERM, and says so in the log.
 pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    crate::signal::shutdown().await;
     tracing::info!("shutting down: finishing in-flight requests");
 }

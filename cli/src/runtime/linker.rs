@@ -74,10 +74,23 @@ impl HasData for HasIo {
     type Data<'a> = &'a mut ResourceTable;
 }
 
+/// How the guest is called, which decides the bindings of the interfaces that can block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// `gridreg run`: one synchronous call on the main thread.
+    Sync,
+    /// `gridreg run --listen`: calls on tokio tasks, so blocking operations must be futures.
+    Async,
+}
+
 /// A linker holding exactly the interfaces behind `imports` (each of which the caller has already
 /// checked against the policy). Versions are matched by wasmtime across 0.2.x, so a component
 /// built against 0.2.12 links against the host's 0.2.x implementation.
-pub fn build(engine: &Engine, imports: &[Import]) -> Result<Linker<Host>, LinkError> {
+pub fn build(
+    engine: &Engine,
+    imports: &[Import],
+    flavour: Flavour,
+) -> Result<Linker<Host>, LinkError> {
     let mut linker = Linker::new(engine);
     let mut added = BTreeSet::new();
     for import in imports {
@@ -89,13 +102,57 @@ pub fn build(engine: &Engine, imports: &[Import]) -> Result<Linker<Host>, LinkEr
                 class: import.class.to_string(),
             })?;
         if added.insert(unversioned.clone()) {
-            add(&mut linker, &unversioned).map_err(|source| LinkError::Wasmtime {
+            let added = match flavour {
+                Flavour::Sync => add(&mut linker, &unversioned),
+                Flavour::Async => add_async(&mut linker, &unversioned),
+            };
+            added.map_err(|source| LinkError::Wasmtime {
                 name: import.name.clone(),
                 source,
             })?;
         }
     }
     Ok(linker)
+}
+
+/// Adds one interface's asynchronous implementation where it differs from the synchronous one
+/// (streams, polling, files, sockets, HTTP), and otherwise the shared one from [`add`].
+fn add_async(l: &mut Linker<Host>, unversioned: &str) -> wasmtime::Result<()> {
+    let http_options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    match unversioned {
+        "wasi:io/poll" => {
+            wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<Host, HasIo>(l, |h| {
+                &mut h.table
+            })
+        }
+        "wasi:io/streams" => wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<
+            Host,
+            HasIo,
+        >(l, |h| &mut h.table),
+        "wasi:filesystem/types" => {
+            wasi::filesystem::types::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)
+        }
+        "wasi:sockets/tcp" => {
+            wasi::sockets::tcp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)
+        }
+        "wasi:sockets/udp" => {
+            wasi::sockets::udp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)
+        }
+        "wasi:sockets/udp-create-socket" => {
+            wasi::sockets::udp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets)
+        }
+        "wasi:http/types" => wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<
+            Host,
+            WasiHttp,
+        >(l, &http_options.into(), Host::http),
+        "wasi:http/outgoing-handler" => {
+            wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<Host, WasiHttp>(
+                l,
+                Host::http,
+            )
+        }
+        other => add(l, other),
+    }
 }
 
 /// Adds one interface's implementation. Blocking operations (streams, files, sockets, HTTP) use the
@@ -222,13 +279,15 @@ mod tests {
             .iter()
             .map(|n| import(&format!("{n}@0.2.6")))
             .collect();
-        if let Err(e) = build(&engine, &imports) {
-            panic!("{e}");
+        for flavour in [Flavour::Sync, Flavour::Async] {
+            if let Err(e) = build(&engine, &imports, flavour) {
+                panic!("{flavour:?}: {e}");
+            }
         }
     }
 
     fn refused(imports: &[Import]) -> LinkError {
-        match build(&Engine::default(), imports) {
+        match build(&Engine::default(), imports, Flavour::Sync) {
             Err(e) => e,
             Ok(_) => panic!("expected {imports:?} to be refused"),
         }

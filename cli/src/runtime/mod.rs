@@ -7,6 +7,7 @@ pub mod grants;
 pub mod http;
 pub mod linker;
 pub mod names;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -34,6 +35,32 @@ pub struct Host {
 }
 
 impl Host {
+    /// The store's data for one instance: `wasi` built by [`wasi_ctx`], the HTTP allow-list and
+    /// the names the guest may look up from the capped grants, and the memory cap.
+    fn new(wasi: WasiCtx, capped: &Capped, max_memory: Option<usize>) -> Host {
+        Host {
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: http::AllowList {
+                hosts: capped.http_hosts.clone(),
+                denied: Vec::new(),
+            },
+            names: names::NameList {
+                allowed: capped
+                    .socket_hosts
+                    .iter()
+                    .map(|rule| rule.host.trim_end_matches('.').to_string())
+                    .collect(),
+                denied: Vec::new(),
+            },
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: max_memory,
+                ..MemoryLimiter::default()
+            },
+        }
+    }
+
     /// `wasi:sockets/ip-name-lookup` as the guest sees it: only the `--allow-host` names.
     fn name_lookup(&mut self) -> names::RestrictedLookup<'_> {
         names::RestrictedLookup {
@@ -171,6 +198,21 @@ pub struct Notes {
     pub cache: Option<cache::Lookup>,
 }
 
+impl Notes {
+    /// A warning about the compiled-code cache, when the lookup went wrong.
+    pub fn cache_warning(&self) -> Option<String> {
+        match &self.cache {
+            Some(cache::Lookup::Rebuilt(why)) => Some(format!(
+                "the compiled-code cache entry was corrupt and has been rebuilt ({why})"
+            )),
+            Some(cache::Lookup::NotStored(why)) => {
+                Some(format!("compiled code was not cached: {why}"))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The pre-check: every import must be allowed by the policy. Returns the refusals, one line
 /// each, naming the import, its class and the rule.
 pub fn refusals(audit: &Audit, policy: &Policy, today: Date) -> Vec<String> {
@@ -189,6 +231,49 @@ pub fn refusals(audit: &Audit, policy: &Policy, today: Date) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The gate `run` and `run --listen` both pass before anything is compiled: every import must be
+/// allowed by the policy (in warn mode a refusal becomes a warning), and the command line's
+/// grants are capped by it.
+fn admit(
+    name: &str,
+    audit: &Audit,
+    policy: &Policy,
+    today: Date,
+    grants: &grants::Grants,
+    notes: &mut Notes,
+) -> Result<Capped, RunError> {
+    let enforce = policy.mode() == Mode::Enforce;
+    let refused = refusals(audit, policy, today);
+    if !refused.is_empty() {
+        let list = refused.join("\n  ");
+        if enforce {
+            return Err(RunError::Refused(format!(
+                "policy `{}` refuses to run `{name}`:\n  {list}",
+                policy.name()
+            )));
+        }
+        notes.warnings.push(format!(
+            "policy `{}` (warn mode) would refuse `{name}`:\n  {list}",
+            policy.name()
+        ));
+    }
+    grants::cap(
+        grants,
+        policy,
+        &audit.imports,
+        today,
+        enforce,
+        &mut notes.warnings,
+    )
+    .map_err(|e| {
+        if e.is_policy() {
+            RunError::Refused(e.to_string())
+        } else {
+            RunError::Input(e.to_string())
+        }
+    })
 }
 
 /// Runs the component. Nothing is compiled or instantiated before the policy has accepted every
@@ -214,39 +299,15 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
         )));
     }
 
-    let enforce = req.policy.mode() == Mode::Enforce;
-    let refused = refusals(req.audit, req.policy, req.today);
-    if !refused.is_empty() {
-        let list = refused.join("\n  ");
-        if enforce {
-            return Err(RunError::Refused(format!(
-                "policy `{}` refuses to run `{}`:\n  {list}",
-                req.policy.name(),
-                req.name
-            )));
-        }
-        notes.warnings.push(format!(
-            "policy `{}` (warn mode) would refuse `{}`:\n  {list}",
-            req.policy.name(),
-            req.name
-        ));
-    }
-    let capped = grants::cap(
-        &req.grants,
+    let capped = admit(
+        req.name,
+        req.audit,
         req.policy,
-        &req.audit.imports,
         req.today,
-        enforce,
-        &mut notes.warnings,
-    )
-    .map_err(|e| {
-        if e.is_policy() {
-            RunError::Refused(e.to_string())
-        } else {
-            RunError::Input(e.to_string())
-        }
-    })?;
-    let wasi = wasi_ctx(req.name, &req.args, &capped)?;
+        &req.grants,
+        notes,
+    )?;
+    let wasi = wasi_ctx(req.name, &req.args, &capped, Stdio::Command)?;
 
     let mut config = Config::new();
     match req.budget {
@@ -268,29 +329,10 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
     notes.cache = Some(lookup);
 
     let imports: Vec<Import> = req.audit.imports.clone();
-    let linker = linker::build(&engine, &imports).map_err(|e| RunError::Refused(e.to_string()))?;
+    let linker = linker::build(&engine, &imports, linker::Flavour::Sync)
+        .map_err(|e| RunError::Refused(e.to_string()))?;
 
-    let host = Host {
-        wasi,
-        http: WasiHttpCtx::new(),
-        hooks: http::AllowList {
-            hosts: capped.http_hosts.clone(),
-            denied: Vec::new(),
-        },
-        names: names::NameList {
-            allowed: capped
-                .socket_hosts
-                .iter()
-                .map(|rule| rule.host.trim_end_matches('.').to_string())
-                .collect(),
-            denied: Vec::new(),
-        },
-        table: ResourceTable::new(),
-        limiter: MemoryLimiter {
-            limit: req.max_memory,
-            ..MemoryLimiter::default()
-        },
-    };
+    let host = Host::new(wasi, &capped, req.max_memory);
     let mut store = Store::new(&engine, host);
     store.limiter(|h| &mut h.limiter);
     let mut watchdog = None;
@@ -407,11 +449,32 @@ fn outcome(
     }
 }
 
+/// Which of gridreg's standard streams the guest gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stdio {
+    /// `run`: stdin, stdout and stderr.
+    Command,
+    /// `run --listen`: stdout and stderr (into the server's log); stdin stays the server's.
+    Server,
+}
+
 /// The guest's WASI context: stdio, its arguments, and exactly the capped grants. Nothing is
 /// inherited from gridreg's own environment, directories or network.
-fn wasi_ctx(name: &str, args: &[String], capped: &Capped) -> Result<WasiCtx, RunError> {
+fn wasi_ctx(
+    name: &str,
+    args: &[String],
+    capped: &Capped,
+    stdio: Stdio,
+) -> Result<WasiCtx, RunError> {
     let mut b = WasiCtxBuilder::new();
-    b.inherit_stdio();
+    match stdio {
+        Stdio::Command => {
+            b.inherit_stdio();
+        }
+        Stdio::Server => {
+            b.inherit_stdout().inherit_stderr();
+        }
+    }
     let program = std::path::Path::new(name)
         .file_name()
         .and_then(|n| n.to_str())
@@ -485,7 +548,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     if d.as_millis() < 1000 {
         format!("{}ms", d.as_millis())
     } else {
