@@ -83,7 +83,7 @@ step "gridreg run service.wasm --listen 127.0.0.1:$sport --policy examples/gatew
 "$gridreg" run "$work/service.wasm" --listen "127.0.0.1:$sport" --policy examples/gateway/policy.toml \
   --env AUTH_TOKEN=s3cret --allow-host "127.0.0.1:$port" 2>"$work/service.log" &
 service=$!
-# The first start compiles the 30 MB service (10-25 s on 2 cores); later starts load it cached.
+# The first start compiles the 18 MB service (tens of seconds on 2 cores); later starts load it cached.
 for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null && break; sleep 0.1; done
 head -1 "$work/service.log"
 call() { step "curl $*"; curl -s -w '(HTTP %{http_code})\n' "$@" || true; }
