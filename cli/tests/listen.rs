@@ -550,3 +550,124 @@ fn the_python_components_audit_lists_what_wasm_tools_shows() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_request_that_outlives_the_shutdown_deadline_does_not_hold_the_exit() {
+    let mut server = Server::start(
+        &fixture("http-hello"),
+        &["--timeout", "60s", "--shutdown-timeout", "1s"],
+    );
+    let addr = server.addr;
+    let spinning = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.write_all(format!("GET /spin HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        common::read_answer(&mut c)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = server.child().id();
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = server.child().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM with a 1 s deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(
+        server.log().contains("the shutdown deadline passed"),
+        "{}",
+        server.log()
+    );
+    // The spinning request's connection is closed, not answered by the guest.
+    assert_eq!(spinning.join().unwrap(), None);
+}
+
+/// Clients that send half a request head, or a head and half a body, and then nothing: the
+/// heads are closed after the 10 s header deadline, a stalled body ends with its request's
+/// time budget (a 500, not a held slot), and neither keeps other requests from an answer.
+#[test]
+fn slow_clients_are_cut_and_never_starve_the_others() {
+    let server = Server::start(
+        &fixture("http-hello"),
+        &["--timeout", "2s", "--max-concurrency", "4"],
+    );
+    let addr = server.addr;
+    let started = Instant::now();
+    let mut heads: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nx-slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                s.write_all(
+                    format!("POST /echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+                s.write_all(b"ten bytes.").unwrap();
+                let sent = Instant::now();
+                let answer = common::read_answer(&mut s);
+                (answer, sent.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // With 300 heads open and 2 of 4 slots held by stalled bodies, others are answered at once.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let (status, body) = server.get("/");
+        assert_eq!(status, 200, "{body}\n{}", server.log());
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "a request took {:?} beside the slow clients",
+            asked.elapsed()
+        );
+    }
+    // The stalled bodies end with the 2 s budget (plus the 1 s grace for a guest blocked in a
+    // host call): a 500 with the fixed body, the reason in the log.
+    for t in stalled {
+        let (answer, took) = t.join().unwrap();
+        let (status, body) = answer.expect("the stalled request was answered");
+        assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).starts_with(FAILED));
+        assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    }
+    assert!(server.log().contains("POST /echo 500"), "{}", server.log());
+
+    // Every half-sent head is closed by the server after the header deadline.
+    for s in &mut heads {
+        let left = Duration::from_secs(16).saturating_sub(started.elapsed());
+        assert!(
+            common::closed_by_server(s, left.max(Duration::from_millis(100))),
+            "a half-sent head was still open {:?} after it started",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed before the header deadline"
+    );
+    let (status, _) = server.get("/");
+    assert_eq!(status, 200);
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, http, start_serve_with};
+use common::{closed_by_server, free_port, http, start_serve_with};
 
 const ORIGIN: &str = "slow.test/log";
 
@@ -23,28 +23,6 @@ fn half_heads(port: u16, n: usize) -> Vec<TcpStream> {
             s
         })
         .collect()
-}
-
-/// Whether the server has closed `s` (read gives end of stream or a reset) within `within`.
-fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            // A 408 or similar before closing is fine; keep reading to the end.
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
 }
 
 struct Server(Child);

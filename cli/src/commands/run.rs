@@ -163,13 +163,11 @@ impl Opts {
         } else {
             runtime::cache::default_dir()
         };
-        let is_command = audit
-            .exports
-            .iter()
-            .any(|e| e.starts_with("wasi:cli/run@0.2."));
         let listen = match &self.listen {
             Some(addr) => Some(addr.as_str()),
-            None if !is_command && serve::exports_handler(&audit) => Some(DEFAULT_LISTEN),
+            None if !runtime::exports_command(&audit) && serve::exports_handler(&audit) => {
+                Some(DEFAULT_LISTEN)
+            }
             None => None,
         };
         if let Some(addr) = listen {

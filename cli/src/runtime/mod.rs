@@ -10,7 +10,7 @@ pub mod names;
 pub mod serve;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use gridreg_verifier::policy::{Date, Mode};
@@ -286,12 +286,7 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
             req.name
         )));
     }
-    if !req
-        .audit
-        .exports
-        .iter()
-        .any(|e| e.starts_with("wasi:cli/run@0.2."))
-    {
+    if !exports_command(req.audit) {
         return Err(RunError::Input(format!(
             "`{}` does not export wasi:cli/run@0.2.x: expected a command component, found exports [{}]",
             req.name,
@@ -307,7 +302,14 @@ pub fn run(req: Request<'_>, notes: &mut Notes) -> Result<Outcome, RunError> {
         &req.grants,
         notes,
     )?;
-    let wasi = wasi_ctx(req.name, &req.args, &capped, Stdio::Command)?;
+    let sockets = resolve_sockets(&capped)?;
+    let wasi = wasi_ctx(
+        req.name,
+        &req.args,
+        &capped,
+        sockets.as_ref(),
+        Stdio::Command,
+    )?;
 
     let mut config = Config::new();
     match req.budget {
@@ -460,10 +462,30 @@ enum Stdio {
 
 /// The guest's WASI context: stdio, its arguments, and exactly the capped grants. Nothing is
 /// inherited from gridreg's own environment, directories or network.
+/// Whether the component exports `wasi:cli/run@0.2.x`, the command `run` calls.
+pub fn exports_command(audit: &Audit) -> bool {
+    audit
+        .exports
+        .iter()
+        .any(|e| e.starts_with("wasi:cli/run@0.2."))
+}
+
+/// Resolves the `--allow-host` socket rules once, before any guest starts: a server builds a
+/// context per request, and the list must mean the same addresses for all of them.
+fn resolve_sockets(capped: &Capped) -> Result<Option<Arc<ResolvedHosts>>, RunError> {
+    if capped.socket_hosts.is_empty() {
+        return Ok(None);
+    }
+    ResolvedHosts::resolve(&capped.socket_hosts)
+        .map(|r| Some(Arc::new(r)))
+        .map_err(RunError::Input)
+}
+
 fn wasi_ctx(
     name: &str,
     args: &[String],
     capped: &Capped,
+    sockets: Option<&Arc<ResolvedHosts>>,
     stdio: Stdio,
 ) -> Result<WasiCtx, RunError> {
     let mut b = WasiCtxBuilder::new();
@@ -497,12 +519,11 @@ fn wasi_ctx(
             ))
         })?;
     }
-    let sockets = !capped.socket_hosts.is_empty();
-    b.allow_tcp(sockets);
-    b.allow_udp(sockets);
-    b.allow_ip_name_lookup(sockets);
-    if sockets {
-        let resolved = ResolvedHosts::resolve(&capped.socket_hosts).map_err(RunError::Input)?;
+    b.allow_tcp(sockets.is_some());
+    b.allow_udp(sockets.is_some());
+    b.allow_ip_name_lookup(sockets.is_some());
+    if let Some(resolved) = sockets {
+        let resolved = Arc::clone(resolved);
         b.socket_addr_check(move |addr, usage| {
             let ok = match usage {
                 // Connecting binds implicitly to the wildcard address; that is not a grant of a

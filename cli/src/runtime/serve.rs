@@ -38,8 +38,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::grants::ResolvedHosts;
 use super::grants::{Capped, Grants};
-use super::{Host, Notes, RunError, Stdio, admit, cache, linker, wasi_ctx};
+use super::{Host, Notes, RunError, Stdio, admit, cache, linker, resolve_sockets, wasi_ctx};
 
 /// How often the engine's epoch advances: the granularity of the time budget.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -115,6 +116,8 @@ struct Server {
     pre: ProxyPre<Host>,
     name: String,
     capped: Capped,
+    /// The `--allow-host` socket rules, resolved once at start.
+    sockets: Option<Arc<ResolvedHosts>>,
     limits: Limits,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -164,8 +167,10 @@ pub fn serve(
         &req.grants,
         notes,
     )?;
-    // Build the guest's context once before serving, so a bad --dir fails now, not per request.
-    wasi_ctx(req.name, &[], &capped, Stdio::Server)?;
+    // The socket allow-list is resolved once for every request; the guest's context is built
+    // once before serving, so a bad --dir fails now, not per request.
+    let sockets = resolve_sockets(&capped)?;
+    wasi_ctx(req.name, &[], &capped, sockets.as_ref(), Stdio::Server)?;
 
     let engine = engine(&req.limits)?;
     let (component, lookup) = cache::load_or_compile(
@@ -193,11 +198,12 @@ pub fn serve(
         pre,
         name: req.name.to_string(),
         capped,
+        sockets,
         limits: req.limits,
         slots: Arc::new(Semaphore::new(req.limits.max_concurrency)),
         waiting: AtomicUsize::new(0),
     });
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = TcpListener::bind(req.addr)
             .await
             .map_err(|e| RunError::Input(format!("--listen {}: cannot bind: {e}", req.addr)))?;
@@ -216,7 +222,11 @@ pub fn serve(
         on_ready(&lines);
         accept_loop(server, listener).await;
         Ok(())
-    })
+    });
+    // Past the shutdown deadline nothing may hold the exit: dropping the runtime would wait for
+    // every task, including a guest still inside its time budget.
+    runtime.shutdown_background();
+    served
 }
 
 /// The engine: epoch interruption always (the time budget), fuel when asked, and the pooling
@@ -447,7 +457,13 @@ impl Server {
 
     /// A store for one request: the capped grants, the memory cap, the time budget, the fuel.
     fn new_store(&self) -> Result<Store<Host>, RunError> {
-        let wasi = wasi_ctx(&self.name, &[], &self.capped, Stdio::Server)?;
+        let wasi = wasi_ctx(
+            &self.name,
+            &[],
+            &self.capped,
+            self.sockets.as_ref(),
+            Stdio::Server,
+        )?;
         let host = Host::new(wasi, &self.capped, Some(self.limits.max_memory));
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limiter);
