@@ -147,10 +147,11 @@ impl Checkpoint {
         let body = self.to_body();
         // Parsing our own output keeps the writer and the reader from ever disagreeing.
         let back = Self::parse_body(&body)?;
-        let note = Note::sign(&body, signers)?.to_text();
+        let signed = Note::sign(&body, signers)?;
         Ok(SignedCheckpoint {
             checkpoint: back,
-            note,
+            note: signed.to_text(),
+            signed,
         })
     }
 }
@@ -172,6 +173,9 @@ impl fmt::Display for Checkpoint {
 pub struct SignedCheckpoint {
     pub checkpoint: Checkpoint,
     pub note: String,
+    /// `note` parsed: its text and every signature line, verified or not (witnesses'
+    /// cosignatures are checked by whoever knows their keys).
+    signed: Note,
 }
 
 impl SignedCheckpoint {
@@ -200,7 +204,13 @@ impl SignedCheckpoint {
         Ok(Self {
             checkpoint,
             note: verified.note.to_text(),
+            signed: verified.note,
         })
+    }
+
+    /// The note parsed, with every signature line it carries.
+    pub fn signed_note(&self) -> &Note {
+        &self.signed
     }
 
     pub fn size(&self) -> u64 {

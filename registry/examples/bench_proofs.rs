@@ -144,10 +144,14 @@ async fn main() {
             continue;
         }
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Tiles and bundles already asked for, so first reads (from the store) and repeats
+        // (from the registry's tile cache) are reported apart.
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
             let next = next.clone();
+            let seen = seen.clone();
             tasks.push(tokio::spawn(async move {
                 let mut conn = Conn {
                     r: BufReader::new(TcpStream::connect(addr).await.unwrap()),
@@ -155,6 +159,7 @@ async fn main() {
                 // A cheap deterministic spread of indexes per client.
                 let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1);
                 let mut lat = Vec::new();
+                let mut repeats = Vec::new();
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -176,26 +181,46 @@ async fn main() {
                         "tile" => tile(gridreg_protocol::tiles::TileKind::Hashes { level: 0 }),
                         _ => tile(gridreg_protocol::tiles::TileKind::Entries),
                     };
+                    let first = seen.lock().unwrap().insert(path.clone());
                     let t = Instant::now();
                     assert_eq!(conn.get(&path).await, 200, "{path}");
-                    lat.push(t.elapsed());
+                    if first {
+                        lat.push(t.elapsed());
+                    } else {
+                        repeats.push(t.elapsed());
+                    }
                 }
-                lat
+                (lat, repeats)
             }));
         }
         let mut lat: Vec<Duration> = Vec::new();
+        let mut repeats: Vec<Duration> = Vec::new();
         for t in tasks {
-            lat.extend(t.await.unwrap());
+            let (first, again) = t.await.unwrap();
+            lat.extend(first);
+            repeats.extend(again);
         }
         let took = start.elapsed();
-        lat.sort();
-        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        let total = lat.len() + repeats.len();
+        let spread = |lat: &mut Vec<Duration>| {
+            if lat.is_empty() {
+                return "none".to_string();
+            }
+            lat.sort();
+            let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+            format!(
+                "{} reads, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                lat.len(),
+                pct(0.50).as_secs_f64() * 1e3,
+                pct(0.99).as_secs_f64() * 1e3,
+                lat[lat.len() - 1].as_secs_f64() * 1e3,
+            )
+        };
         println!(
-            "{kind} reads at {entries} entries, {clients} clients: {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            lat.len() as f64 / took.as_secs_f64(),
-            pct(0.50).as_secs_f64() * 1e3,
-            pct(0.99).as_secs_f64() * 1e3,
-            lat[lat.len() - 1].as_secs_f64() * 1e3,
+            "{kind} reads at {entries} entries, {clients} clients: {:.0} req/s; first reads: {}; repeats: {}",
+            total as f64 / took.as_secs_f64(),
+            spread(&mut lat),
+            spread(&mut repeats),
         );
     }
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")

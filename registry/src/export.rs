@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use gridreg_protocol::tiles::{Tile, entry_bundles, hash_tiles};
 
-use crate::blob::BlobStore;
+use crate::blob::{BlobStore, IMMUTABLE};
 use crate::sequencer::LogView;
 use crate::store::Store;
 use crate::timestamp::Timestamper;
@@ -24,7 +24,6 @@ pub const RENEW_AFTER: Duration = Duration::from_secs(60);
 /// Bucket object: the log size whose full tiles are all in the bucket, in decimal.
 pub const PROGRESS: &str = "gridreg/tiles-exported";
 const OCTETS: &str = "application/octet-stream";
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// What the exporter reads from.
 pub struct Exporter {

@@ -42,6 +42,7 @@ pub mod sequencer;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tile_cache;
 pub mod timestamp;
 pub mod witness;
 

@@ -313,6 +313,7 @@ impl Registry {
                 require_token: config.require_token,
                 oci: Arc::default(),
                 witnesses,
+                tiles: Arc::default(),
             }),
             sequencer: task,
             collector,

@@ -53,6 +53,8 @@ pub struct Shared {
     pub oci: Arc<crate::oci::OciCache>,
     /// The witnesses this registry submits its checkpoints to (`--witness`).
     pub witnesses: Arc<crate::witness::submit::Witnesses>,
+    /// Full tiles served lately, within a byte budget.
+    pub tiles: Arc<crate::tile_cache::TileCache>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -17,6 +17,14 @@ use gridreg_protocol::{Cosigner, KeyError, Note, SignerKey};
 /// signature a second however many requests come in.
 pub const RENEW_AFTER: Duration = Duration::from_secs(1);
 
+/// Seconds since the Unix epoch, as cosignatures and checkpoints carry time (0 for a clock set
+/// before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Stamps served checkpoints with the timestamp key.
 pub struct Timestamper {
     key: Cosigner,
@@ -56,10 +64,7 @@ impl Timestamper {
 
     /// `checkpoint` (a log-signed checkpoint note) with a cosignature of the current time.
     pub fn stamp(&self, checkpoint: &str) -> Arc<str> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.stamp_at(checkpoint, now)
+        self.stamp_at(checkpoint, unix_now())
     }
 
     /// [`Self::stamp`] at `now` (seconds since the epoch). The last stamp is reused while it

@@ -126,6 +126,7 @@ async fn rig() -> Rig {
         require_token: false,
         oci: Arc::default(),
         witnesses: Arc::default(),
+        tiles: Arc::default(),
     });
     Rig {
         _dir: dir,

@@ -89,6 +89,18 @@ async fn tiles_give_the_log_and_partial_tiles_grow_into_full_ones(backend: Backe
     let full = &late["tile/0/000"];
     assert_eq!(full.len(), 256 * 32);
     assert_eq!(&full[..early[&partial].len()], early[&partial].as_slice());
+    // Full tiles are kept in memory after their first read; a second read gives the same bytes
+    // with the same headers.
+    for path in ["tile/0/000", "tile/entries/000"] {
+        let r = h.get(&format!("/{path}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, late[path], "{path}");
+        assert_eq!(
+            r.headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(r.headers["content-type"], "application/octet-stream");
+    }
     let again = h.get(&format!("/{partial}")).await;
     assert_eq!(again.body, early[&partial]);
     let bundle = format!("tile/entries/000.p/{}", small.size());

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use gridreg_protocol::api::{ConsistencyProof, decode_hashes};
 use gridreg_protocol::checkpoint::{Advance, CheckpointError, ForkEvidence, check_against_trusted};
 use gridreg_protocol::cosignature::parse_timestamp_key_statement;
-use gridreg_protocol::{CosignerKey, KeySet, Note, SignedCheckpoint, VerifierKey, key_label, note};
+use gridreg_protocol::{CosignerKey, KeySet, SignedCheckpoint, VerifierKey, key_label, note};
 
 use super::config::{self, Config, RegistryEntry, Remote};
 use super::fsutil;
@@ -262,11 +262,11 @@ impl Session {
         if quorum == 0 || self.remote.witnesses.is_empty() {
             return Ok(());
         }
-        let note = Note::parse(checkpoint.note.as_bytes()).map_err(|e| e.to_string())?;
+        let note = checkpoint.signed_note();
         let mut signed = Vec::new();
         let mut missing = Vec::new();
         for w in &self.remote.witnesses {
-            match w.cosigned_time(&note) {
+            match w.cosigned_time(note) {
                 Ok(_) => signed.push(w.label()),
                 Err(e) => missing.push(e.to_string()),
             }
@@ -293,14 +293,14 @@ impl Session {
     /// of those times counts.
     pub fn check_fresh(&self, checkpoint: &SignedCheckpoint) -> anyhow::Result<Duration> {
         let key = self.timestamp_key()?;
-        let note = Note::parse(checkpoint.note.as_bytes())?;
+        let note = checkpoint.signed_note();
         let witnessed = self
             .remote
             .witnesses
             .iter()
-            .filter_map(|w| w.cosigned_time(&note).ok())
+            .filter_map(|w| w.cosigned_time(note).ok())
             .max();
-        let time = match (key.cosigned_time(&note), witnessed) {
+        let time = match (key.cosigned_time(note), witnessed) {
             (Ok(t), Some(w)) => t.max(w),
             (Ok(t), None) => t,
             (Err(_), Some(w)) => w,

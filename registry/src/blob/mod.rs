@@ -20,6 +20,10 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 
 use crate::store::BoxFuture;
 
+/// `Cache-Control` for whatever is named by its content (blobs, manifests by digest, full
+/// tiles): the bytes behind such a name can never change, so caches may keep them for a year.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
 /// Why a blob operation failed. Always an internal error: inputs are checked before they get here.
 #[derive(Debug, thiserror::Error)]
 #[error("blob store: {context}: {source}")]

@@ -173,7 +173,7 @@ pub async fn serve_content(
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
         h.insert(
             CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
+            HeaderValue::from_static(crate::blob::IMMUTABLE),
         );
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(ETAG, v);

@@ -380,7 +380,7 @@ fn manifest_unknown(repository: &str, reference: &str) -> OciError {
 fn immutable(resp: &mut Response) {
     resp.headers_mut().insert(
         CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
+        HeaderValue::from_static(crate::blob::IMMUTABLE),
     );
 }
 

@@ -5,6 +5,7 @@
 //! a CDN or a mirror may keep it forever.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -36,6 +37,11 @@ async fn tile(
 ) -> Result<Response, ApiError> {
     let tile = Tile::parse_path(&format!("tile/{path}"))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // A kept tile was within the log when it was read, and logs only grow.
+    let key = tile.is_full().then(|| tile.path());
+    if let Some(bytes) = key.as_deref().and_then(|k| state.tiles.get(k)) {
+        return Ok(tile_response(bytes));
+    }
     if !tile.within(state.view.latest().size) {
         // Another replica may have grown the log a moment ago.
         state.view.catch_up(state.store.as_ref()).await?;
@@ -49,7 +55,14 @@ async fn tile(
             )));
         }
     }
-    let bytes = state.store.tile_bytes(&tile).await?;
+    let bytes = Bytes::from(state.store.tile_bytes(&tile).await?);
+    if let Some(k) = key {
+        state.tiles.insert(&k, bytes.clone());
+    }
+    Ok(tile_response(bytes))
+}
+
+fn tile_response(bytes: Bytes) -> Response {
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -58,7 +71,7 @@ async fn tile(
     );
     h.insert(
         CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
+        HeaderValue::from_static(crate::blob::IMMUTABLE),
     );
-    Ok(resp)
+    resp
 }

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::timestamp::unix_now;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -221,12 +222,6 @@ async fn load(pool: &SqlitePool) -> Result<HashMap<String, Latest>, sqlx::Error>
     Ok(out)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The writer: judge a batch in order, persist its changes at once, then answer.
 async fn write_loop(
     pool: SqlitePool,
@@ -301,7 +296,7 @@ async fn persist(
     evidence: &[(String, String, String)],
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let time = i64::try_from(now()).unwrap_or(i64::MAX);
+    let time = i64::try_from(unix_now()).unwrap_or(i64::MAX);
     for (origin, (latest, note)) in changed {
         let size = i64::try_from(latest.size).map_err(|_| {
             sqlx::Error::Protocol(format!("size {} does not fit the database", latest.size))
@@ -412,7 +407,7 @@ async fn add_checkpoint(State(shared): State<Arc<Shared>>, body: Body) -> Respon
     match answer.await {
         Ok(Ok(())) => {
             shared.cosigned.fetch_add(1, Ordering::Relaxed);
-            let line = shared.key.cosign(&body_text, now()).line();
+            let line = shared.key.cosign(&body_text, unix_now()).line();
             text(StatusCode::OK, line.trim_end().to_string())
         }
         Ok(Err(Verdict::Refused(r))) => refused(&shared, &r),

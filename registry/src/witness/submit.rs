@@ -7,7 +7,7 @@
 //! witnesses that are answering, for at most [`PUBLISH_WAIT`].
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gridreg_protocol::note::Signature;
 use gridreg_protocol::witness::{AddCheckpoint, SIZE_CONTENT_TYPE, parse_size_body};
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::log::consistency_proof;
 use crate::sequencer::LogView;
 use crate::store::Store;
+use crate::timestamp::unix_now;
 
 /// A publish waits at most this long for answering witnesses to cosign its checkpoint.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(3);
@@ -193,12 +194,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn run(t: Arc<Tracked>, client: reqwest::Client, store: Arc<Store>, view: Arc<LogView>) {
     let mut changes = view.subscribe();
     let mut backoff = Duration::from_secs(1);
@@ -346,7 +341,7 @@ fn cosignatures(key: &CosignerKey, body: &str, answer: &str) -> Result<Vec<Signa
     let time = key
         .cosigned_time(&note)
         .map_err(|e| format!("the witness's answer: {e}"))?;
-    let now = now_secs();
+    let now = unix_now();
     if time > now + 300 || time + 300 < now {
         tracing::warn!(witness = %key.label(), time, now, "the witness's clock is off by more than 5 minutes");
     }
