@@ -4,7 +4,7 @@
 # same component in the same run. Goal (issue 6): warm gridreg <= 1.2x warm wasmtime.
 # Cold rows (no cache on either side: compile every time) are reported too.
 #
-# Needs: hyperfine (apt); wasmtime-cli 48, built here with `cargo install` into the bench cache
+# Needs: hyperfine (apt); wasmtime-cli 48.0.8, built here with `cargo install` into the bench cache
 # (several minutes on 2 cores, once).
 # Usage: bench/run.sh [RUNS] [FILE.wasm...]   prints a Markdown table; writes bench/results/run.md
 set -euo pipefail
@@ -19,11 +19,12 @@ mkdir -p "$cache" bench/results
 
 command -v hyperfine >/dev/null || { apt-get install -y -q hyperfine >/dev/null || { echo "error: hyperfine is needed (apt-get install hyperfine)" >&2; exit 2; }; }
 
-wasmtime="$cache/wasmtime-48/bin/wasmtime"
+# The same pinned build bench/serve.sh uses, so one install serves both.
+wasmtime="$cache/wasmtime-48.0.8/bin/wasmtime"
 if [[ ! -x "$wasmtime" ]]; then
-  cargo install -q --locked wasmtime-cli --version '^48' --root "$cache/wasmtime-48"
+  cargo install -q --locked wasmtime-cli --version 48.0.8 --root "$cache/wasmtime-48.0.8"
 fi
-"$wasmtime" --version | grep -q '^wasmtime 48\.' || { echo "error: $wasmtime is not wasmtime 48" >&2; exit 2; }
+"$wasmtime" --version | grep -q '^wasmtime 48\.0\.8' || { echo "error: $wasmtime is not wasmtime 48.0.8" >&2; exit 2; }
 
 cargo build --release --locked -q -p gridreg
 target="${CARGO_TARGET_DIR:-$root/target}"
