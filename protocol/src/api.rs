@@ -285,6 +285,9 @@ pub enum ErrorCode {
     Forbidden,
     /// Nothing was stored; the same request may succeed later (see `Retry-After`).
     Unavailable,
+    /// An upload refused because its uploader, or all uploaders together, already have as many
+    /// bytes uploaded and not yet named by a release as the registry allows.
+    UploadQuota,
     Internal,
     /// A code this build does not know, as the registry sent it.
     Other(String),
@@ -316,6 +319,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::Unavailable,
+        ErrorCode::UploadQuota,
         ErrorCode::Internal,
     ];
 
@@ -345,6 +349,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UploadQuota => "upload_quota",
             ErrorCode::Internal => "internal",
             ErrorCode::Other(code) => code,
         }
@@ -383,6 +388,7 @@ impl ErrorCode {
             | ErrorCode::InvalidWasm
             | ErrorCode::SurfaceMismatch
             | ErrorCode::PolicyViolation => 422,
+            ErrorCode::UploadQuota => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::Other(_) => return None,

@@ -52,6 +52,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    UploadQuota(String),
     /// Logged in full; the client sees only "internal error".
     #[error("internal error")]
     Internal(String),
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::UploadQuota(_) => ErrorCode::UploadQuota,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -44,6 +44,7 @@ pub mod state;
 pub mod store;
 pub mod tile_cache;
 pub mod timestamp;
+pub mod uploads;
 pub mod witness;
 
 pub use server::{Config, Registry};

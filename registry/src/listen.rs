@@ -29,6 +29,11 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
 
+/// The address a request's connection came from, in the request's extensions. Absent for a
+/// request that did not come through [`serve`] (tests driving the router directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Connection and time limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -106,9 +111,9 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         while tasks.try_join_next().is_some() {}
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -119,7 +124,12 @@ pub async fn serve(
         };
         let io = TokioIo::new(stream);
         if let Ok(permit) = served.clone().try_acquire_owned() {
-            let service = TowerToHyperService::new(router.clone());
+            let service = TowerToHyperService::new(router.clone().map_request(
+                move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    req
+                },
+            ));
             let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
             tasks.spawn(async move {
                 let _ = conn.await;

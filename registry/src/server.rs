@@ -53,6 +53,10 @@ pub struct Config {
     pub max_audit_memory: u64,
     /// Uploads no release names are deleted once older than this.
     pub upload_ttl: std::time::Duration,
+    /// Bytes uploaded and not yet named by a release, all uploaders together.
+    pub max_pending_uploads: u64,
+    /// The same for one uploader (a token, or a client address).
+    pub max_pending_uploads_per_client: u64,
     /// Witnesses every new checkpoint is submitted to (docs/protocol.md §7.13).
     pub witnesses: Vec<crate::witness::submit::WitnessTarget>,
 }
@@ -69,6 +73,8 @@ impl Config {
             limits: Limits::default(),
             max_audit_memory: crate::audits::DEFAULT_AUDIT_MEMORY,
             upload_ttl: crate::gc::DEFAULT_UPLOAD_TTL,
+            max_pending_uploads: crate::uploads::DEFAULT_MAX_PENDING,
+            max_pending_uploads_per_client: crate::uploads::DEFAULT_MAX_PENDING_PER_CLIENT,
             witnesses: Vec::new(),
         }
     }
@@ -174,20 +180,29 @@ pub async fn open_blobs(
     })
 }
 
-/// Deletes uploads no release names once older than `ttl`, every [`gc::interval`].
+/// Deletes uploads no release names once older than `ttl`, every [`gc::interval`]; after a
+/// pass, uploads stored before its horizon no longer count as pending.
 async fn collect_forever(
     store: Arc<Store>,
     blobs: Arc<dyn BlobStore>,
     pins: Arc<Pins>,
+    uploads: Arc<crate::uploads::Uploads>,
     ttl: std::time::Duration,
 ) {
     let mut tick = tokio::time::interval(gc::interval(ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = std::time::Instant::now();
         match gc::collect(&store, &blobs, &pins, ttl).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "deleted uploads no release names"),
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(deleted = n, "deleted uploads no release names");
+                }
+                if let Some(horizon) = started.checked_sub(ttl) {
+                    uploads.forget_before(horizon);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "collecting unnamed uploads failed"),
         }
     }
@@ -275,10 +290,15 @@ impl Registry {
         let (submit, rx) = mpsc::channel(4 * crate::sequencer::MAX_BATCH);
         let task = tokio::spawn(sequencer.run(rx));
         let pins = Arc::new(Pins::default());
+        let uploads = Arc::new(crate::uploads::Uploads::new(
+            config.max_pending_uploads,
+            config.max_pending_uploads_per_client,
+        ));
         let collector = tokio::spawn(collect_forever(
             store.clone(),
             blobs.clone(),
             pins.clone(),
+            uploads.clone(),
             config.upload_ttl,
         ));
         let witnesses = Arc::new(crate::witness::submit::Witnesses::new(
@@ -314,6 +334,7 @@ impl Registry {
                 oci: Arc::default(),
                 witnesses,
                 tiles: Arc::default(),
+                uploads,
             }),
             sequencer: task,
             collector,

@@ -55,6 +55,8 @@ pub struct Shared {
     pub witnesses: Arc<crate::witness::submit::Witnesses>,
     /// Full tiles served lately, within a byte budget.
     pub tiles: Arc<crate::tile_cache::TileCache>,
+    /// Bytes uploaded and not yet named by a release, per uploader and in all, within caps.
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -21,6 +21,7 @@ backend_tests!(
     log_endpoints_refuse_bad_questions,
     entry_pages_are_bounded_by_bytes,
     unnamed_uploads_are_collected,
+    pending_uploads_are_capped_until_a_release_names_them,
     restart_keeps_the_log_and_refuses_another_origin,
 );
 
@@ -832,4 +833,111 @@ async fn restart_keeps_the_log_and_refuses_another_origin(backend: Backend) {
             .contains("belongs to the log `gridreg.local/log`"),
         "{err}"
     );
+}
+
+// docs/protocol.md §7.5: bytes uploaded and not yet named by a release are capped per uploader.
+async fn pending_uploads_are_capped_until_a_release_names_them(backend: Backend) {
+    let hello = fixture("hello.wasm");
+    let env = fixture("env-reader.wasm");
+    let tcp = fixture("tcp-client.wasm");
+    // Room for two of the three at once, whichever are pending.
+    let cap = (env.len() + hello.len().max(tcp.len())) as u64;
+    let h = harness_with(backend, |c| {
+        c.max_pending_uploads_per_client = cap;
+        c.max_pending_uploads = cap * 4;
+    })
+    .await;
+    let alice = key("alice");
+    h.post_record(&claim(&h.app, &alice, "acme").await).await;
+    assert_eq!(h.put_content(&hello).await.status, StatusCode::CREATED);
+    assert_eq!(h.put_content(&env).await.status, StatusCode::CREATED);
+    let before = h.snapshot().await;
+    let r = h.put_content(&tcp).await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "upload_quota");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("the limit is {cap} bytes per client")),
+        "{message}"
+    );
+    // Nothing of the refused upload was kept.
+    assert_eq!(h.snapshot().await, before);
+    let tmp = h.dir.path().join("data/blobs/tmp");
+    if tmp.exists() {
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    }
+    // Content already stored costs nothing to upload again.
+    assert_eq!(h.put_content(&hello).await.status, StatusCode::OK);
+    // A release naming an upload frees its share.
+    h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
+    assert_eq!(h.put_content(&tcp).await.status, StatusCode::CREATED);
+    // And the collector's pass frees what it passed over.
+    h.registry
+        .state
+        .uploads
+        .forget_before(std::time::Instant::now());
+    assert_eq!(
+        h.registry
+            .state
+            .uploads
+            .pending(&gridreg_registry::uploads::Uploader::Unknown),
+        (0, 0)
+    );
+}
+
+/// Over a real listener: each client address has its own share, and all of them together are
+/// capped too; a declared length over the share is refused before its body is read.
+#[tokio::test]
+async fn pending_uploads_are_capped_per_client_address_and_in_all() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gridreg_registry::server::Config::new(dir.path().join("data"));
+    config.max_pending_uploads_per_client = 1000;
+    config.max_pending_uploads = 1500;
+    let registry = gridreg_registry::server::Registry::open(&config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(registry.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    // A 600-byte module: the magic, the version and a custom section of filler.
+    let blob = |n: u8| {
+        let mut b = b"\0asm\x01\0\0\0\0\xd0\x04\x01x".to_vec();
+        b.resize(600, n);
+        b
+    };
+    let put = |from: &'static str, body: Vec<u8>| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/content/{} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            Digest::of(&body),
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let _ = s.write_all(&body).await;
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status: u16 = answer[9..12].parse().unwrap();
+        (status, answer)
+    };
+    let (status, answer) = put("127.0.0.1", blob(1)).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = put("127.0.0.1", blob(2)).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer.contains("client address 127.0.0.1"), "{answer}");
+    assert!(answer.contains("upload_quota"), "{answer}");
+    // Another address has its own share...
+    let (status, answer) = put("127.0.0.2", blob(3)).await;
+    assert_eq!(status, 201, "{answer}");
+    // ...until all pending uploads together reach the total.
+    let (status, answer) = put("127.0.0.3", blob(4)).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer.contains("the registry holds 1200 bytes"), "{answer}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

@@ -127,6 +127,7 @@ async fn rig() -> Rig {
         oci: Arc::default(),
         witnesses: Arc::default(),
         tiles: Arc::default(),
+        uploads: Arc::default(),
     });
     Rig {
         _dir: dir,

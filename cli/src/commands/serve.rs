@@ -70,6 +70,14 @@ pub struct Opts {
     /// Delete uploaded content that no release names once it is this old (90s, 30m, 1h, 7d).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub upload_ttl: std::time::Duration,
+    /// Bytes of uploads no release names yet that all clients together may have; uploads beyond
+    /// it get 429 upload_quota until pending ones are published or deleted.
+    #[arg(long, value_name = "SIZE", default_value = "8GiB", value_parser = parse_size)]
+    pub max_pending_uploads: u64,
+    /// The same for one client: a token, or a client address when no token is given (behind a
+    /// proxy every anonymous client has the proxy's address: use --require-token there).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub max_pending_uploads_per_client: u64,
     /// Require a bearer token for every read and write (a private registry).
     #[arg(long)]
     pub require_token: bool,
@@ -152,6 +160,8 @@ impl Opts {
                     blobs: self.blobs,
                     max_audit_memory: self.max_audit_memory,
                     upload_ttl: self.upload_ttl,
+                    max_pending_uploads: self.max_pending_uploads,
+                    max_pending_uploads_per_client: self.max_pending_uploads_per_client,
                     witnesses: self.witnesses,
                     limits: Limits {
                         read_timeout: self.read_timeout,

@@ -4,6 +4,8 @@
 //! disk or streamed from the object store; the digest is the `ETag` and responses are cacheable
 //! forever.
 
+use std::net::IpAddr;
+
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Request, State};
@@ -24,8 +26,14 @@ use tower_http::services::ServeFile;
 use crate::auth::Scope;
 use crate::blob::{BlobSource, HOT_MAX_BLOB};
 use crate::error::ApiError;
+use crate::listen::ClientAddr;
 use crate::routes::Caller;
 use crate::state::AppState;
+use crate::uploads::{QuotaError, Uploader};
+
+fn quota(e: QuotaError) -> ApiError {
+    ApiError::UploadQuota(e.to_string())
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/content/{digest}", put(upload).get(download))
@@ -38,14 +46,30 @@ fn digest_from(
     gridreg_protocol::Digest::parse(&raw).map_err(ApiError::BadRequest)
 }
 
+/// Who an upload counts against: the token if one was given, else the client's address.
+fn uploader(caller: &Caller, client: Option<&ClientAddr>) -> Uploader {
+    match (&caller.0, client) {
+        (Some(grant), _) => Uploader::Token(grant.token_id.clone()),
+        (None, Some(ClientAddr(addr))) => Uploader::Address(match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        }),
+        (None, None) => Uploader::Unknown,
+    }
+}
+
 async fn upload(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    client: Option<Extension<ClientAddr>>,
     path: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
     caller.require(&state, Scope::Publish, None)?;
     let digest = digest_from(path)?;
+    let mut pending = state
+        .uploads
+        .begin(uploader(&caller, client.as_ref().map(|Extension(c)| c)));
     let limit = state.max_blob_size;
     let declared = req
         .headers()
@@ -58,6 +82,11 @@ async fn upload(
         return Err(ApiError::TooLarge(format!(
             "expected at most {limit} bytes, found Content-Length {n}"
         )));
+    }
+    // Refuse a declared length over the caller's share before reading any of it; the bytes are
+    // then counted as they arrive, so an undeclared length cannot outrun the cap either.
+    if let Some(n) = declared {
+        pending.add(n).map_err(quota)?;
     }
     // Content-addressed and checked when first stored: a second upload has nothing to add.
     if let Some(size) = state.blobs.get(digest).await?.map(|s| s.size()) {
@@ -91,6 +120,9 @@ async fn upload(
                 "expected at most {limit} bytes, found more"
             )));
         }
+        if declared.is_none_or(|n| size > n) {
+            pending.add(chunk.len() as u64).map_err(quota)?;
+        }
         hasher.update(&chunk);
         writer.write(&chunk).await?;
     }
@@ -104,6 +136,7 @@ async fn upload(
         )));
     }
     writer.commit(digest).await?;
+    pending.stored(digest);
     Ok((
         StatusCode::CREATED,
         Json(Stored {

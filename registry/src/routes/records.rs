@@ -142,6 +142,10 @@ async fn publish(
         Record::Namespace(_) => (Derived::Namespace, None),
     };
 
+    let named = match &record {
+        Record::Release(r) => Some(r.digest),
+        _ => None,
+    };
     let (reply, answer) = oneshot::channel();
     state
         .submit
@@ -158,6 +162,10 @@ async fn publish(
     let accepted = answer
         .await
         .map_err(|_| ApiError::Unavailable("the registry is shutting down".into()))??;
+    // The release names its content: the upload is no longer pending.
+    if let Some(digest) = named {
+        state.uploads.named(&digest);
+    }
     let proof = inclusion_proof(
         state.store.as_ref(),
         accepted.checkpoint.size,
