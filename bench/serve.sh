@@ -83,7 +83,7 @@ p=$(free_port); start warm-g "$p" / "$gridreg" run "$hello" --listen "127.0.0.1:
 
 out=bench/results/serve.md
 {
-  echo "## run --listen vs wasmtime serve ($(date -u +%Y-%m-%d %H:%M) UTC, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  echo "## run --listen vs wasmtime serve ($(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
   echo "\`$("$wasmtime" --version)\` (\`serve -S cli=y\`, its default pooling allocator) vs \`gridreg $("$gridreg" --version | cut -d' ' -f2)\` (\`run --listen --policy default\`), \`wrk -t2 -c$conns -d${secs}s\` on the same 2 cores; $rounds rounds, sides alternating."
   echo
