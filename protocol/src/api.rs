@@ -471,6 +471,7 @@ mod tests {
             (ErrorCode::Unauthenticated, "unauthenticated"),
             (ErrorCode::Forbidden, "forbidden"),
             (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::UploadQuota, "upload_quota"),
             (ErrorCode::Internal, "internal"),
         ];
         assert_eq!(expected.len(), ErrorCode::KNOWN.len());

@@ -26,16 +26,35 @@ pub const DEFAULT_MAX_PENDING_PER_CLIENT: u64 = 1 << 30;
 pub enum Uploader {
     /// A bearer token, by its id.
     Token(String),
-    /// A client with no token, by its address (IPv4-mapped IPv6 as IPv4).
+    /// A client with no token, by its address: an IPv4 address, or an IPv6 address's /64
+    /// network (see [`Uploader::from_address`]).
     Address(IpAddr),
     /// No token and no known address (a request that did not come through the listener).
     Unknown,
+}
+
+impl Uploader {
+    /// The uploader a client address counts as. An IPv4-mapped IPv6 address is its IPv4 form;
+    /// an IPv6 address counts as its /64 network, since one site is handed at least a /64 and
+    /// may use any address in it, so one client cannot take a fresh share per address.
+    pub fn from_address(ip: IpAddr) -> Uploader {
+        Uploader::Address(match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                    v6.to_bits() & !u128::from(u64::MAX),
+                )),
+            },
+            v4 => v4,
+        })
+    }
 }
 
 impl std::fmt::Display for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Uploader::Token(id) => write!(f, "token {id}"),
+            Uploader::Address(IpAddr::V6(net)) => write!(f, "client network {net}/64"),
             Uploader::Address(ip) => write!(f, "client address {ip}"),
             Uploader::Unknown => f.write_str("this client"),
         }
@@ -289,6 +308,21 @@ mod tests {
         b.stored(Digest([2; 32]));
         u.forget_before(Instant::now());
         assert_eq!(u.pending(&who), (0, 0));
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64_network() {
+        let a = Uploader::from_address("2001:db8:1:2::1".parse().unwrap());
+        let b = Uploader::from_address("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
+        let other = Uploader::from_address("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(a.to_string(), "client network 2001:db8:1:2::/64");
+        // An IPv4-mapped address is its IPv4 form; IPv4 addresses count one by one.
+        let mapped = Uploader::from_address("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(mapped, ip("10.0.0.1"));
+        assert_ne!(ip("10.0.0.1"), ip("10.0.0.2"));
+        assert_eq!(mapped.to_string(), "client address 10.0.0.1");
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! disk or streamed from the object store; the digest is the `ETag` and responses are cacheable
 //! forever.
 
-use std::net::IpAddr;
-
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Request, State};
@@ -50,10 +48,7 @@ fn digest_from(
 fn uploader(caller: &Caller, client: Option<&ClientAddr>) -> Uploader {
     match (&caller.0, client) {
         (Some(grant), _) => Uploader::Token(grant.token_id.clone()),
-        (None, Some(ClientAddr(addr))) => Uploader::Address(match addr.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        }),
+        (None, Some(ClientAddr(addr))) => Uploader::from_address(addr.ip()),
         (None, None) => Uploader::Unknown,
     }
 }
