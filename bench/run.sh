@@ -19,12 +19,7 @@ mkdir -p "$cache" bench/results
 
 command -v hyperfine >/dev/null || { apt-get install -y -q hyperfine >/dev/null || { echo "error: hyperfine is needed (apt-get install hyperfine)" >&2; exit 2; }; }
 
-# The same pinned build bench/serve.sh uses, so one install serves both.
-wasmtime="$cache/wasmtime-48.0.8/bin/wasmtime"
-if [[ ! -x "$wasmtime" ]]; then
-  cargo install -q --locked wasmtime-cli --version 48.0.8 --root "$cache/wasmtime-48.0.8"
-fi
-"$wasmtime" --version | grep -q '^wasmtime 48\.0\.8' || { echo "error: $wasmtime is not wasmtime 48.0.8" >&2; exit 2; }
+source "$root/bench/wasmtime.sh"
 
 cargo build --release --locked -q -p gridreg
 target="${CARGO_TARGET_DIR:-$root/target}"

@@ -19,11 +19,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/gridreg-bench"
 mkdir -p "$cache" bench/results
 
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "error: wrk is needed (apt-get install wrk)" >&2; exit 2; }; }
-wasmtime="$cache/wasmtime-48.0.8/bin/wasmtime"
-if [[ ! -x "$wasmtime" ]]; then
-  cargo install -q --locked wasmtime-cli --version 48.0.8 --root "$cache/wasmtime-48.0.8"
-fi
-"$wasmtime" --version | grep -q '^wasmtime 48\.0\.8' || { echo "error: $wasmtime is not wasmtime 48.0.8" >&2; exit 2; }
+source "$root/bench/wasmtime.sh"
 
 cargo build --release --locked -q -p gridreg
 target="${CARGO_TARGET_DIR:-$root/target}"
