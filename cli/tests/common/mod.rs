@@ -36,13 +36,28 @@ pub fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before in this process.
+///
+/// The tests of one binary run in parallel threads, and each lets go of its port before the
+/// child process binds it, so the kernel may give the same free port to two tests; one child
+/// then fails to bind while the other answers its health check. Remembering what was handed out
+/// closes that race within the binary.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `child` listens on `port`; fails with `what` if it exits or takes over 60 s.
@@ -124,6 +139,9 @@ pub fn start_serve_with(data: &Path, port: u16, origin: &str, flags: &[&str]) ->
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("gridreg serve exited ({status}) before answering on port {port}");
+        }
         if http(port, "GET", "/healthz", b"").is_some_and(|(s, _)| s == 200) {
             return child;
         }
