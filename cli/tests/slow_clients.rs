@@ -15,14 +15,45 @@ const ORIGIN: &str = "slow.test/log";
 
 /// Opens `n` connections that each send half a request head and then nothing.
 fn half_heads(port: u16, n: usize) -> Vec<TcpStream> {
+    half_heads_from("127.0.0.1", port, n)
+}
+
+/// [`half_heads`] from the loopback address `from` (any of 127.0.0.0/8).
+fn half_heads_from(from: &str, port: u16, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut s = connect_from(from, port);
             s.write_all(b"GET /v1/log/checkpoint HTTP/1.1\r\nhost: localhost\r\nx-slow: ")
                 .unwrap();
             s
         })
         .collect()
+}
+
+/// A blocking connection to `port` on 127.0.0.1 from the local address `from`.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// One `connection: close` GET from the local address `from`: the status and body.
+fn get_from(from: &str, port: u16, path: &str) -> (u16, String) {
+    let mut s = connect_from(from, port);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(common::request_head("GET", path, 0).as_bytes())
+        .unwrap();
+    let (status, body) = common::read_answer(&mut s).expect("an answer");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 struct Server(Child);
@@ -69,6 +100,66 @@ fn half_sent_heads_are_closed_and_never_starve_healthz() {
     // ...and the server serves normally again.
     let (status, _) = http(port, "GET", "/v1/log/checkpoint", b"").expect("answered");
     assert_eq!(status, 200);
+}
+
+/// One client holding connections open cannot take the served connections from another: past
+/// its own cap its connections get the overflow answer while another address is served.
+#[test]
+fn one_client_cannot_hold_the_connections_of_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-client",
+            "4",
+        ],
+    ));
+    // One address holds its share of the served connections with half-sent heads...
+    let mut slow = half_heads_from("127.0.0.2", port, 4);
+    std::thread::sleep(Duration::from_millis(200));
+    // ...so its next request gets the overflow answer, its liveness probe still answered...
+    let (status, body) = get_from("127.0.0.2", port, "/v1/log/checkpoint");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"unavailable\""), "{body}");
+    let (status, body) = get_from("127.0.0.2", port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    // ...and however many more it opens (here more than all served connections together,
+    // filling the overflow), other clients are served as usual.
+    slow.extend(half_heads_from("127.0.0.2", port, 20));
+    std::thread::sleep(Duration::from_millis(200));
+    for from in ["127.0.0.1", "127.0.0.3", "127.0.0.4"] {
+        let (status, body) = get_from(from, port, "/v1/log/checkpoint");
+        assert_eq!(status, 200, "from {from}: {body}");
+        let (status, body) = get_from(from, port, "/healthz");
+        assert_eq!(status, 200, "from {from}: {body}");
+    }
+}
+
+/// With no per-client cap (behind a proxy) the same load fills the served connections.
+#[test]
+fn without_a_per_client_cap_one_address_fills_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server(start_serve_with(
+        dir.path(),
+        port,
+        ORIGIN,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-client",
+            "0",
+        ],
+    ));
+    let _slow = half_heads_from("127.0.0.2", port, 24);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = get_from("127.0.0.3", port, "/v1/log/checkpoint");
+    assert_eq!(status, 503, "{body}");
 }
 
 /// An upload that stops sending its body half-way is answered `400` after the read deadline

@@ -34,19 +34,10 @@ pub enum Uploader {
 }
 
 impl Uploader {
-    /// The uploader a client address counts as. An IPv4-mapped IPv6 address is its IPv4 form;
-    /// an IPv6 address counts as its /64 network, since one site is handed at least a /64 and
-    /// may use any address in it, so one client cannot take a fresh share per address.
+    /// The uploader a client address counts as: its client network
+    /// ([`crate::listen::client_network`]), the same unit the listener caps connections by.
     pub fn from_address(ip: IpAddr) -> Uploader {
-        Uploader::Address(match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
-                    v6.to_bits() & !u128::from(u64::MAX),
-                )),
-            },
-            v4 => v4,
-        })
+        Uploader::Address(crate::listen::client_network(ip))
     }
 }
 

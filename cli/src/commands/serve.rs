@@ -102,6 +102,11 @@ pub struct Opts {
     /// (`/healthz`, anything else 503); beyond that, new connections are closed at once.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Most of those one client may hold (an IPv4 address or an IPv6 /64; its further
+    /// connections get the overflow answer). 0: no per-client cap (behind a reverse proxy, where
+    /// every client has the proxy's address).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections_per_client: u32,
     /// On SIGTERM or Ctrl-C, longest to let in-flight requests finish before closing them.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
@@ -166,6 +171,7 @@ impl Opts {
                     limits: Limits {
                         read_timeout: self.read_timeout,
                         max_connections: self.max_connections as usize,
+                        max_connections_per_client: self.max_connections_per_client as usize,
                         shutdown_timeout: self.shutdown_timeout,
                     },
                 };
