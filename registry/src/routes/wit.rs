@@ -5,9 +5,12 @@
 //! the CPU of every publish; most releases' WIT is read rarely or never. So a publish stores
 //! none, and the first read of a component's release (the release endpoint or its page)
 //! extracts it from the stored content and keeps it in the release's row. Modules carry no WIT.
+//! The extraction reads the whole blob, so it goes through [`crate::audits::Audits::wit`]: once
+//! per content at a time, within the audit memory budget.
 
 use gridreg_protocol::Digest;
 
+use crate::audits::AuditFailure;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::ReleaseRow;
@@ -26,23 +29,29 @@ pub async fn release_with_wit(
     }
     let digest = Digest::parse(&release.row.digest)
         .map_err(|e| ApiError::Internal(format!("stored digest of {package}@{version}: {e}")))?;
-    let Some(bytes) = state.blobs.read(digest).await? else {
-        // The row stays readable without its content; the WIT is simply not there to show.
-        tracing::warn!(%package, %version, %digest, "content missing; no WIT to extract");
-        return Ok(Some(release));
-    };
-    let wit = tokio::task::spawn_blocking(move || gridreg_verifier::wit_text(&bytes))
+    // One extraction per content at a time, within the audits' memory budget: the first reads
+    // of a large component's release, however many at once, hold its bytes once.
+    match state
+        .audits
+        .wit(&state.blobs, digest, release.row.size)
         .await
-        .map_err(|e| ApiError::Internal(format!("WIT task: {e}")))?;
-    match wit {
-        Ok(text) => {
+    {
+        Ok(Some(text)) => {
             state.store.set_wit(package, version, &text).await?;
-            release.wit = Some(text);
+            release.wit = Some(text.to_string());
         }
         // The audit accepted this component, so this is a decoder limit, not bad input; the
-        // release is shown without WIT (as before extraction moved here), and the next read
-        // tries again.
-        Err(e) => tracing::warn!(%package, %version, "no WIT extracted: {e}"),
+        // release is shown without WIT (as before extraction moved here).
+        Ok(None) => {}
+        // The row stays readable without its content; the WIT is simply not there to show.
+        Err(AuditFailure::Missing(_)) => {
+            tracing::warn!(%package, %version, %digest, "content missing; no WIT to extract");
+        }
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "WIT of {package}@{version}: {e}"
+            )));
+        }
     }
     Ok(Some(release))
 }
