@@ -25,6 +25,9 @@ PACKAGES_PER_PUBLISHER = 2
 PUBLISH_EVERY = 0.5
 PULLERS = 2
 PULL_FIRST = int(os.environ.get("SOAK_PULL_FIRST", "0"))
+# SOAK_VERSIONS_PER_PACKAGE=N starts a new package every N versions, so no chain (and no
+# bundle) grows long; 0 (the default) keeps four packages whose chains grow all run long.
+VERSIONS_PER_PACKAGE = int(os.environ.get("SOAK_VERSIONS_PER_PACKAGE", "0"))
 
 
 def leb(n):
@@ -168,6 +171,11 @@ class Soak:
         while not self.stop.is_set():
             package = f"soak:p{i * PACKAGES_PER_PUBLISHER + n % PACKAGES_PER_PUBLISHER}"
             version = f"1.{n // PACKAGES_PER_PUBLISHER}.0"
+            if VERSIONS_PER_PACKAGE:
+                # Short chains: a new package every VERSIONS_PER_PACKAGE versions.
+                k, v = divmod(n // PACKAGES_PER_PUBLISHER, VERSIONS_PER_PACKAGE)
+                package = f"{package}-n{k}"
+                version = f"1.{v}.0"
             path = os.path.join(home, "c.wasm")
             with open(path, "wb") as f:
                 f.write(with_custom_section(self.hello, "soak", f"{package}@{version}".encode()))
@@ -210,8 +218,10 @@ class Soak:
             try:
                 status, body = self.get("/healthz")
                 size = json.loads(body)["log_size"]
+                with self.lock:
+                    first = self.acked[0][0] if self.acked else "soak:p0"
                 paths = ["/v1/log/checkpoint", "/checkpoint", "/v1/packages?q=soak",
-                         "/v1/bundles/soak:p0"]
+                         f"/v1/bundles/{first}"]
                 if size > 2:
                     a = random.randrange(size)
                     t = a // 256
@@ -388,11 +398,16 @@ class Soak:
                     key, _, value = line.partition(":")
                     if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
                         status[key] = int(value.split()[0])
+            with open(f"/proc/{self.server.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("AnonHugePages:"):
+                        status["AnonHugePages"] = int(line.split()[1])
             rss = status.get("VmRSS", 0) * 1024
             fds = len(os.listdir(f"/proc/{self.server.pid}/fd"))
             self.samples.append({
                 "t": round(self.now(), 1), "rss": rss, "rss_anon": status.get("RssAnon", 0) * 1024,
                 "rss_file": status.get("RssFile", 0) * 1024, "threads": status.get("Threads", 0),
+                "anon_huge": status.get("AnonHugePages", 0) * 1024,
                 "fds": fds,
                 "healthz_ms": round(latency * 1000, 2), "slow_open": self.slow_open,
                 "acked": len(self.acked),
