@@ -58,6 +58,14 @@ fn get_from(from: &str, port: u16, path: &str) -> (u16, String) {
 
 struct Server(Child);
 
+/// A `gridreg serve` with `flags` over a new data dir: the dir, its port, the server.
+fn serve(flags: &[&str]) -> (tempfile::TempDir, u16, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server(start_serve_with(dir.path(), port, ORIGIN, flags));
+    (dir, port, server)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -67,14 +75,7 @@ impl Drop for Server {
 
 #[test]
 fn half_sent_heads_are_closed_and_never_starve_healthz() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &["--read-timeout", "1s", "--max-connections", "16"],
-    ));
+    let (_dir, port, _server) = serve(&["--read-timeout", "1s", "--max-connections", "16"]);
     // Every served slot taken, and some overflow slots.
     let started = Instant::now();
     let mut slow = half_heads(port, 24);
@@ -106,19 +107,12 @@ fn half_sent_heads_are_closed_and_never_starve_healthz() {
 /// its own cap its connections get the overflow answer while another address is served.
 #[test]
 fn one_client_cannot_hold_the_connections_of_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &[
-            "--max-connections",
-            "16",
-            "--max-connections-per-client",
-            "4",
-        ],
-    ));
+    let (_dir, port, _server) = serve(&[
+        "--max-connections",
+        "16",
+        "--max-connections-per-client",
+        "4",
+    ]);
     // One address holds its share of the served connections with half-sent heads...
     let mut slow = half_heads_from("127.0.0.2", port, 4);
     std::thread::sleep(Duration::from_millis(200));
@@ -143,19 +137,12 @@ fn one_client_cannot_hold_the_connections_of_all() {
 /// With no per-client cap (behind a proxy) the same load fills the served connections.
 #[test]
 fn without_a_per_client_cap_one_address_fills_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &[
-            "--max-connections",
-            "16",
-            "--max-connections-per-client",
-            "0",
-        ],
-    ));
+    let (_dir, port, _server) = serve(&[
+        "--max-connections",
+        "16",
+        "--max-connections-per-client",
+        "0",
+    ]);
     let _slow = half_heads_from("127.0.0.2", port, 24);
     std::thread::sleep(Duration::from_millis(200));
     let (status, body) = get_from("127.0.0.3", port, "/v1/log/checkpoint");
@@ -166,14 +153,7 @@ fn without_a_per_client_cap_one_address_fills_the_server() {
 /// and its connection closed; nothing is stored.
 #[test]
 fn a_stalled_upload_is_refused_after_the_read_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &["--read-timeout", "1s"],
-    ));
+    let (_dir, port, _server) = serve(&["--read-timeout", "1s"]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let path = format!("/v1/content/sha256:{}", "ab".repeat(32));
     s.write_all(
@@ -200,14 +180,7 @@ fn a_stalled_upload_is_refused_after_the_read_deadline() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_head_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &["--read-timeout", "1s"],
-    ));
+    let (_dir, port, _server) = serve(&["--read-timeout", "1s"]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
@@ -220,14 +193,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_head_deadline() {
 
 #[test]
 fn sigterm_with_stuck_clients_exits_within_the_shutdown_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = Server(start_serve_with(
-        dir.path(),
-        port,
-        ORIGIN,
-        &["--read-timeout", "60s", "--shutdown-timeout", "2s"],
-    ));
+    let (_dir, port, mut server) = serve(&["--read-timeout", "60s", "--shutdown-timeout", "2s"]);
     let _stuck = half_heads(port, 3);
     std::thread::sleep(Duration::from_millis(200));
     let pid = server.0.id().to_string();

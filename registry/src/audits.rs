@@ -252,16 +252,37 @@ mod tests {
         (dir, Arc::new(store), digest)
     }
 
-    fn units(audits: &Audits) -> u32 {
-        audits.budget_units
-    }
-
-    /// Gives the budget back after the others have been polled a few times.
-    async fn release_later(held: OwnedSemaphorePermit) {
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
+    /// Eight calls of `one` at once. The budget is held until every call has asked, so the
+    /// first cannot finish before the last has joined it (a small blob's work can be done
+    /// within one poll).
+    async fn eight_at_once<T, F: std::future::Future<Output = T>>(
+        audits: &Audits,
+        one: impl Fn() -> F,
+    ) -> [T; 8] {
+        let held = audits
+            .budget
+            .clone()
+            .acquire_many_owned(audits.budget_units)
+            .await
+            .unwrap();
+        let release_later = async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            drop(held);
+        };
+        let (a, b, c, d, e, f, g, h, ()) = tokio::join!(
+            one(),
+            one(),
+            one(),
+            one(),
+            one(),
+            one(),
+            one(),
+            one(),
+            release_later
+        );
+        [a, b, c, d, e, f, g, h]
     }
 
     /// The hostile-load issue's row: one record naming one blob, POSTed many times at once,
@@ -273,26 +294,7 @@ mod tests {
         let audits = Audits::new(DEFAULT_AUDIT_MEMORY);
         let size = hello.len() as u64;
         let one = || audits.audit(&blobs, digest, size);
-        // The budget is held until every request has asked, so the first cannot finish before
-        // the last has joined it (a small blob's audit can be done within one poll).
-        let held = audits
-            .budget
-            .clone()
-            .acquire_many_owned(units(&audits))
-            .await
-            .unwrap();
-        let (a, b, c, d, e, f, g, h, ()) = tokio::join!(
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            release_later(held)
-        );
-        for r in [a, b, c, d, e, f, g, h] {
+        for r in eight_at_once(&audits, one).await {
             assert_eq!(r.unwrap().digest, digest);
         }
         assert_eq!(audits.runs(), 1);
@@ -310,26 +312,10 @@ mod tests {
         let audits = Audits::new(UNIT);
         let size = hello.len() as u64;
         let one = || audits.wit(&blobs, digest, size);
-        let held = audits
-            .budget
-            .clone()
-            .acquire_many_owned(units(&audits))
-            .await
-            .unwrap();
-        let (a, b, c, d, e, f, g, h, ()) = tokio::join!(
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            one(),
-            release_later(held)
-        );
+        let [a, rest @ ..] = eight_at_once(&audits, one).await;
         let first = a.unwrap().expect("hello.wasm has WIT");
         assert!(first.contains("world"), "{first}");
-        for r in [b, c, d, e, f, g, h] {
+        for r in rest {
             assert_eq!(r.unwrap().as_deref(), Some(&*first));
         }
         assert_eq!(audits.wit_runs(), 1);
