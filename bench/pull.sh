@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: the client-side cost of `gridreg pull --verify --locked` of a ~1 MB component with a
 # cached checkpoint (issue 5: under 10 ms, everything except the transfer). A release build of
-# gridreg serves on 127.0.0.1; the same binary pulls RUNS times; each pull reports its own split
-# (--json timings_ms: hash, signatures, proofs, audit_and_policy, network) and the script prints
-# medians and p90, plus the whole command's wall time.
+# gridreg serves on 127.0.0.1; the same binary pulls RUNS times in each of two sets (`held`: the
+# client continues from the chains it proved before; `whole`: it fetches and proves the whole
+# chains); each pull reports its own split (--json timings_ms: hash, signatures, proofs,
+# audit_and_policy, network) and the bundle it downloaded, and the script prints medians and
+# p90 per set, plus the whole command's wall time.
 #
 # Usage: bench/pull.sh [RUNS] [FILE.wasm]   writes bench/results/pull.md
 # Default FILE: the largest component of the real-component corpus (scripts/fetch-corpus.sh).
@@ -11,8 +13,7 @@
 # VERSIONS=N NS_RECORDS=M bench/pull.sh ...: the package gets N versions (default 8) and its
 # namespace M records (default 2: the claim and one grant; more are grant/revoke pairs of other
 # keys), so `pull --verify` proves chains of that length (issue: 1,000 versions in a namespace of
-# 100 records, <= 10 ms client-side); the result then goes to bench/results/pull-chain.md, with the
-# size of the bundle the client downloads.
+# 100 records, <= 10 ms client-side); the result then goes to bench/results/pull-chain.md.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -68,32 +69,60 @@ allow = ["*"]
 EOF
 "$gridreg" pull bench:codec@1.0.0 --verify --policy allow.toml -o c.wasm >/dev/null
 
-for _ in $(seq "$runs"); do
-  s=$(date +%s%N)
-  "$gridreg" pull bench:codec@1.0.0 --verify --locked --policy allow.toml -o c.wasm --json > one.json
-  e=$(date +%s%N)
-  python3 - "$(( (e - s) / 1000 ))" >> rows.jsonl <<'PY'
+# Two sets of RUNS pulls. `held`: the client proved the package before and keeps its chains
+# (docs/protocol.md §8.6.5), so it asks only for what is above them: here nothing, as when a
+# CI job pulls a locked version again. `whole`: the held chains are removed before each pull,
+# so it fetches and proves the whole chains (the verified-signers cache stays: signatures are
+# not verified again), as a first pull of the package by a client that knows its namespace.
+one_set() {
+  local label="$1"
+  for _ in $(seq "$runs"); do
+    [[ "$label" == whole ]] && rm -rf "$GRIDREG_STATE_DIR/held"
+    s=$(date +%s%N)
+    "$gridreg" pull bench:codec@1.0.0 --verify --locked --policy allow.toml -o c.wasm --json > one.json
+    e=$(date +%s%N)
+    python3 - "$(( (e - s) / 1000 ))" "$label" >> rows.jsonl <<'PY'
 import json, sys
-t = json.load(open("one.json"))["timings_ms"]
+j = json.load(open("one.json"))
+t = j["timings_ms"]
 t["wall"] = int(sys.argv[1]) / 1000
+t["set"] = sys.argv[2]
+t["bundle_bytes"] = j["bundle"]["bytes"]
+t["records_fetched"] = j["bundle"]["records_fetched"]
 print(json.dumps(t))
 PY
-done
-bundle_bytes=$(python3 -c 'import sys, urllib.request; print(len(urllib.request.urlopen(sys.argv[1]).read()))' "$GRIDREG_REGISTRY/v1/bundles/bench:codec")
+  done
+}
+one_set held
+one_set whole
+# One more release, then a pull that continues from the held chains: only the new record.
+"$gridreg" pull bench:codec@1.0.0 --verify --locked --policy allow.toml -o c.wasm >/dev/null
+"$gridreg" publish "$file" --package bench:codec --version 1.0.1 --key ci.key >/dev/null
+"$gridreg" pull bench:codec@1.0.0 --verify --locked --policy allow.toml -o c.wasm --json > one.json
+next_bytes=$(python3 -c 'import json; b = json.load(open("one.json"))["bundle"]; print(b["bytes"], b["records_fetched"])')
 cd "$root"
 mkdir -p bench/results
-python3 - "$work/rows.jsonl" "$file" "$runs" "$versions" "$ns_records" "$bundle_bytes" > "bench/results/$out_name.md" <<'PY'
+python3 - "$work/rows.jsonl" "$file" "$runs" "$versions" "$ns_records" "$next_bytes" > "bench/results/$out_name.md" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 size = os.path.getsize(sys.argv[2])
 def q(vals, p):
     vals = sorted(vals); return vals[min(len(vals) - 1, int(p * len(vals)))]
-print(f"pull --verify --locked, cached checkpoint: {os.path.basename(sys.argv[2])} ({size/1048576:.2f} MiB), {sys.argv[3]} runs")
-print(f"package chain: {sys.argv[4]} versions; namespace chain: {sys.argv[5]} records; bundle {int(sys.argv[6]):,} bytes\n")
-print("| part | median ms | p90 ms |")
-print("|---|---:|---:|")
+print(f"pull --verify --locked, cached checkpoint: {os.path.basename(sys.argv[2])} ({size/1048576:.2f} MiB), {sys.argv[3]} runs per set")
+print(f"package chain: {sys.argv[4]} versions; namespace chain: {sys.argv[5]} records\n")
+sets = ["held", "whole"]
+print("| part | " + " | ".join(f"{s}: median ms | {s}: p90 ms" for s in sets) + " |")
+print("|---|" + "---:|---:|" * len(sets))
 for k in ["hash", "signatures", "proofs", "audit_and_policy", "client_total", "network", "wall"]:
-    v = [r[k] for r in rows]
-    print(f"| {k} | {statistics.median(v):.2f} | {q(v, 0.9):.2f} |")
+    cells = []
+    for s in sets:
+        v = [r[k] for r in rows if r["set"] == s]
+        cells += [f"{statistics.median(v):.2f}", f"{q(v, 0.9):.2f}"]
+    print(f"| {k} | " + " | ".join(cells) + " |")
+for s in sets:
+    r = [r for r in rows if r["set"] == s][0]
+    print(f"\n{s}: bundle {r['bundle_bytes']:,} bytes, {r['records_fetched']} records fetched per pull")
+nb, nf = sys.argv[6].split()
+print(f"after one more release, a pull continuing from the held chains: bundle {int(nb):,} bytes, {nf} records fetched")
 PY
 cat "bench/results/$out_name.md"

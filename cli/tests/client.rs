@@ -819,7 +819,7 @@ fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
     let old = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let keep = old.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/bundles/acme:hello" {
+        if asks_bundle(req) {
             *keep.lock().unwrap() = String::from_utf8(a.body.clone()).unwrap();
         }
         a
@@ -844,7 +844,7 @@ fn an_older_checkpoint_that_is_a_prefix_is_a_rollback() {
 
     let replay = old.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/bundles/acme:hello" {
+        if asks_bundle(req) {
             Answer {
                 body: replay.clone().into_bytes(),
                 ..a
@@ -891,7 +891,7 @@ fn a_frozen_view_is_refused_at_freshness() {
     let frozen = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
     let keep = frozen.clone();
     proxy.set(move |req, a: Answer| {
-        if req == "GET /v1/bundles/acme:hello" {
+        if asks_bundle(req) {
             let mut f = keep.lock().unwrap();
             let body = f.get_or_insert_with(|| a.body.clone()).clone();
             return Answer { body, ..a };
@@ -926,7 +926,7 @@ fn a_frozen_view_is_refused_at_freshness() {
 
     // Without the timestamp line, the checkpoint is not as the registry serves it.
     proxy.set(|req, a: Answer| {
-        if req != "GET /v1/bundles/acme:hello" {
+        if !asks_bundle(req) {
             return a;
         }
         let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
@@ -1000,7 +1000,7 @@ fn bundle_attack(
 ) {
     let proxy = HostileProxy::start(w.port);
     proxy.set(move |req, a: Answer| {
-        if req != "GET /v1/bundles/acme:hello" || a.status != 200 {
+        if !asks_bundle(req) || a.status != 200 {
             return a;
         }
         let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
@@ -1028,6 +1028,119 @@ fn bundle_attack(
     );
     assert!(!w.work().join("attacked.wasm").exists());
     assert!(!w.work().join("gridreg.lock").exists());
+}
+
+/// docs/protocol.md §8.6.5: a client that proved a package keeps its chains and asks next time
+/// only for the records above the heads it holds; a registry that answers with records at or
+/// below a held head is refused at `chain` rather than trusted; a damaged held file is only a
+/// lost shortcut.
+#[test]
+fn a_second_pull_fetches_only_the_records_above_the_held_heads() {
+    let w = world_with_releases();
+    let pull = |version: &str| -> serde_json::Value {
+        let reference = format!("acme:hello@{version}");
+        let out = w.ok(&["pull", &reference, "--verify", "-o", "h.wasm", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let bundle = |v: &serde_json::Value| {
+        (
+            v["bundle"]["records_fetched"].as_u64().unwrap(),
+            v["bundle"]["records"].as_u64().unwrap(),
+            v["bundle"]["bytes"].as_u64().unwrap(),
+        )
+    };
+    // First pull: the whole chains (3 releases, the claim).
+    let (fetched, records, first_bytes) = bundle(&pull("1.0.0"));
+    assert_eq!((fetched, records), (4, 4));
+    let held = w
+        .dir
+        .path()
+        .join("state/held")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("acme+hello");
+    let text = std::fs::read_to_string(&held).unwrap();
+    assert!(
+        text.starts_with("gridreg held chains v1\npackage acme:hello\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\nentry ").count(), 4, "{text}");
+    // Nothing new: nothing fetched.
+    let (fetched, records, bytes) = bundle(&pull("1.0.0"));
+    assert_eq!((fetched, records), (0, 4));
+    assert!(bytes < first_bytes, "{bytes} >= {first_bytes}");
+    // A new release and a grant: only those two.
+    w.publish("hello.wasm", "acme:hello", "1.3.0", "alice.key");
+    let bob = w.keygen("bob");
+    w.ok(&[
+        "namespace",
+        "grant",
+        "acme",
+        "--key",
+        "alice.key",
+        "--to",
+        &bob,
+        "--role",
+        "publish",
+    ]);
+    let v = pull("1.3.0");
+    assert_eq!(bundle(&v).0, 2);
+    assert_eq!(bundle(&v).1, 6);
+    let text = w.ok(&["pull", "acme:hello@1.3.0", "--verify", "-o", "h.wasm"]);
+    assert!(
+        text.contains("4 package and 2 namespace records linked back to none (0 fetched, 6 held from an earlier pull)"),
+        "{text}"
+    );
+
+    // A registry that ignores the held heads and serves the whole chains is refused: the
+    // client does not take records at or below a head it holds from the registry.
+    let upstream = w.port;
+    let proxy = HostileProxy::start(w.port);
+    proxy.set(move |req, a: Answer| {
+        if !req.starts_with("GET /v1/bundles/acme:hello?") || a.status != 200 {
+            return a;
+        }
+        let (_, whole) = common::http(upstream, "GET", "/v1/bundles/acme:hello", b"").unwrap();
+        Answer { body: whole, ..a }
+    });
+    let err = w.fails(
+        1,
+        &[
+            "pull",
+            "acme:hello@1.3.0",
+            "--verify",
+            "-o",
+            "x.wasm",
+            "--registry",
+            &proxy.url(),
+        ],
+    );
+    assert!(
+        err.contains("verification failed at check `chain`")
+            && err.contains("expected only the records above"),
+        "{err}"
+    );
+    assert!(!w.work().join("x.wasm").exists());
+
+    // A damaged held file: ignored, the whole chains proven again, the file rewritten.
+    std::fs::write(
+        &held,
+        "gridreg held chains v1\npackage acme:hello\nsize x\n",
+    )
+    .unwrap();
+    let (fetched, records, _) = bundle(&pull("1.3.0"));
+    assert_eq!((fetched, records), (6, 6));
+    assert!(std::fs::read_to_string(&held).unwrap().contains("\nentry "));
+}
+
+/// Whether a request line (without the HTTP version) asks for the bundle of `acme:hello`,
+/// whole or above held heads (`?package_after=..`).
+fn asks_bundle(req: &str) -> bool {
+    req.split('?').next() == Some("GET /v1/bundles/acme:hello")
 }
 
 /// The registry's signed record of `acme:hello@version`, as text and parsed.

@@ -328,9 +328,40 @@ pub struct VerifiedPackage {
     pub yanks: Vec<VerifiedYank>,
     /// The namespace's state after replaying both chains: who held which role at every index.
     pub namespace: NamespaceState,
-    /// For every record of both chains, by leaf hash, the keys whose signatures verified: what
-    /// a client caches to pass as `known` next time.
+    /// For every record of both chains walked in this bundle (not those continued from a
+    /// [`Held`]), by leaf hash, the keys whose signatures verified: what a client caches to
+    /// pass as `known` next time.
     pub record_signers: Vec<(Hash, Vec<VerifierKey>)>,
+    /// How many records the package chain and the namespace chain have.
+    pub package_records: usize,
+    pub namespace_records: usize,
+    /// Both chains as verified, to continue from next time ([`verify_bundle_after`]).
+    pub held: Held,
+}
+
+/// What a client keeps of a package it verified, to verify the next bundle of it from the
+/// records above these heads only (docs/protocol.md §8.6.5): the heads of both chains as of a
+/// checkpoint, and every record of both chains with the keys whose signatures verified. As
+/// trusted as the client's trusted checkpoint, and kept beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub package: PackageName,
+    /// The size of the checkpoint the chains were verified against.
+    pub checkpoint_size: u64,
+    /// The package chain's head (`None`: no release or yank existed).
+    pub package_head: Option<Head>,
+    /// The namespace chain's head (`None`: the namespace was not claimed).
+    pub namespace_head: Option<Head>,
+    /// Every record of both chains, in increasing log index.
+    pub entries: Vec<HeldEntry>,
+}
+
+/// One record a client verified: its index, exact leaf and verifying keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldEntry {
+    pub index: u64,
+    pub leaf: String,
+    pub signers: Vec<VerifierKey>,
 }
 
 impl VerifiedPackage {
@@ -369,21 +400,43 @@ fn short(h: &Hash) -> String {
     hex::encode(&h[..8])
 }
 
-/// One record of a chain as the walk found it: log index and exact leaf bytes.
+/// One record of a chain as the walk found it: log index, exact leaf bytes, and the note and
+/// record parsed from them (parsed once, for the links and again never).
 struct Walked<'a> {
     index: u64,
     body: &'a str,
     /// SHA-256(0x00 || body), checked against the link that named it.
     leaf: Hash,
+    note: Note,
+    record: Record,
 }
 
-/// Docs/bundle.md §8.6.2 steps 2 and 3 for one chain: the head from the map proof, then the
-/// records from the head back to `none`. Returns the head and the records, oldest first.
+/// Where a chain walk ends: at `prev none`, or at a head the client verified before (its
+/// [`Held`] chains), below which it already holds every record.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    /// `None`: walk down to `prev none`.
+    held: Option<Head>,
+    /// The checkpoint size the held head was verified at, for messages.
+    held_size: u64,
+}
+
+impl Stop {
+    const NONE: Stop = Stop {
+        held: None,
+        held_size: 0,
+    };
+}
+
+/// Docs/protocol.md §8.6.2 steps 2 and 3 for one chain: the head from the map proof, then the
+/// records from the head back to `none`, or (§8.6.5) back to the head `stop` names. Returns the
+/// head and the records walked, oldest first.
 fn walk_chain<'a>(
     chain: &ChainKey,
     evidence: &'a ChainEvidence,
     root: &Hash,
     map_size: u64,
+    stop: Stop,
 ) -> Result<(Option<Head>, Vec<Walked<'a>>), BundleError> {
     let head_err = |message: String| BundleError::Head {
         chain: chain.to_string(),
@@ -393,11 +446,24 @@ fn walk_chain<'a>(
         chain: chain.to_string(),
         message,
     };
+    let lost = |found: String| {
+        let held = stop.held.map(|h| format!("{}:{}", h.index, short(&h.leaf)));
+        chain_err(format!(
+            "expected the chain to pass through log index {} (the head this client verified at \
+             log size {}), found {found}: the registry dropped or replaced records it served \
+             before (a fork or a rollback of the chain)",
+            held.unwrap_or_default(),
+            stop.held_size
+        ))
+    };
     let head = evidence
         .proof
         .verify_head(root, chain)
         .map_err(|e| head_err(e.to_string()))?;
     let Some(head) = head else {
+        if stop.held.is_some() {
+            return Err(lost("the map proving the chain absent".to_string()));
+        }
         if !evidence.records.is_empty() {
             return Err(chain_err(format!(
                 "expected no records, the map proves the chain absent, found {} records",
@@ -420,7 +486,30 @@ fn walk_chain<'a>(
     }
     let mut expected = Some(head);
     let mut walked = Vec::with_capacity(evidence.records.len());
-    for (position, entry) in evidence.records.iter().enumerate() {
+    let mut served = evidence.records.iter().enumerate();
+    loop {
+        if let (Some(want), Some(held)) = (expected, stop.held) {
+            if want == held {
+                // Every record below is one this client verified before.
+                if let Some((position, entry)) = served.next() {
+                    return Err(chain_err(format!(
+                        "expected only the records above log index {} (the head this client \
+                         verified at log size {}), found {} more starting with log index {}",
+                        held.index,
+                        stop.held_size,
+                        evidence.records.len() - position,
+                        entry.index
+                    )));
+                }
+                break;
+            }
+            if want.index <= held.index {
+                return Err(lost(format!("a link to log index {want}")));
+            }
+        }
+        let Some((position, entry)) = served.next() else {
+            break;
+        };
         let Some(want) = expected else {
             return Err(chain_err(format!(
                 "expected no record after the first one (log index {}, prev none), found {} more starting with log index {}",
@@ -444,15 +533,19 @@ fn walk_chain<'a>(
                 short(&found)
             )));
         }
-        let record = Note::parse(entry.body.as_bytes())
+        let parsed = Note::parse(entry.body.as_bytes())
             .map_err(|e| e.to_string())
-            .and_then(|n| Record::from_note(&n).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                chain_err(format!(
-                    "record {position} (log index {}): expected a signed record, found: {e}",
-                    entry.index
-                ))
-            })?;
+            .and_then(|n| {
+                Record::from_note(&n)
+                    .map(|r| (n, r))
+                    .map_err(|e| e.to_string())
+            });
+        let (note, record) = parsed.map_err(|e| {
+            chain_err(format!(
+                "record {position} (log index {}): expected a signed record, found: {e}",
+                entry.index
+            ))
+        })?;
         let of = record.chain();
         if &of != chain {
             return Err(chain_err(format!(
@@ -473,14 +566,24 @@ fn walk_chain<'a>(
             leaf: found,
             index: entry.index,
             body: &entry.body,
+            note,
+            record,
         });
     }
-    if let Some(missing) = expected {
-        return Err(chain_err(format!(
-            "expected the records down to prev none, found the last served record naming log index {} ({}) as its prev",
-            missing.index,
-            short(&missing.leaf)
-        )));
+    match (expected, stop.held) {
+        (Some(want), Some(held)) if want == held => {}
+        (None, Some(_)) => return Err(lost("the chain's first record (prev none)".to_string())),
+        (Some(missing), held) => {
+            let down_to = held.map_or("prev none".to_string(), |h| {
+                format!("log index {} (the head this client verified)", h.index)
+            });
+            return Err(chain_err(format!(
+                "expected the records down to {down_to}, found the last served record naming log index {} ({}) as its prev",
+                missing.index,
+                short(&missing.leaf)
+            )));
+        }
+        (None, None) => {}
     }
     walked.reverse();
     Ok((Some(head), walked))
@@ -533,11 +636,17 @@ pub fn verify_namespace_bundle(
         log_key,
     )?;
     let chain = ChainKey::Namespace(namespace.clone());
-    let (head, walked) = walk_chain(&chain, &bundle.namespace, &entry.root, entry.size)?;
+    let (head, walked) = walk_chain(
+        &chain,
+        &bundle.namespace,
+        &entry.root,
+        entry.size,
+        Stop::NONE,
+    )?;
     let mut state = NamespaceState::new();
     for w in &walked {
         state
-            .apply_entry(w.index, w.body.as_bytes())
+            .apply_parsed_known(w.index, w.body.as_bytes(), &w.note, &w.record, None)
             .map_err(|e| BundleError::Authorisation {
                 chain: chain.to_string(),
                 message: e.to_string(),
@@ -574,6 +683,57 @@ pub fn verify_bundle_known(
     package: &PackageName,
     known: &dyn Fn(&Hash) -> Option<Vec<VerifierKey>>,
 ) -> Result<VerifiedPackage, BundleError> {
+    prove(bundle, checkpoint, log_key, package, None, known)
+}
+
+/// [`verify_bundle_known`] continuing from the chains a client verified before (docs/protocol.md
+/// §8.6.5): the bundle carries only the records above the heads `held` names (what the
+/// registry serves for `?package_after=..&namespace_after=..`), each chain must lead down to
+/// its held head exactly, and the held records are replayed from `held` without hashing or
+/// verifying their signatures again. A chain that no longer passes through its held head (a
+/// record dropped or replaced since) fails the `chain` check, and so does a held state newer
+/// than the checkpoint or of another package. The result is what [`verify_bundle_known`] would
+/// prove from the whole chains.
+pub fn verify_bundle_after(
+    bundle: &Bundle,
+    checkpoint: &Checkpoint,
+    log_key: &VerifierKey,
+    package: &PackageName,
+    held: &Held,
+    known: &dyn Fn(&Hash) -> Option<Vec<VerifierKey>>,
+) -> Result<VerifiedPackage, BundleError> {
+    let package_chain = ChainKey::Package(package.clone());
+    if &held.package != package {
+        return Err(BundleError::Chain {
+            chain: package_chain.to_string(),
+            message: format!(
+                "expected held chains of {package}, found those of {}",
+                held.package
+            ),
+        });
+    }
+    if held.checkpoint_size > checkpoint.size {
+        return Err(BundleError::Chain {
+            chain: package_chain.to_string(),
+            message: format!(
+                "expected held chains verified at a log size up to the checkpoint's {}, found \
+                 log size {}",
+                checkpoint.size, held.checkpoint_size
+            ),
+        });
+    }
+    prove(bundle, checkpoint, log_key, package, Some(held), known)
+}
+
+/// Steps 1 to 5 of docs/protocol.md §8.6.2, from scratch or continuing from `held`.
+fn prove(
+    bundle: &Bundle,
+    checkpoint: &Checkpoint,
+    log_key: &VerifierKey,
+    package: &PackageName,
+    held: Option<&Held>,
+    known: &dyn Fn(&Hash) -> Option<Vec<VerifierKey>>,
+) -> Result<VerifiedPackage, BundleError> {
     // Step 1: the map entry is the checkpoint's last leaf.
     let entry = verify_map_entry(
         &bundle.map_entry,
@@ -582,95 +742,68 @@ pub fn verify_bundle_known(
         log_key,
     )?;
 
-    // Steps 2 and 3: each chain, from the key derived from the request.
+    // Steps 2 and 3: each chain, from the key derived from the request, down to `prev none`
+    // or to the head held for it.
     let package_chain = ChainKey::Package(package.clone());
     let namespace_chain = ChainKey::Namespace(package.namespace().clone());
-    let (namespace_head, namespace_records) =
-        walk_chain(&namespace_chain, &bundle.namespace, &entry.root, entry.size)?;
-    let (package_head, package_records) =
-        walk_chain(&package_chain, &bundle.package, &entry.root, entry.size)?;
+    let stop = |head: Option<Head>| Stop {
+        held: head,
+        held_size: held.map_or(0, |h| h.checkpoint_size),
+    };
+    let (namespace_head, namespace_records) = walk_chain(
+        &namespace_chain,
+        &bundle.namespace,
+        &entry.root,
+        entry.size,
+        stop(held.and_then(|h| h.namespace_head)),
+    )?;
+    let (package_head, package_records) = walk_chain(
+        &package_chain,
+        &bundle.package,
+        &entry.root,
+        entry.size,
+        stop(held.and_then(|h| h.package_head)),
+    )?;
 
-    // Steps 4 and 5: replay both chains in log order.
-    let mut events: Vec<(u64, &str, &Hash, &ChainKey)> = namespace_records
-        .iter()
-        .map(|w| (w.index, w.body, &w.leaf, &namespace_chain))
-        .chain(
-            package_records
-                .iter()
-                .map(|w| (w.index, w.body, &w.leaf, &package_chain)),
-        )
+    // Steps 4 and 5: replay both chains in log order: first what is held (verified before,
+    // all below the held checkpoint's size), then the new records.
+    let mut walked: Vec<(Walked<'_>, &ChainKey)> = namespace_records
+        .into_iter()
+        .map(|w| (w, &namespace_chain))
+        .chain(package_records.into_iter().map(|w| (w, &package_chain)))
         .collect();
-    events.sort_by_key(|e| e.0);
-    if let Some(pair) = events.windows(2).find(|p| p[0].0 == p[1].0) {
+    walked.sort_by_key(|(w, _)| w.index);
+    if let Some(pair) = walked.windows(2).find(|p| p[0].0.index == p[1].0.index) {
         return Err(BundleError::Chain {
             chain: package_chain.to_string(),
             message: format!(
                 "expected each log index in one chain, found log index {} in both {} and {}",
-                pair[0].0, namespace_chain, package_chain
+                pair[0].0.index, namespace_chain, package_chain
             ),
         });
     }
-    let mut state = NamespaceState::new();
-    let mut releases: Vec<VerifiedRelease> = Vec::new();
-    let mut yanks: Vec<VerifiedYank> = Vec::new();
-    let mut by_version: BTreeMap<Version, usize> = BTreeMap::new();
-    let mut record_signers: Vec<(Hash, Vec<VerifierKey>)> = Vec::with_capacity(events.len());
-    for (index, body, leaf_hash, chain) in events {
-        let cached = known(leaf_hash);
-        let (record, signers) = state
-            .apply_entry_known(index, body.as_bytes(), cached.as_deref())
-            .map_err(|e| BundleError::Authorisation {
-                chain: chain.to_string(),
-                message: e.to_string(),
-            })?;
-        record_signers.push((*leaf_hash, signers.clone()));
-        let chain_err = |message: String| BundleError::Chain {
-            chain: package_chain.to_string(),
-            message,
-        };
-        match record {
-            Record::Namespace(_) => {}
-            Record::Release(release) => {
-                if let Some(&earlier) = by_version.get(&release.version) {
-                    return Err(chain_err(format!(
-                        "expected each version released once, found {} at log index {} and {index}",
-                        release.version, releases[earlier].index
-                    )));
-                }
-                by_version.insert(release.version.clone(), releases.len());
-                releases.push(VerifiedRelease {
-                    index,
-                    leaf: body.to_string(),
-                    release,
-                    signers,
-                    yanked_at: None,
-                });
-            }
-            Record::Yank(yank) => {
-                let Some(&at) = by_version.get(&yank.version) else {
-                    return Err(chain_err(format!(
-                        "log index {index}: expected a yank of a version released earlier in the chain, found a yank of {}",
-                        yank.version
-                    )));
-                };
-                let target = &mut releases[at];
-                if let Some(earlier) = target.yanked_at {
-                    return Err(chain_err(format!(
-                        "expected each version yanked at most once, found {} yanked at log index {earlier} and {index}",
-                        yank.version
-                    )));
-                }
-                target.yanked_at = Some(index);
-                yanks.push(VerifiedYank {
-                    index,
-                    version: yank.version,
-                    reason: yank.reason,
-                    leaf: body.to_string(),
-                    signers,
-                });
-            }
+    let mut replay = Replay::new(
+        &package_chain,
+        held.map_or(0, |h| h.entries.len()) + walked.len(),
+    );
+    if let Some(held) = held {
+        for e in &held.entries {
+            replay.held(e, &namespace_chain, &package_chain)?;
         }
     }
+    for (w, chain) in walked {
+        let cached = known(&w.leaf);
+        replay.walked(w, chain, cached.as_deref())?;
+    }
+    let Replay {
+        state,
+        releases,
+        yanks,
+        record_signers,
+        entries,
+        package_records,
+        ..
+    } = replay;
     Ok(VerifiedPackage {
         package: package.clone(),
         checkpoint_size: checkpoint.size,
@@ -681,7 +814,174 @@ pub fn verify_bundle_known(
         yanks,
         namespace: state,
         record_signers,
+        namespace_records: entries.len() - package_records,
+        package_records,
+        held: Held {
+            package: package.clone(),
+            checkpoint_size: checkpoint.size,
+            package_head,
+            namespace_head,
+            entries,
+        },
     })
+}
+
+/// The replay of steps 4 and 5 over both chains' records in log order.
+struct Replay<'c> {
+    package_chain: &'c ChainKey,
+    state: NamespaceState,
+    releases: Vec<VerifiedRelease>,
+    yanks: Vec<VerifiedYank>,
+    by_version: BTreeMap<Version, usize>,
+    /// The signers of the records verified in this call (not of the held ones).
+    record_signers: Vec<(Hash, Vec<VerifierKey>)>,
+    /// Every record replayed, for the next [`Held`].
+    entries: Vec<HeldEntry>,
+    /// How many of them are of the package chain.
+    package_records: usize,
+}
+
+impl<'c> Replay<'c> {
+    fn new(package_chain: &'c ChainKey, records: usize) -> Self {
+        Self {
+            package_chain,
+            state: NamespaceState::new(),
+            releases: Vec::new(),
+            yanks: Vec::new(),
+            by_version: BTreeMap::new(),
+            record_signers: Vec::new(),
+            entries: Vec::with_capacity(records),
+            package_records: 0,
+        }
+    }
+
+    /// A held record: verified before, its signers known; parsed and applied again, not
+    /// hashed or signature-checked.
+    fn held(
+        &mut self,
+        e: &HeldEntry,
+        namespace_chain: &ChainKey,
+        package_chain: &ChainKey,
+    ) -> Result<(), BundleError> {
+        let held_err = |message: String| BundleError::Chain {
+            chain: package_chain.to_string(),
+            message: format!("held record at log index {}: {message}", e.index),
+        };
+        let note = Note::parse(e.leaf.as_bytes()).map_err(|x| held_err(x.to_string()))?;
+        let record = Record::from_note(&note).map_err(|x| held_err(x.to_string()))?;
+        let chain = record.chain();
+        if &chain != namespace_chain && &chain != package_chain {
+            return Err(held_err(format!("a record of {chain}")));
+        }
+        let chain = if &chain == package_chain {
+            package_chain
+        } else {
+            namespace_chain
+        };
+        self.apply(
+            e.index,
+            &e.leaf,
+            (note, record),
+            chain,
+            Some(&e.signers),
+            None,
+        )
+    }
+
+    /// A record walked in this bundle.
+    fn walked(
+        &mut self,
+        w: Walked<'_>,
+        chain: &ChainKey,
+        cached: Option<&[VerifierKey]>,
+    ) -> Result<(), BundleError> {
+        self.apply(
+            w.index,
+            w.body,
+            (w.note, w.record),
+            chain,
+            cached,
+            Some(w.leaf),
+        )
+    }
+
+    fn apply(
+        &mut self,
+        index: u64,
+        body: &str,
+        (note, record): (Note, Record),
+        chain: &ChainKey,
+        known: Option<&[VerifierKey]>,
+        fresh: Option<Hash>,
+    ) -> Result<(), BundleError> {
+        let signers = self
+            .state
+            .apply_parsed_known(index, body.as_bytes(), &note, &record, known)
+            .map_err(|e| BundleError::Authorisation {
+                chain: chain.to_string(),
+                message: e.to_string(),
+            })?;
+        if let Some(leaf) = fresh {
+            self.record_signers.push((leaf, signers.clone()));
+        }
+        self.entries.push(HeldEntry {
+            index,
+            leaf: body.to_string(),
+            signers: signers.clone(),
+        });
+        let package_chain = self.package_chain;
+        if chain == package_chain {
+            self.package_records += 1;
+        }
+        let chain_err = |message: String| BundleError::Chain {
+            chain: package_chain.to_string(),
+            message,
+        };
+        match record {
+            Record::Namespace(_) => {}
+            Record::Release(release) => {
+                if let Some(&earlier) = self.by_version.get(&release.version) {
+                    return Err(chain_err(format!(
+                        "expected each version released once, found {} at log index {} and {index}",
+                        release.version, self.releases[earlier].index
+                    )));
+                }
+                self.by_version
+                    .insert(release.version.clone(), self.releases.len());
+                self.releases.push(VerifiedRelease {
+                    index,
+                    leaf: body.to_string(),
+                    release,
+                    signers,
+                    yanked_at: None,
+                });
+            }
+            Record::Yank(yank) => {
+                let Some(&at) = self.by_version.get(&yank.version) else {
+                    return Err(chain_err(format!(
+                        "log index {index}: expected a yank of a version released earlier in the chain, found a yank of {}",
+                        yank.version
+                    )));
+                };
+                let target = &mut self.releases[at];
+                if let Some(earlier) = target.yanked_at {
+                    return Err(chain_err(format!(
+                        "expected each version yanked at most once, found {} yanked at log index {earlier} and {index}",
+                        yank.version
+                    )));
+                }
+                target.yanked_at = Some(index);
+                self.yanks.push(VerifiedYank {
+                    index,
+                    version: yank.version,
+                    reason: yank.reason,
+                    leaf: body.to_string(),
+                    signers,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for MapEntry {
@@ -1015,6 +1315,37 @@ mod tests {
             }
         }
 
+        /// The bundle as a registry answers `?package_after=..&namespace_after=..` for the
+        /// heads `held` names: each chain's records down to (not including) that index.
+        fn bundle_after(&self, s: usize, package: &str, held: &Held) -> Bundle {
+            let mut b = self.bundle(s, package);
+            let cut = |records: &mut Vec<Entry>, head: Option<Head>| {
+                if let Some(h) = head {
+                    records.retain(|e| e.index > h.index);
+                }
+            };
+            cut(&mut b.package.records, held.package_head);
+            cut(&mut b.namespace.records, held.namespace_head);
+            b
+        }
+
+        fn verify_after(
+            &self,
+            s: usize,
+            bundle: &Bundle,
+            package: &str,
+            held: &Held,
+        ) -> Result<VerifiedPackage, BundleError> {
+            verify_bundle_after(
+                bundle,
+                &self.seals[s].checkpoint,
+                &log_key().verifier(),
+                &pkg(package),
+                held,
+                &|_| None,
+            )
+        }
+
         fn verify(
             &self,
             s: usize,
@@ -1115,6 +1446,194 @@ mod tests {
             .unwrap();
         assert_eq!(old.releases.len(), 3);
         assert_eq!(picked(&old, "^1").as_deref(), Some("1.1.0"));
+    }
+
+    /// What two verifications proved, to compare: releases, yanks, heads, the namespace's
+    /// state at every index, and what each would hold next.
+    fn proven(v: &VerifiedPackage) -> impl PartialEq + fmt::Debug {
+        let acme = Namespace::parse("acme").unwrap();
+        (
+            v.releases.clone(),
+            v.yanks.clone(),
+            (v.package_head, v.namespace_head, v.checkpoint_size),
+            (v.package_records, v.namespace_records),
+            v.namespace.history(&acme).to_vec(),
+            v.held.clone(),
+        )
+    }
+
+    /// docs/protocol.md §8.6.5: continuing from the chains held at seal 0 proves at seal 1
+    /// exactly what the whole chains prove, from the records above the held heads only (the
+    /// release by bob at 7, the revoke of bob at 8, the yank at 9).
+    #[test]
+    fn continuing_from_held_chains_proves_the_same() {
+        let log = history();
+        let held = log
+            .verify(0, &log.bundle(0, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        assert_eq!(held.checkpoint_size, 7);
+        assert_eq!(
+            held.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 5]
+        );
+        let after = log.bundle_after(1, "acme:auth", &held);
+        assert_eq!(after.package.records.len(), 2);
+        assert_eq!(after.namespace.records.len(), 1);
+        let continued = log.verify_after(1, &after, "acme:auth", &held).unwrap();
+        let whole = log
+            .verify(1, &log.bundle(1, "acme:auth"), "acme:auth")
+            .unwrap();
+        assert_eq!(proven(&continued), proven(&whole));
+        // Only the records walked in this bundle report their signers.
+        assert_eq!(continued.record_signers.len(), 3);
+        // Held at the newest heads: nothing to fetch, the same result again.
+        let again = log.bundle_after(1, "acme:auth", &continued.held);
+        assert!(again.package.records.is_empty() && again.namespace.records.is_empty());
+        let same = log
+            .verify_after(1, &again, "acme:auth", &continued.held)
+            .unwrap();
+        assert_eq!(proven(&same), proven(&whole));
+    }
+
+    /// A chain that did not exist when held (a package released later) is walked whole.
+    #[test]
+    fn a_chain_absent_when_held_is_walked_whole() {
+        let alice = alice();
+        let mut log = Log::new();
+        log.push(ns_op(NamespaceOp::Claim, &alice, Role::Owner), &[&alice]);
+        let s0 = log.seal();
+        let held = log
+            .verify(s0, &log.bundle(s0, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        assert_eq!(held.package_head, None);
+        log.push(release("acme:auth", "1.0.0", b"one"), &[&alice]);
+        let s1 = log.seal();
+        let after = log.bundle_after(s1, "acme:auth", &held);
+        assert_eq!(after.package.records.len(), 1);
+        let v = log.verify_after(s1, &after, "acme:auth", &held).unwrap();
+        assert_eq!(v.releases.len(), 1);
+    }
+
+    /// The attack continuing opens: a registry that, after a client held a chain, drops its
+    /// head (a later record names an older one as `prev`, and the map names that branch) or
+    /// rolls the chain back. The client holds the dropped record, so the walk cannot reach it.
+    #[test]
+    fn a_chain_that_no_longer_passes_through_the_held_head_is_caught() {
+        let alice = alice();
+        let mut log = Log::new();
+        log.push(ns_op(NamespaceOp::Claim, &alice, Role::Owner), &[&alice]);
+        let first = log.push(release("acme:auth", "1.0.0", b"one"), &[&alice]);
+        log.push(release("acme:auth", "1.1.0", b"bad"), &[&alice]);
+        log.push(yank("acme:auth", "1.1.0"), &[&alice]); // the record the registry will drop
+        let s0 = log.seal();
+        let held = log
+            .verify(s0, &log.bundle(s0, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        // A new record that skips the yank: its prev is the release 1.1.0, so the yank is
+        // off the branch the map names from now on.
+        let skip = Prev::Entry(Head::of(first + 1, log.leaf_at(first + 1).as_bytes()));
+        log.push_raw(
+            with_prev(release("acme:auth", "1.2.0", b"two"), skip),
+            &[&alice],
+            true,
+        );
+        let s1 = log.seal();
+        let whole = log.bundle(s1, "acme:auth");
+        // A client that never held the chain cannot tell: the branch is well formed.
+        log.verify(s1, &whole, "acme:auth").unwrap();
+        // One that held it sees the yank it verified disappear.
+        let after = log.bundle_after(s1, "acme:auth", &held);
+        let e = log
+            .verify_after(s1, &after, "acme:auth", &held)
+            .unwrap_err();
+        assert_eq!(e.check(), "chain", "{e}");
+        assert!(e.to_string().contains("fork or a rollback"), "{e}");
+        // So does one served the whole chain.
+        let e = log
+            .verify_after(s1, &whole, "acme:auth", &held)
+            .unwrap_err();
+        assert_eq!(e.check(), "chain", "{e}");
+        // And one served a map that names the chain absent now.
+        let mut heads = log.heads.clone();
+        heads.remove(&ChainKey::Package(pkg("acme:auth")));
+        let map = HeadMap::from_heads(heads.iter().map(|(k, h)| (k, *h))).unwrap();
+        let size = log.leaves.len() as u64;
+        let s2 = log.seal_with(map, size, &log_key());
+        let gone = log.bundle(s2, "acme:auth");
+        let e = log.verify_after(s2, &gone, "acme:auth", &held).unwrap_err();
+        assert_eq!(e.check(), "chain", "{e}");
+    }
+
+    /// Records at or below a held head are not taken on trust from the registry: serving them
+    /// is refused, as is held state of another package or of a newer checkpoint.
+    #[test]
+    fn held_state_is_checked_against_the_request() {
+        let log = history();
+        let held = log
+            .verify(0, &log.bundle(0, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        let whole = log.bundle(1, "acme:auth");
+        let e = log.verify_after(1, &whole, "acme:auth", &held).unwrap_err();
+        assert_eq!(e.check(), "chain");
+        assert!(
+            e.to_string().contains("expected only the records above"),
+            "{e}"
+        );
+        // Held chains of another package.
+        let other = log
+            .verify(0, &log.bundle(0, "acme:other"), "acme:other")
+            .unwrap()
+            .held;
+        let after = log.bundle_after(1, "acme:auth", &held);
+        assert_eq!(
+            check_of(log.verify_after(1, &after, "acme:auth", &other)),
+            "chain"
+        );
+        // Held at a newer checkpoint than the one verified against.
+        let newer = log
+            .verify(1, &log.bundle(1, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        let old_after = log.bundle_after(0, "acme:auth", &newer);
+        assert_eq!(
+            check_of(log.verify_after(0, &old_after, "acme:auth", &newer)),
+            "chain"
+        );
+        // A record swapped in above the held heads breaks a link as before.
+        let mut forged = log.bundle_after(1, "acme:auth", &held);
+        forged.package.records[0].body = forged.package.records[1].body.clone();
+        assert_eq!(
+            check_of(log.verify_after(1, &forged, "acme:auth", &held)),
+            "chain"
+        );
+    }
+
+    /// The new records are replayed on the held namespace state: a release by a key revoked
+    /// after the held heads (sequenced by a registry that ignored §5) is refused.
+    #[test]
+    fn new_records_are_authorised_against_the_held_state() {
+        let (alice, bob) = (alice(), bob());
+        let mut log = Log::new();
+        log.push(ns_op(NamespaceOp::Claim, &alice, Role::Owner), &[&alice]);
+        log.push(ns_op(NamespaceOp::Grant, &bob, Role::Publish), &[&alice]);
+        log.push(release("acme:auth", "1.0.0", b"one"), &[&bob]);
+        let s0 = log.seal();
+        let held = log
+            .verify(s0, &log.bundle(s0, "acme:auth"), "acme:auth")
+            .unwrap()
+            .held;
+        log.push(ns_op(NamespaceOp::Revoke, &bob, Role::Publish), &[&alice]);
+        log.push(release("acme:auth", "1.1.0", b"late"), &[&bob]);
+        let s1 = log.seal();
+        let after = log.bundle_after(s1, "acme:auth", &held);
+        assert_eq!(
+            check_of(log.verify_after(s1, &after, "acme:auth", &held)),
+            "authorisation"
+        );
     }
 
     /// docs/protocol.md §8.6.2 step 3: the namespace chain's head is the revoke the map names.

@@ -44,7 +44,10 @@ impl Head {
 
 impl fmt::Display for Head {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.index, hex::encode(self.leaf))
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.leaf, &mut hex).map_err(|_| fmt::Error)?;
+        write!(f, "{}:", self.index)?;
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

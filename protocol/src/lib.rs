@@ -83,8 +83,8 @@ pub mod tiles;
 pub mod witness;
 
 pub use bundle::{
-    Bundle, BundleError, ChainEvidence, Entry, MapEntry, MapEntryError, VerifiedPackage,
-    VerifiedRelease, VerifiedYank, verify_bundle,
+    Bundle, BundleError, ChainEvidence, Entry, Held, HeldEntry, MapEntry, MapEntryError,
+    VerifiedPackage, VerifiedRelease, VerifiedYank, verify_bundle, verify_bundle_after,
 };
 pub use chain::{ChainError, ChainKey, Chains, Head, Prev};
 pub use checkpoint::{Checkpoint, CheckpointError, ForkEvidence, SignedCheckpoint};

@@ -285,25 +285,37 @@ impl NamespaceState {
         leaf: &[u8],
         known: Option<&[VerifierKey]>,
     ) -> Result<(Record, Vec<VerifierKey>), EntryError> {
-        let note_err = |source| EntryError::Note { index, source };
-        let parsed = Note::parse(leaf).map_err(note_err)?;
+        let parsed = Note::parse(leaf).map_err(|source| EntryError::Note { index, source })?;
         let record =
             Record::from_note(&parsed).map_err(|source| EntryError::Record { index, source })?;
+        let verified = self.apply_parsed_known(index, leaf, &parsed, &record, known)?;
+        Ok((record, verified))
+    }
+
+    /// [`NamespaceState::apply_entry_known`] for a caller that has already parsed `leaf` into
+    /// `parsed` and `record` (a chain walk does, to follow the links): the same checks, without
+    /// parsing the leaf again. Returns the keys that signed it.
+    pub fn apply_parsed_known(
+        &mut self,
+        index: u64,
+        leaf: &[u8],
+        parsed: &Note,
+        record: &Record,
+        known: Option<&[VerifierKey]>,
+    ) -> Result<Vec<VerifierKey>, EntryError> {
+        let note_err = |source| EntryError::Note { index, source };
         let verified = match known.filter(|keys| {
-            !keys.is_empty()
-                && keys
-                    .iter()
-                    .all(|k| self.candidates(&record).any(|c| c == k))
+            !keys.is_empty() && keys.iter().all(|k| self.candidates(record).any(|c| c == k))
         }) {
             Some(keys) => keys.to_vec(),
-            None => match note::verify(leaf, &self.keys_for(&record)) {
+            None => match note::verify(leaf, &self.keys_for(record)) {
                 Ok(v) => v.verified_by,
                 // No known signer at all is an authorisation failure, reported as such below.
                 Err(NoteError::NoVerifiedSignature { .. }) => Vec::new(),
                 Err(e) => return Err(note_err(e)),
             },
         };
-        self.apply(index, &record, &verified).map_err(|source| {
+        self.apply(index, record, &verified).map_err(|source| {
             // With no known key verifying, say whose signature lines the record carries.
             let source = match source {
                 NamespaceError::NotAuthorised {
@@ -325,7 +337,7 @@ impl NamespaceState {
             };
             EntryError::Namespace { index, source }
         })?;
-        Ok((record, verified))
+        Ok(verified)
     }
 
     /// Whether `key` may publish (or yank) in `namespace` for a record at log `index`.

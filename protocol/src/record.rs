@@ -116,9 +116,29 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SSZ`, written digit by digit: records print their time on every
+    /// parse (the canonical-form check), where the `time` crate's formatter was a tenth of
+    /// the cost of verifying a chain.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.format(TIME_FORMAT).map_err(|_| fmt::Error)?;
-        f.write_str(&s)
+        let t = self.0;
+        let year = u32::try_from(t.year()).map_err(|_| fmt::Error)?;
+        if year > 9999 {
+            return Err(fmt::Error);
+        }
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u32::from(u8::from(t.month())));
+        put(8, 2, u32::from(t.day()));
+        put(11, 2, u32::from(t.hour()));
+        put(14, 2, u32::from(t.minute()));
+        put(17, 2, u32::from(t.second()));
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -151,7 +171,10 @@ impl Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", hex::encode(self.0))
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).map_err(|_| fmt::Error)?;
+        f.write_str("sha256:")?;
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -541,7 +564,7 @@ impl Record {
 
     /// Prints the canonical body, ending in a newline.
     pub fn to_body(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(512);
         match self {
             Record::Release(r) => {
                 out.push_str(RELEASE_V2);
@@ -640,7 +663,10 @@ impl Record {
 
 fn push(out: &mut String, key: &str, v: &dyn fmt::Display) {
     use fmt::Write as _;
-    let _ = writeln!(out, "{key} {v}");
+    out.push_str(key);
+    out.push(' ');
+    let _ = write!(out, "{v}");
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -655,6 +681,39 @@ mod tests {
             "gridreg/release/v2\npackage acme:auth\nprev none\nversion 1.2.0\ndigest sha256:{}\nsize 123456\ntime 2026-11-21T19:56:57Z\nimport wasi:cli/stdout@0.2.6\nimport wasi:sockets/tcp@0.2.6\nexport neon:cybergrid/authenticator@0.1.0\n",
             "ab".repeat(32)
         )
+    }
+
+    #[test]
+    fn timestamps_print_as_the_time_crate_formats_them() {
+        // The hand-written printer must agree with the format the parser reads, at the edges of
+        // the range and across it.
+        let first: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+        let last: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let span = (last - first) as u64 + 1;
+            // Half the samples anywhere, half near the ends of the range.
+            let offset = match n % 4 {
+                0 | 1 => x % span,
+                2 => x % 1_000_000,
+                _ => span - 1 - x % 1_000_000,
+            };
+            let ts = Timestamp::from_unix(first + offset as i64).unwrap();
+            let expected = ts.0.format(TIME_FORMAT).unwrap();
+            assert_eq!(ts.to_string(), expected);
+            assert_eq!(Timestamp::parse(&expected).unwrap(), ts);
+        }
+        assert_eq!(
+            Timestamp::from_unix(last).unwrap().to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix(-62_167_219_200).unwrap().to_string(),
+            "0000-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use gridreg_protocol::bundle::{Bundle, MapEntry, verify_bundle};
+use gridreg_protocol::bundle::{Bundle, MapEntry, verify_bundle, verify_bundle_after};
 use gridreg_protocol::map::HeadMap;
 use gridreg_protocol::{
     Head, NamespaceOp, Note, PackageName, Record, Role, SignedCheckpoint, VerifierKey,
@@ -18,6 +18,7 @@ backend_tests!(
     a_bundle_proves_releases_yanks_and_authorisation,
     a_bundle_proves_absence,
     a_bundle_names_a_bad_package_400,
+    a_bundle_continues_above_held_heads,
 );
 
 /// A chain whose records come to more than a bundle carries (docs/protocol.md §7.7.4): 90
@@ -47,6 +48,38 @@ async fn a_chain_over_the_byte_budget_is_refused_413() {
     h.get("/v1/bundles/acme:big")
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // A client that holds the chain up to a recent head is served what is above it (§8.6.5):
+    // the budget bounds what is served, not the chain.
+    let chain = h.get("/v1/chains/package/acme:big").await.json();
+    let head_index: u64 = chain["head"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let recent = h
+        .get(&format!(
+            "/v1/bundles/acme:big?package_after={}:{}",
+            head_index - 20,
+            "0".repeat(64)
+        ))
+        .await;
+    assert_eq!(recent.status, StatusCode::OK, "{}", recent.text());
+    let served: Bundle = serde_json::from_slice(&recent.body).unwrap();
+    assert!(
+        (1..=20).contains(&served.package.records.len()),
+        "{}",
+        served.package.records.len()
+    );
+    assert!(
+        served
+            .package
+            .records
+            .iter()
+            .all(|e| e.index > head_index - 20)
+    );
     // The OCI referrers of its releases then list no bundle, rather than failing (§7.11.4).
     let manifest = h.get("/v2/acme/big/manifests/1.0.3").await;
     assert_eq!(manifest.status, StatusCode::OK);
@@ -251,6 +284,92 @@ async fn a_bundle_proves_absence(backend: Backend) {
         .unwrap();
         assert!(proven.releases.is_empty() && proven.package_head.is_none());
         assert_eq!(bundle.namespace.records.len(), ns_records, "{package}");
+    }
+}
+
+/// docs/protocol.md §7.7.4 and §8.6.5: with `package_after` and `namespace_after` a bundle
+/// carries only the records above those heads, and a client continuing from the chains it held
+/// proves what the whole bundle proves.
+async fn a_bundle_continues_above_held_heads(backend: Backend) {
+    let h = harness_on(backend).await;
+    let (alice, bob) = (key("alice"), key("bob"));
+    let hello = fixture("hello.wasm");
+    assert_eq!(
+        h.post_record(&claim(&h.app, &alice, "acme").await)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    h.publish(&alice, "acme:hello", "1.0.0", &hello).await;
+    let key = VerifierKey::parse(h.get("/v1/log/key").await.text().trim()).unwrap();
+    let package = PackageName::parse("acme:hello").unwrap();
+    let fetch = |path: String| {
+        let h = &h;
+        let key = key.clone();
+        async move {
+            let r = h.get(&path).await;
+            assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+            let bundle: Bundle = serde_json::from_slice(&r.body).unwrap();
+            let cp =
+                SignedCheckpoint::verify(bundle.checkpoint.as_bytes(), key.name(), &key).unwrap();
+            (bundle, cp.checkpoint)
+        }
+    };
+    let (first, cp) = fetch("/v1/bundles/acme:hello".to_string()).await;
+    let held = verify_bundle(&first, &cp, &key, &package).unwrap().held;
+
+    let grant = namespace_record(
+        &h.app,
+        &alice,
+        "acme",
+        NamespaceOp::Grant,
+        &bob,
+        Role::Publish,
+    )
+    .await;
+    assert_eq!(h.post_record(&grant).await.status, StatusCode::OK);
+    h.publish(&bob, "acme:hello", "1.1.0", &hello).await;
+    let y = yank(&h.app, &alice, "acme:hello", "1.0.0").await;
+    assert_eq!(h.post_record(&y).await.status, StatusCode::OK);
+
+    let heads = |held: &gridreg_protocol::bundle::Held| {
+        format!(
+            "/v1/bundles/acme:hello?package_after={}&namespace_after={}",
+            held.package_head.unwrap(),
+            held.namespace_head.unwrap()
+        )
+    };
+    let (after, cp) = fetch(heads(&held)).await;
+    assert_eq!(after.package.records.len(), 2, "1.1.0 and the yank");
+    assert_eq!(after.namespace.records.len(), 1, "the grant");
+    let continued = verify_bundle_after(&after, &cp, &key, &package, &held, &|_| None).unwrap();
+    let (whole, cp) = fetch("/v1/bundles/acme:hello".to_string()).await;
+    let proven = verify_bundle(&whole, &cp, &key, &package).unwrap();
+    assert_eq!(continued.releases, proven.releases);
+    assert_eq!(continued.yanks, proven.yanks);
+    assert_eq!(continued.held, proven.held);
+    // At the newest heads: no records at all.
+    let (none, _) = fetch(heads(&proven.held)).await;
+    assert!(none.package.records.is_empty() && none.namespace.records.is_empty());
+    // One parameter alone cuts one chain.
+    let (one, _) = fetch(format!(
+        "/v1/bundles/acme:hello?package_after={}",
+        held.package_head.unwrap()
+    ))
+    .await;
+    assert_eq!(
+        (one.package.records.len(), one.namespace.records.len()),
+        (2, 2)
+    );
+    for bad in [
+        "package_after=7",
+        "package_after=none",
+        "namespace_after=01:00",
+        &format!("package_after=1:{}", "A".repeat(64)),
+    ] {
+        h.get(&format!("/v1/bundles/acme:hello?{bad}"))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
 }
 

@@ -185,13 +185,19 @@ impl Api {
 
     /// `GET path` as JSON of type `T`.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.get_json_sized(path).map(|(v, _)| v)
+    }
+
+    /// [`Api::get_json`], with the size of the answer in bytes.
+    pub fn get_json_sized<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<(T, usize)> {
         let text = self.get_text(path)?;
-        serde_json::from_str(&text).with_context(|| {
+        let value = serde_json::from_str(&text).with_context(|| {
             format!(
                 "GET {path}: the registry's answer is not the expected JSON: {}",
                 snippet(&text)
             )
-        })
+        })?;
+        Ok((value, text.len()))
     }
 
     /// `POST path` with a text body; the answer as JSON.

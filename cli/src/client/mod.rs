@@ -10,6 +10,7 @@
 pub mod config;
 pub mod fetch;
 pub mod fsutil;
+pub mod held;
 pub mod http;
 pub mod lockfile;
 pub mod remote;

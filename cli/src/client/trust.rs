@@ -156,6 +156,11 @@ impl Session {
         self.state.join("verified").join(self.log_file_name())
     }
 
+    /// The directory of the chains this client verified in this log (`client::held`).
+    pub fn held_dir(&self) -> PathBuf {
+        self.state.join("held").join(self.log_file_name())
+    }
+
     /// A file name for this log: its origin, made safe, and its key id.
     fn log_file_name(&self) -> String {
         let safe: String = self

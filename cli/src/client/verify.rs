@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use gridreg_protocol::api::ReleaseInfo;
 use gridreg_protocol::bundle::{
-    Bundle, BundleError, NamespaceBundle, VerifiedNamespace, VerifiedPackage, VerifiedRelease,
-    verify_bundle_known, verify_namespace_bundle,
+    Bundle, BundleError, Held, NamespaceBundle, VerifiedNamespace, VerifiedPackage,
+    VerifiedRelease, verify_bundle_after, verify_bundle_known, verify_namespace_bundle,
 };
 
 use gridreg_protocol::note::{self, KeySet};
@@ -41,6 +41,7 @@ use gridreg_verifier::policy::{Date, Evaluation, Subject};
 use gridreg_verifier::{Audit, Policy};
 use serde::de::IgnoredAny;
 
+use super::held;
 use super::http::HttpError;
 use super::remote;
 use super::signers::SignerCache;
@@ -114,6 +115,10 @@ pub struct Evidence {
     /// How many records each chain has.
     pub package_records: usize,
     pub namespace_records: usize,
+    /// How many of them the registry sent this time (the rest were held).
+    pub fetched_records: usize,
+    /// The size of the bundle's answer.
+    pub bundle_bytes: usize,
     pub timings: Timings,
 }
 
@@ -152,36 +157,91 @@ impl Evidence {
 /// Fetches the bundle of `package` and runs checks 1-7 on it. A checkpoint smaller than the
 /// trusted one is fetched once more (another run of this client may have moved the trusted one
 /// between the fetch and the check); smaller again, it is a rollback.
+///
+/// When this client proved the package before (`client::held`), it asks only for the records
+/// above the heads it holds and continues from them (docs/protocol.md §8.6.5); a chain that no
+/// longer leads down to its held head fails the `chain` check.
 pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evidence> {
     let mut t = Timings::default();
-    let (bundle, checkpoint, trust, age) = fetch_checked::<Bundle>(
-        session,
-        &format!("/v1/bundles/{package}"),
-        |b| &b.checkpoint,
-        &mut t,
-    )?;
+    let clock = Instant::now();
+    let held_path = held::path(&session.held_dir(), package);
+    let mut held = held::load(&held_path, package);
+    t.proofs += clock.elapsed();
+    let (bundle, checkpoint, trust, age, bundle_bytes) = loop {
+        let path = bundle_path(package, held.as_ref());
+        let (bundle, checkpoint, trust, age, bytes) =
+            fetch_checked::<Bundle>(session, &path, |b| &b.checkpoint, &mut t)?;
+        // Held chains newer than this checkpoint (another run of this client moved on
+        // meanwhile) cannot be continued from here: prove the whole chains instead.
+        if held
+            .as_ref()
+            .is_some_and(|h| h.checkpoint_size > checkpoint.size())
+        {
+            held = None;
+            continue;
+        }
+        break (bundle, checkpoint, trust, age, bytes);
+    };
     let clock = Instant::now();
     let mut cache = SignerCache::load(session.signers_path());
-    let proven = verify_bundle_known(
-        &bundle,
-        &checkpoint.checkpoint,
-        &session.log_key,
-        package,
-        &|leaf| cache.get(leaf),
-    )
+    let known = |leaf: &gridreg_protocol::Hash| cache.get(leaf);
+    let proven = match &held {
+        Some(h) => verify_bundle_after(
+            &bundle,
+            &checkpoint.checkpoint,
+            &session.log_key,
+            package,
+            h,
+            &known,
+        ),
+        None => verify_bundle_known(
+            &bundle,
+            &checkpoint.checkpoint,
+            &session.log_key,
+            package,
+            &known,
+        ),
+    }
     .map_err(|e| failed(bundle_check(&e), e))?;
-    t.proofs += clock.elapsed();
     cache.extend(&proven.record_signers);
     cache.save();
+    let moved = held.as_ref().is_none_or(|h| {
+        h.package_head != proven.held.package_head || h.namespace_head != proven.held.namespace_head
+    });
+    if moved {
+        held::save(&held_path, &proven.held);
+    }
+    t.proofs += clock.elapsed();
     Ok(Evidence {
+        package_records: proven.package_records,
+        namespace_records: proven.namespace_records,
+        fetched_records: bundle.package.records.len() + bundle.namespace.records.len(),
+        bundle_bytes,
         package: proven,
         checkpoint,
         age,
         trust,
-        package_records: bundle.package.records.len(),
-        namespace_records: bundle.namespace.records.len(),
         timings: t,
     })
+}
+
+/// `/v1/bundles/{package}`, asking only for the records above the held heads, if any.
+fn bundle_path(package: &PackageName, held: Option<&Held>) -> String {
+    let mut path = format!("/v1/bundles/{package}");
+    let mut sep = '?';
+    if let Some(h) = held {
+        for (name, head) in [
+            ("package_after", h.package_head),
+            ("namespace_after", h.namespace_head),
+        ] {
+            if let Some(head) = head {
+                path.push(sep);
+                path.push_str(&format!("{name}={head}"));
+                sep = '&';
+            }
+        }
+    }
+    path
 }
 
 /// A namespace's whole chain proven as of a fresh, consistent checkpoint (checks 1-7 for the
@@ -191,7 +251,7 @@ pub fn namespace_evidence(
     namespace: &Namespace,
 ) -> anyhow::Result<(VerifiedNamespace, SignedCheckpoint)> {
     let mut t = Timings::default();
-    let (bundle, checkpoint, _, _) = fetch_checked::<NamespaceBundle>(
+    let (bundle, checkpoint, _, _, _) = fetch_checked::<NamespaceBundle>(
         session,
         &format!("/v1/namespaces/{namespace}/bundle"),
         |b| &b.checkpoint,
@@ -210,10 +270,10 @@ fn fetch_checked<T: serde::de::DeserializeOwned>(
     path: &str,
     checkpoint_of: impl Fn(&T) -> &str,
     t: &mut Timings,
-) -> anyhow::Result<(T, SignedCheckpoint, Outcome, Duration)> {
+) -> anyhow::Result<(T, SignedCheckpoint, Outcome, Duration, usize)> {
     let mut attempt = 1;
     loop {
-        let bundle: T = session.api.get_json(path).map_err(|e| {
+        let (bundle, bytes): (T, usize) = session.api.get_json_sized(path).map_err(|e| {
             if e.downcast_ref::<HttpError>()
                 .is_some_and(|h| h.status == Some(404) && h.code.is_none())
             {
@@ -229,7 +289,7 @@ fn fetch_checked<T: serde::de::DeserializeOwned>(
         if let Some((checkpoint, trust, age)) =
             check_checkpoint(session, checkpoint_of(&bundle), t, attempt)?
         {
-            return Ok((bundle, checkpoint, trust, age));
+            return Ok((bundle, checkpoint, trust, age, bytes));
         }
         attempt += 1;
     }
@@ -265,6 +325,10 @@ pub struct Verified {
     pub namespace_head: Option<Head>,
     pub package_records: usize,
     pub namespace_records: usize,
+    /// How many records the registry sent (the rest were held from an earlier pull).
+    pub fetched_records: usize,
+    /// The size of the bundle's answer.
+    pub bundle_bytes: usize,
     /// The log index of this version's yank, if it was yanked (an exact or locked pull).
     pub yanked_at: Option<(u64, String)>,
     pub audit: Audit,
@@ -410,6 +474,8 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
         namespace_head: ev.package.namespace_head,
         package_records: ev.package_records,
         namespace_records: ev.namespace_records,
+        fetched_records: ev.fetched_records,
+        bundle_bytes: ev.bundle_bytes,
         yanked_at,
         audit,
         evaluation,

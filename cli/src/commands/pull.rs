@@ -154,6 +154,11 @@ impl Opts {
                     .map(|c| c.as_str().to_string())
                     .collect();
                 obj["verdict"] = serde_json::to_value(v.evaluation.as_ref().map(|e| e.verdict))?;
+                obj["bundle"] = serde_json::json!({
+                    "bytes": v.bundle_bytes,
+                    "records_fetched": v.fetched_records,
+                    "records": v.package_records + v.namespace_records,
+                });
                 let t = &v.timings;
                 obj["timings_ms"] = serde_json::json!({
                     "hash": ms(*hashing),
@@ -208,8 +213,16 @@ impl Opts {
                 (
                     "chain",
                     format!(
-                        "{} package and {} namespace records linked back to none",
-                        v.package_records, v.namespace_records
+                        "{} package and {} namespace records linked back to none ({})",
+                        v.package_records,
+                        v.namespace_records,
+                        match v.package_records + v.namespace_records - v.fetched_records {
+                            0 => "all fetched".to_string(),
+                            held => format!(
+                                "{} fetched, {held} held from an earlier pull",
+                                v.fetched_records
+                            ),
+                        }
                     ),
                 ),
                 (

@@ -4,15 +4,16 @@
 //! head-map proof and the chain's records from the head back to the first. A client verifies it
 //! with `gridreg_protocol::bundle::verify_bundle` and believes nothing else the registry says.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use gridreg_protocol::bundle::{
     Bundle, ChainEvidence, Entry, MAX_CHAIN_RECORDS, MapEntry, NamespaceBundle,
 };
 use gridreg_protocol::map::MapProof;
-use gridreg_protocol::{ChainKey, Namespace, PackageName};
+use gridreg_protocol::{ChainKey, Namespace, PackageName, Prev};
+use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::log::inclusion_proof;
@@ -30,13 +31,51 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/namespaces/{namespace}/bundle", get(namespace_bundle))
 }
 
+/// `?package_after=<index>:<hex>&namespace_after=<index>:<hex>`: the heads a client verified
+/// before; each chain's records are served down to (not including) that index only.
+#[derive(Debug, Default, Deserialize)]
+struct AfterQuery {
+    package_after: Option<String>,
+    namespace_after: Option<String>,
+}
+
+/// Where a chain's records stop: the log index of a head the client holds (exclusive).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct After {
+    pub package: Option<u64>,
+    pub namespace: Option<u64>,
+}
+
+impl After {
+    fn parse(q: &AfterQuery) -> Result<Self, ApiError> {
+        let head = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+            let Some(v) = v else { return Ok(None) };
+            match Prev::parse(v) {
+                Ok(Prev::Entry(h)) => Ok(Some(h.index)),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{name}: expected `<log index>:<64 lowercase hex leaf hash>`, found `{v}`"
+                ))),
+            }
+        };
+        Ok(Self {
+            package: head("package_after", &q.package_after)?,
+            namespace: head("namespace_after", &q.namespace_after)?,
+        })
+    }
+}
+
 async fn bundle(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    q: Result<Query<AfterQuery>, QueryRejection>,
 ) -> Result<Json<Bundle>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let package = PackageName::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(package_bundle(&state, &package, Stamp::Now).await?))
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let after = After::parse(&q)?;
+    Ok(Json(
+        package_bundle(&state, &package, Stamp::Now, after).await?,
+    ))
 }
 
 /// Whether a bundle's checkpoint carries the timestamp cosignature of the moment it is served.
@@ -54,14 +93,29 @@ pub async fn package_bundle(
     state: &AppState,
     package: &PackageName,
     stamp: Stamp,
+    after: After,
 ) -> Result<Bundle, ApiError> {
     let package_chain = ChainKey::Package(package.clone());
     let namespace_chain = ChainKey::Namespace(package.namespace().clone());
     let (head, mut proofs) = proven(state, &[&package_chain, &namespace_chain], stamp).await?;
     let (namespace_proof, package_proof) = (proofs.remove(1), proofs.remove(0));
     let mut budget = MAX_BUNDLE_BYTES;
-    let package_records = records(state, &package_chain, &package_proof, &mut budget).await?;
-    let namespace_records = records(state, &namespace_chain, &namespace_proof, &mut budget).await?;
+    let package_records = records(
+        state,
+        &package_chain,
+        &package_proof,
+        after.package,
+        &mut budget,
+    )
+    .await?;
+    let namespace_records = records(
+        state,
+        &namespace_chain,
+        &namespace_proof,
+        after.namespace,
+        &mut budget,
+    )
+    .await?;
     Ok(Bundle {
         checkpoint: head.checkpoint,
         map_entry: head.map_entry,
@@ -88,7 +142,7 @@ async fn namespace_bundle(
     let (head, mut proofs) = proven(&state, &[&chain], Stamp::Now).await?;
     let proof = proofs.remove(0);
     let mut budget = MAX_BUNDLE_BYTES;
-    let records = records(&state, &chain, &proof, &mut budget).await?;
+    let records = records(&state, &chain, &proof, None, &mut budget).await?;
     Ok(Json(NamespaceBundle {
         checkpoint: head.checkpoint,
         map_entry: head.map_entry,
@@ -162,24 +216,33 @@ async fn proven(
     ))
 }
 
-/// The records of `chain` from the head `proof` names back to the first, head first, in
-/// chunks, within `budget` bytes.
+/// The records of `chain` from the head `proof` names back to the first, or down to (not
+/// including) log index `after`, head first, in chunks, within `budget` bytes. Whether the
+/// chain really passes through `after` is the client's check (docs/protocol.md §8.6.5).
 async fn records(
     state: &AppState,
     chain: &ChainKey,
     proof: &MapProof,
+    after: Option<u64>,
     budget: &mut usize,
 ) -> Result<Vec<Entry>, ApiError> {
     let Some(head) = proof.head() else {
         return Ok(Vec::new());
     };
+    if after.is_some_and(|a| a >= head.index) {
+        return Ok(Vec::new());
+    }
     let key = chain.to_string();
     let mut out: Vec<Entry> = Vec::new();
     let mut below = head.index + 1;
     loop {
         let chunk = state.store.chain_entries(&key, below, READ_CHUNK).await?;
-        let done = chunk.len() < READ_CHUNK;
+        let mut done = chunk.len() < READ_CHUNK;
         for (index, body) in chunk {
+            if after.is_some_and(|a| index <= a) {
+                done = true;
+                break;
+            }
             if out.len() == MAX_CHAIN_RECORDS {
                 return Err(ApiError::TooLarge(format!(
                     "{chain} has more than {MAX_CHAIN_RECORDS} records, more than a bundle carries"

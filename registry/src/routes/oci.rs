@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::auth::{self, Scope};
 use crate::error::ApiError;
 use crate::oci::{BundleArtifact, Lookup, Named};
-use crate::routes::bundles::{Stamp, package_bundle};
+use crate::routes::bundles::{After, Stamp, package_bundle};
 use crate::state::AppState;
 
 /// Most tags one `tags/list` page holds, whatever `n` asks for.
@@ -578,7 +578,7 @@ async fn bundle_referrer(
     let (layer, size) = match state.oci.newest_bundle_layer(&repository, current) {
         Some(layer) => (layer, current),
         None => {
-            let bundle = match package_bundle(state, package, Stamp::None).await {
+            let bundle = match package_bundle(state, package, Stamp::None, After::default()).await {
                 Ok(b) => b,
                 Err(e @ (ApiError::TooLarge(_) | ApiError::Unavailable(_))) => {
                     tracing::warn!(%package, error = %e, "no proof-bundle referrer");
