@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -273,7 +274,7 @@ pub struct VerifiedRelease {
     /// Its log index.
     pub index: u64,
     /// The exact leaf bytes (the signed release).
-    pub leaf: String,
+    pub leaf: Arc<str>,
     /// The parsed record: version, digest, size, time, imports and exports.
     pub release: Release,
     /// The keys whose signatures verified, of which at least one was authorised at `index`.
@@ -306,7 +307,7 @@ pub struct VerifiedYank {
     pub index: u64,
     pub version: Version,
     pub reason: String,
-    pub leaf: String,
+    pub leaf: Arc<str>,
     pub signers: Vec<VerifierKey>,
 }
 
@@ -360,7 +361,8 @@ pub struct Held {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldEntry {
     pub index: u64,
-    pub leaf: String,
+    /// Shared with the verified release or yank it is, if it is one.
+    pub leaf: Arc<str>,
     pub signers: Vec<VerifierKey>,
 }
 
@@ -880,7 +882,7 @@ impl<'c> Replay<'c> {
         };
         self.apply(
             e.index,
-            &e.leaf,
+            e.leaf.clone(),
             (note, record),
             chain,
             Some(&e.signers),
@@ -897,7 +899,7 @@ impl<'c> Replay<'c> {
     ) -> Result<(), BundleError> {
         self.apply(
             w.index,
-            w.body,
+            Arc::from(w.body),
             (w.note, w.record),
             chain,
             cached,
@@ -908,7 +910,7 @@ impl<'c> Replay<'c> {
     fn apply(
         &mut self,
         index: u64,
-        body: &str,
+        body: Arc<str>,
         (note, record): (Note, Record),
         chain: &ChainKey,
         known: Option<&[VerifierKey]>,
@@ -926,7 +928,7 @@ impl<'c> Replay<'c> {
         }
         self.entries.push(HeldEntry {
             index,
-            leaf: body.to_string(),
+            leaf: body.clone(),
             signers: signers.clone(),
         });
         let package_chain = self.package_chain;
@@ -950,7 +952,7 @@ impl<'c> Replay<'c> {
                     .insert(release.version.clone(), self.releases.len());
                 self.releases.push(VerifiedRelease {
                     index,
-                    leaf: body.to_string(),
+                    leaf: body,
                     release,
                     signers,
                     yanked_at: None,
@@ -975,7 +977,7 @@ impl<'c> Replay<'c> {
                     index,
                     version: yank.version,
                     reason: yank.reason,
-                    leaf: body.to_string(),
+                    leaf: body,
                     signers,
                 });
             }
@@ -1420,7 +1422,7 @@ mod tests {
         assert_eq!(v.namespace_head.map(|h| h.index), Some(8));
         let r100 = v.release(&Version::new(1, 0, 0)).unwrap();
         assert_eq!(r100.signers, vec![bob().verifier()]);
-        assert_eq!(r100.leaf, log.leaf_at(2));
+        assert_eq!(&*r100.leaf, log.leaf_at(2));
         assert_eq!(r100.digest(), &Digest::of(b"one"));
         assert_eq!(r100.size(), 3);
         // Newest skips the yanked 1.2.0 and the pre-release; ranges skip the yank; exact does not.

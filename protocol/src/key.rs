@@ -2,8 +2,10 @@
 //! verifier key `NAME+KEYID+BASE64(0x01||pub)`, signer key `PRIVATE+KEY+NAME+KEYID+BASE64(0x01||seed)`,
 //! key id = first 4 bytes of SHA-256(NAME || 0x0A || 0x01 || pub).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -132,8 +134,32 @@ pub(crate) fn parse_verifier_text(alg: u8, s: &str) -> Result<(&str, u32, Verify
             computed,
         });
     }
-    let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::BadPoint)?;
+    let key = decompress(&public)?;
     Ok((parts[0], id, key))
+}
+
+/// Most points [`decompress`] remembers; past it, it starts again.
+const MAX_REMEMBERED_POINTS: usize = 4096;
+
+/// The Ed25519 point of a public key's 32 bytes, remembered per process: decompressing costs
+/// about as much as a third of a signature verification, and a client proving a namespace
+/// chain meets the same few keys in every namespace record, in its cache of verified signers
+/// and in the chains it holds. The result depends on the bytes alone; refused points are not
+/// remembered.
+fn decompress(public: &[u8; 32]) -> Result<VerifyingKey, KeyError> {
+    static POINTS: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    if let Some(key) = POINTS.lock().ok().and_then(|p| p.get(public).copied()) {
+        return Ok(key);
+    }
+    let key = VerifyingKey::from_bytes(public).map_err(|_| KeyError::BadPoint)?;
+    if let Ok(mut points) = POINTS.lock() {
+        if points.len() >= MAX_REMEMBERED_POINTS {
+            points.clear();
+        }
+        points.insert(*public, key);
+    }
+    Ok(key)
 }
 
 /// Splits `PRIVATE+KEY+NAME+KEYID+BASE64(alg||seed)` and checks its shape, name and id text; the
@@ -355,6 +381,37 @@ impl fmt::Debug for SignerKey {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// `decompress` remembers points: a key parsed again is the same key and still verifies;
+    /// bytes that are no point are refused every time, not remembered.
+    #[test]
+    fn remembered_points_agree_and_bad_points_stay_refused() {
+        let signer = SignerKey::from_seed("alice", &[3; 32]).unwrap();
+        let text = signer.verifier().to_string();
+        let first = VerifierKey::parse(&text).unwrap();
+        let again = VerifierKey::parse(&text).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first, signer.verifier());
+        let sig = signer.sign(b"text");
+        assert!(again.verify(b"text", &sig));
+        // The first 32-byte strings of one repeated byte that are not a point.
+        let bad: Vec<[u8; 32]> = (0..=255u8)
+            .map(|b| [b; 32])
+            .filter(|p| VerifyingKey::from_bytes(p).is_err())
+            .take(3)
+            .collect();
+        assert!(!bad.is_empty());
+        for public in bad {
+            let text = format!(
+                "bad+{:08x}+{}",
+                key_id_for(ALG_ED25519, "bad", &public),
+                material_b64(&public)
+            );
+            for _ in 0..2 {
+                assert_eq!(VerifierKey::parse(&text), Err(KeyError::BadPoint));
+            }
+        }
+    }
 
     #[test]
     fn generate_roundtrip() {

@@ -143,7 +143,7 @@ fn parse(bytes: &[u8]) -> Option<Held> {
         rest = rest.get(len..)?.strip_prefix('\n')?;
         entries.push(HeldEntry {
             index,
-            leaf: leaf.to_string(),
+            leaf: leaf.into(),
             signers,
         });
     }
@@ -173,12 +173,12 @@ mod tests {
             entries: vec![
                 HeldEntry {
                     index: 2,
-                    leaf: "gridreg/namespace/v2\nline\n\n— alice sig\n".to_string(),
+                    leaf: "gridreg/namespace/v2\nline\n\n— alice sig\n".into(),
                     signers: vec![a.clone()],
                 },
                 HeldEntry {
                     index: 9,
-                    leaf: "text\n\nentry 1 2 3\n".to_string(),
+                    leaf: "text\n\nentry 1 2 3\n".into(),
                     signers: vec![b, a],
                 },
             ],

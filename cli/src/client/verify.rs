@@ -183,7 +183,15 @@ pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evid
         break (bundle, checkpoint, trust, age, bytes);
     };
     let clock = Instant::now();
-    let mut cache = SignerCache::load(session.signers_path());
+    let fetched_records = bundle.package.records.len() + bundle.namespace.records.len();
+    // Continuing from held chains, the few records above them cost less to verify (one
+    // signature each) than reading and rewriting the cache of verified signers for all.
+    let use_cache = held.is_none() || fetched_records > SIGNER_CACHE_WORTH;
+    let mut cache = if use_cache {
+        SignerCache::load(session.signers_path())
+    } else {
+        SignerCache::default()
+    };
     let known = |leaf: &gridreg_protocol::Hash| cache.get(leaf);
     let proven = match &held {
         Some(h) => verify_bundle_after(
@@ -203,8 +211,10 @@ pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evid
         ),
     }
     .map_err(|e| failed(bundle_check(&e), e))?;
-    cache.extend(&proven.record_signers);
-    cache.save();
+    if use_cache {
+        cache.extend(&proven.record_signers);
+        cache.save();
+    }
     let moved = held.as_ref().is_none_or(|h| {
         h.package_head != proven.held.package_head || h.namespace_head != proven.held.namespace_head
     });
@@ -215,7 +225,7 @@ pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evid
     Ok(Evidence {
         package_records: proven.package_records,
         namespace_records: proven.namespace_records,
-        fetched_records: bundle.package.records.len() + bundle.namespace.records.len(),
+        fetched_records,
         bundle_bytes,
         package: proven,
         checkpoint,
@@ -224,6 +234,10 @@ pub fn evidence(session: &Session, package: &PackageName) -> anyhow::Result<Evid
         timings: t,
     })
 }
+
+/// Above how many fetched records a pull that continues from held chains reads the cache of
+/// verified signers: about what reading it costs, in signature verifications.
+const SIGNER_CACHE_WORTH: usize = 32;
 
 /// `/v1/bundles/{package}`, asking only for the records above the held heads, if any.
 fn bundle_path(package: &PackageName, held: Option<&Held>) -> String {
@@ -348,7 +362,7 @@ pub fn verify(req: &Request) -> anyhow::Result<Verified> {
     let name = format!("{}@{}", release.package, release.version);
 
     // The registry's record for the release must be the one the chain proves.
-    if req.served.record != chosen.leaf || req.served.info.log_index != chosen.index {
+    if req.served.record != *chosen.leaf || req.served.info.log_index != chosen.index {
         return Err(failed(
             Check::Chain,
             format!(
